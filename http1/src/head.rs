@@ -1,0 +1,549 @@
+//! Header sections: parsing requests and responses, and writing them back out.
+//!
+//! `httparse` tokenizes the start line and the field lines; everything that decides what the
+//! bytes *mean* is here: the limits (414, 431), the strictness that closes smuggling vectors
+//! (bare LF, NUL or CR inside a value, a missing or repeated Host), and, through
+//! [`crate::framing`], where the body ends.
+//!
+//! ```text
+//! request-line  = method SP request-target SP HTTP-version CRLF      (RFC 9112 section 3)
+//! status-line   = HTTP-version SP status-code SP [ reason-phrase ] CRLF (section 4)
+//! field-line    = field-name ":" OWS field-value OWS CRLF              (section 5)
+//! header section ends with an empty line: CRLF
+//! ```
+//!
+//! Invariant: a head is accepted only when its whole header section is in the buffer, and the
+//! returned `consumed` count is exactly its length, so the next byte is the first byte of the
+//! body (or of the next pipelined request).
+
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+use crate::error::HeadError;
+use crate::framing::{self, BodyKind};
+use crate::limits::{Limits, MAX_HEADERS_CEILING};
+
+/// The header section of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: Method,
+    /// The request-target exactly as received (origin-form `/path?query` in most requests).
+    pub target: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// The header section of a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// A request head together with what it says about the connection.
+#[derive(Debug)]
+pub struct ParsedRequest {
+    pub head: RequestHead,
+    /// How the body that follows is delimited.
+    pub body: BodyKind,
+    /// Whether the client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    /// Bytes of the buffer the header section took.
+    pub consumed: usize,
+}
+
+/// A response head together with what it says about the connection.
+#[derive(Debug)]
+pub struct ParsedResponse {
+    pub head: ResponseHead,
+    pub body: BodyKind,
+    pub keep_alive: bool,
+    pub consumed: usize,
+}
+
+impl RequestHead {
+    /// A request head with no fields, for building requests.
+    pub fn new(method: Method, target: impl Into<String>) -> Self {
+        RequestHead {
+            method,
+            target: target.into(),
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    /// The path part of the target (before `?`).
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    /// The query part of the target (after `?`), if any.
+    pub fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, q)| q)
+    }
+
+    /// `Expect: 100-continue` (RFC 9110 section 10.1.1): the client waits for a 100 before it
+    /// sends the body.
+    pub fn expects_continue(&self) -> bool {
+        self.version == Version::HTTP_11
+            && self
+                .headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    }
+
+    /// Whether the client asks to switch protocols (`Connection: upgrade` plus `Upgrade`).
+    pub fn wants_upgrade(&self) -> bool {
+        self.headers.contains_key(header::UPGRADE) && has_token(&self.headers, "upgrade")
+    }
+}
+
+impl ResponseHead {
+    pub fn new(status: StatusCode) -> Self {
+        ResponseHead {
+            status,
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+        }
+    }
+}
+
+/// Parses a request head from the start of `buf`. `Ok(None)` means the section is not complete
+/// yet and no limit has been passed: read more and call again.
+pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<ParsedRequest>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+    let max_headers = limits.max_headers.min(MAX_HEADERS_CEILING);
+    let mut req = httparse::Request::new(&mut slots[..max_headers]);
+    let consumed = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            check_partial(buf, limits)?;
+            return Ok(None);
+        }
+        Err(e) => return Err(map_parse_error(e, max_headers)),
+    };
+    check_complete(&buf[..consumed], limits)?;
+
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(HeadError::UnsupportedVersion),
+    };
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| HeadError::Malformed("invalid method"))?;
+    let target = req.path.unwrap_or("").to_owned();
+    let headers = to_header_map(req.headers)?;
+    let head = RequestHead {
+        method,
+        target,
+        version,
+        headers,
+    };
+    check_host(&head)?;
+    let body = framing::request_body(&head, limits)?;
+    let keep_alive = keep_alive(version, &head.headers);
+    Ok(Some(ParsedRequest {
+        head,
+        body,
+        keep_alive,
+        consumed,
+    }))
+}
+
+/// Parses a response head to a request with `method`. Interim (1xx) responses are returned like
+/// any other; the caller reads the final response after them.
+pub fn parse_response(
+    buf: &[u8],
+    limits: &Limits,
+    method: &Method,
+) -> Result<Option<ParsedResponse>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+    let max_headers = limits.max_headers.min(MAX_HEADERS_CEILING);
+    let mut res = httparse::Response::new(&mut slots[..max_headers]);
+    let consumed = match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > limits.max_header_bytes {
+                return Err(HeadError::HeadersTooLarge {
+                    max: limits.max_header_bytes,
+                });
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(map_parse_error(e, max_headers)),
+    };
+    if consumed > limits.max_header_bytes {
+        return Err(HeadError::HeadersTooLarge {
+            max: limits.max_header_bytes,
+        });
+    }
+    reject_bare_lf(&buf[..consumed])?;
+    let version = match res.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(HeadError::UnsupportedVersion),
+    };
+    let status = StatusCode::from_u16(res.code.unwrap_or(0))
+        .map_err(|_| HeadError::Malformed("invalid status code"))?;
+    let headers = to_header_map(res.headers)?;
+    let head = ResponseHead {
+        status,
+        version,
+        headers,
+    };
+    let body = framing::response_body(&head, method)?;
+    let keep_alive = keep_alive(version, &head.headers) && body != BodyKind::CloseDelimited;
+    Ok(Some(ParsedResponse {
+        head,
+        body,
+        keep_alive,
+        consumed,
+    }))
+}
+
+/// Limits that can be decided before the section is complete, so an endless request line or
+/// header section is refused as soon as it passes the limit instead of being buffered.
+fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), HeadError> {
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    match line_end {
+        None if buf.len() > limits.max_request_line_bytes => Err(HeadError::RequestLineTooLong {
+            max: limits.max_request_line_bytes,
+        }),
+        _ if buf.len() > limits.max_header_bytes => Err(HeadError::HeadersTooLarge {
+            max: limits.max_header_bytes,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn check_complete(section: &[u8], limits: &Limits) -> Result<(), HeadError> {
+    let line_len = section
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(section.len());
+    if line_len > limits.max_request_line_bytes + 1 {
+        return Err(HeadError::RequestLineTooLong {
+            max: limits.max_request_line_bytes,
+        });
+    }
+    if section.len() > limits.max_header_bytes {
+        return Err(HeadError::HeadersTooLarge {
+            max: limits.max_header_bytes,
+        });
+    }
+    reject_bare_lf(section)
+}
+
+/// httparse accepts a lone LF as a line ending. A front end that does not would read
+/// `X: a\nTransfer-Encoding: chunked` as one field and we as two, which is how smuggling starts,
+/// so every LF must follow a CR.
+fn reject_bare_lf(section: &[u8]) -> Result<(), HeadError> {
+    let mut prev = 0u8;
+    for &b in section {
+        if b == b'\n' && prev != b'\r' {
+            return Err(HeadError::BareLf);
+        }
+        prev = b;
+    }
+    Ok(())
+}
+
+fn map_parse_error(e: httparse::Error, max_headers: usize) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => HeadError::TooManyHeaders { max: max_headers },
+        httparse::Error::Version => HeadError::UnsupportedVersion,
+        httparse::Error::HeaderName => HeadError::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => HeadError::Malformed("invalid header value"),
+        httparse::Error::NewLine => HeadError::Malformed("invalid line ending"),
+        httparse::Error::Status => HeadError::Malformed("invalid status code"),
+        httparse::Error::Token => HeadError::Malformed("invalid token"),
+    }
+}
+
+fn to_header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| HeadError::Malformed("invalid header name"))?;
+        // HeaderValue refuses NUL, CR, LF and other controls, which httparse lets through in
+        // some positions; a value that cannot be represented is refused, never altered.
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| HeadError::Malformed("invalid header value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, or with
+/// more than one.
+fn check_host(head: &RequestHead) -> Result<(), HeadError> {
+    let count = head.headers.get_all(header::HOST).iter().count();
+    let ok = match head.version {
+        Version::HTTP_11 => count == 1,
+        _ => count <= 1,
+    };
+    if ok { Ok(()) } else { Err(HeadError::BadHost) }
+}
+
+/// Persistence rules of RFC 9112 section 9.3.
+pub fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    if has_token(headers, "close") {
+        return false;
+    }
+    version == Version::HTTP_11 || has_token(headers, "keep-alive")
+}
+
+/// Whether the Connection header lists `token` (case-insensitive, comma-separated lists over
+/// any number of field lines).
+pub fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// How the writer frames an outgoing body; decides the framing header it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutgoingFraming {
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// No framing header of ours: the caller's own headers go out as they are (a response to
+    /// HEAD or a 304 keeps the Content-Length of the representation), except that 1xx and 204
+    /// responses never carry Content-Length or Transfer-Encoding (RFC 9110 section 8.6).
+    None,
+    /// The body runs until the connection closes (an HTTP/1.0 peer and a body of unknown
+    /// length). No framing header.
+    Close,
+}
+
+/// Appends a request head. The framing header is ours, never the caller's: a Content-Length or
+/// Transfer-Encoding in `head.headers` is replaced by the one that matches the bytes we send.
+pub fn encode_request(head: &RequestHead, framing: OutgoingFraming, dst: &mut BytesMut) {
+    dst.reserve(head.target.len() + 16 + 32 * head.headers.len());
+    dst.put_slice(head.method.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(head.target.as_bytes());
+    dst.put_slice(match head.version {
+        Version::HTTP_10 => b" HTTP/1.0\r\n",
+        _ => b" HTTP/1.1\r\n",
+    });
+    encode_fields(&head.headers, framing, false, dst);
+}
+
+/// Appends a response head (always `HTTP/1.1`, the highest version we speak; RFC 9110 section
+/// 2.5), with the framing header chosen as for [`encode_request`].
+pub fn encode_response(head: &ResponseHead, framing: OutgoingFraming, dst: &mut BytesMut) {
+    dst.reserve(32 + 32 * head.headers.len());
+    dst.put_slice(b"HTTP/1.1 ");
+    dst.put_slice(head.status.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(
+        head.status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    dst.put_slice(b"\r\n");
+    let no_framing_allowed =
+        head.status.is_informational() || head.status == StatusCode::NO_CONTENT;
+    encode_fields(&head.headers, framing, no_framing_allowed, dst);
+}
+
+fn encode_fields(
+    headers: &HeaderMap,
+    framing: OutgoingFraming,
+    no_framing_allowed: bool,
+    dst: &mut BytesMut,
+) {
+    let ours = !matches!(framing, OutgoingFraming::None) || no_framing_allowed;
+    for (name, value) in headers {
+        let is_framing = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+        if is_framing && ours {
+            continue;
+        }
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    match framing {
+        OutgoingFraming::Length(n) if !no_framing_allowed => {
+            dst.put_slice(b"content-length: ");
+            let digits = itoa_buf(n);
+            dst.put_slice(digits.as_bytes());
+            dst.put_slice(b"\r\n");
+        }
+        OutgoingFraming::Chunked if !no_framing_allowed => {
+            dst.put_slice(b"transfer-encoding: chunked\r\n");
+        }
+        _ => {}
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// Decimal digits of `n` without allocating.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+fn itoa_buf(mut n: u64) -> Digits {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    Digits { buf, start: i }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Option<ParsedRequest>, HeadError> {
+        parse_request(raw.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn parses_a_simple_get() {
+        let p = parse("GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.head.method, Method::GET);
+        assert_eq!(p.head.path(), "/a");
+        assert_eq!(p.head.query(), Some("b=1"));
+        assert_eq!(p.body, BodyKind::Empty);
+        assert!(p.keep_alive);
+        assert_eq!(p.consumed, "GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n".len());
+    }
+
+    #[test]
+    fn partial_head_asks_for_more() {
+        assert!(parse("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn long_request_line_is_414_before_it_completes() {
+        let limits = Limits {
+            max_request_line_bytes: 64,
+            ..Limits::default()
+        };
+        let raw = format!("GET /{} HTTP/1.1", "a".repeat(100));
+        let err = parse_request(raw.as_bytes(), &limits).unwrap_err();
+        assert_eq!(err.status(), StatusCode::URI_TOO_LONG);
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let limits = Limits {
+            max_headers: 3,
+            ..Limits::default()
+        };
+        let raw = "GET / HTTP/1.1\r\nHost: x\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
+        let err = parse_request(raw.as_bytes(), &limits).unwrap_err();
+        assert_eq!(err.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn bare_lf_is_refused() {
+        let err = parse("GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n").unwrap_err();
+        assert_eq!(err, HeadError::BareLf);
+    }
+
+    #[test]
+    fn host_is_required_once_in_http11() {
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\n\r\n").unwrap_err(),
+            HeadError::BadHost
+        );
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap_err(),
+            HeadError::BadHost
+        );
+        assert!(parse("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+    }
+
+    #[test]
+    fn http10_closes_unless_keep_alive_is_asked() {
+        let p = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!p.keep_alive);
+        let p = parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(p.keep_alive);
+        let p = parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!p.keep_alive);
+    }
+
+    #[test]
+    fn response_framing_header_is_ours() {
+        let mut head = ResponseHead::new(StatusCode::OK);
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        head.headers.insert("x-a", HeaderValue::from_static("b"));
+        let mut dst = BytesMut::new();
+        encode_response(&head, OutgoingFraming::Length(5), &mut dst);
+        assert_eq!(
+            &dst[..],
+            b"HTTP/1.1 200 OK\r\nx-a: b\r\ncontent-length: 5\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn no_content_never_carries_framing() {
+        let head = ResponseHead::new(StatusCode::NO_CONTENT);
+        let mut dst = BytesMut::new();
+        encode_response(&head, OutgoingFraming::Length(0), &mut dst);
+        assert_eq!(&dst[..], b"HTTP/1.1 204 No Content\r\n\r\n");
+    }
+
+    #[test]
+    fn request_round_trips_through_encode_and_parse() {
+        let mut head = RequestHead::new(Method::POST, "/x");
+        head.headers
+            .insert(header::HOST, HeaderValue::from_static("h"));
+        let mut dst = BytesMut::new();
+        encode_request(&head, OutgoingFraming::Chunked, &mut dst);
+        let p = parse_request(&dst, &Limits::default()).unwrap().unwrap();
+        assert_eq!(p.body, BodyKind::Chunked);
+        assert_eq!(p.head.method, Method::POST);
+        assert_eq!(p.consumed, dst.len());
+    }
+
+    #[test]
+    fn response_to_head_has_no_body_whatever_it_says() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+        let p = parse_response(raw, &Limits::default(), &Method::HEAD)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.body, BodyKind::Empty);
+        let p = parse_response(raw, &Limits::default(), &Method::GET)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.body, BodyKind::Length(10));
+    }
+
+    #[test]
+    fn digits() {
+        for n in [0u64, 7, 10, 12345, u64::MAX] {
+            assert_eq!(itoa_buf(n).as_bytes(), n.to_string().as_bytes());
+        }
+    }
+}
