@@ -296,12 +296,11 @@ fn parse_trailers(section: &[u8], max_headers: usize) -> Result<HeaderMap, BodyE
 mod tests {
     use super::*;
 
-    /// Decodes `input` fed in pieces of `step` bytes; returns data, trailers and leftover.
-    pub(crate) fn decode_all(
-        kind: BodyKind,
-        input: &[u8],
-        step: usize,
-    ) -> Result<(Vec<u8>, Option<HeaderMap>, Vec<u8>), BodyError> {
+    /// Body data, trailers, and the bytes left after the body.
+    type DecodedBody = (Vec<u8>, Option<HeaderMap>, Vec<u8>);
+
+    /// Decodes `input` fed in pieces of `step` bytes.
+    fn decode_all(kind: BodyKind, input: &[u8], step: usize) -> Result<DecodedBody, BodyError> {
         let mut dec = BodyDecoder::new(kind, &Limits::default());
         let mut buf = BytesMut::new();
         let mut body = Vec::new();
