@@ -12,6 +12,8 @@
 //! | [`decode`] | the sans-I/O body decoder (Content-Length, chunked with trailers, until close) |
 //! | [`encode`] | the sans-I/O body encoder |
 //! | [`body`] | bodies as streams with back-pressure |
+//! | [`message`] | [`Request`] and [`Response`], shared by server and client |
+//! | [`upgrade`] | the raw stream after `101 Switching Protocols` |
 //! | [`error`] | errors and their status codes |
 
 pub mod body;
@@ -21,11 +23,15 @@ pub mod error;
 pub mod framing;
 pub mod head;
 pub mod limits;
+pub mod message;
+pub mod upgrade;
 
 pub use body::{Body, BodySender, BodyStream, Collected, Frame};
 pub use error::{BodyError, Error, HeadError, Result};
 pub use framing::BodyKind;
 pub use head::{RequestHead, ResponseHead};
 pub use limits::Limits;
+pub use message::{Request, Response};
+pub use upgrade::{OnUpgrade, Upgraded};
 
 pub use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
