@@ -46,5 +46,7 @@ pub use data_dir::DataDir;
 pub use error::{Error, Result};
 pub use fault_proxy::{Direction, FaultProxy, ProxyStats, Toxic, ToxicEntry, ToxicId};
 pub use ports::free_addr;
-pub use process::{LOG_LINES_MAX, Process, ProcessSpec, Termination, http_get_status};
+pub use process::{
+    LOG_LINE_BYTES_MAX, LOG_LINES_MAX, Process, ProcessSpec, Termination, http_get_status,
+};
 pub use seed::{TestRng, seeded_rng};
