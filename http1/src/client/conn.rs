@@ -412,3 +412,45 @@ pub(crate) fn ensure_host(head: &mut RequestHead, addr: std::net::SocketAddr) {
         head.headers.insert(header::HOST, value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framing_of(method: Method, body: Body) -> (OutgoingFraming, RequestHead) {
+        let mut head = RequestHead::new(method, "/");
+        head.version = Version::HTTP_10;
+        head.headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        let framing = prepare_head(&mut head, &body);
+        (framing, head)
+    }
+
+    #[test]
+    fn framing_is_chosen_from_the_body_never_from_the_callers_headers() {
+        let (framing, head) = framing_of(Method::POST, Body::full("abc"));
+        assert_eq!(framing, OutgoingFraming::Length(3));
+        assert!(!head.headers.contains_key(header::TRANSFER_ENCODING));
+        assert!(!head.headers.contains_key(header::CONTENT_LENGTH));
+        assert_eq!(head.version, Version::HTTP_11);
+
+        let (_, body) = Body::channel(1, None);
+        assert_eq!(framing_of(Method::PUT, body).0, OutgoingFraming::Chunked);
+    }
+
+    #[test]
+    fn empty_body_gets_content_length_only_where_content_is_expected() {
+        assert_eq!(
+            framing_of(Method::GET, Body::empty()).0,
+            OutgoingFraming::None
+        );
+        assert_eq!(
+            framing_of(Method::POST, Body::empty()).0,
+            OutgoingFraming::Length(0)
+        );
+    }
+}

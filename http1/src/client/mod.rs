@@ -271,3 +271,34 @@ fn is_idempotent(head: &RequestHead) -> bool {
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     ) || head.headers.contains_key("idempotency-key")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_follows_the_method_or_an_idempotency_key() {
+        assert!(is_idempotent(&RequestHead::new(Method::PUT, "/")));
+        assert!(!is_idempotent(&RequestHead::new(Method::POST, "/")));
+        let mut keyed = RequestHead::new(Method::POST, "/");
+        keyed
+            .headers
+            .insert("idempotency-key", http::HeaderValue::from_static("k1"));
+        assert!(is_idempotent(&keyed));
+    }
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let config = ClientConfig {
+            response_header_timeout: Duration::ZERO,
+            ..ClientConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("response_header_timeout")
+        );
+        assert!(Client::new(ClientConfig::default()).is_ok());
+    }
+}
