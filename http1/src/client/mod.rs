@@ -26,7 +26,8 @@
 //! client then sends the request once more, on a freshly opened connection, if all of these
 //! hold:
 //!
-//! 1. the connection came from the pool (a fresh connection failing is a real failure);
+//! 1. the connection came from the pool (a fresh connection failing is a real failure), and
+//!    it failed by being closed or reset (not by a timeout);
 //! 2. no byte of a response was read (otherwise the server did act on the request);
 //! 3. the request body was not consumed: no frame was taken from it, so we still hold it whole
 //!    (an empty body never is; a streamed one is gone once sent);
@@ -37,10 +38,11 @@
 //! A non-idempotent request that reached the socket is never repeated: the server may have
 //! applied it and died before answering, and a duplicated POST is worse than an error.
 //!
-//! **Errors.** Connection failures are [`Error::Connect`], timeouts [`Error::Timeout`], and an
-//! upstream that breaks the protocol in its response head gives [`Error::MalformedResponse`]
-//! (see [`Error::is_upstream_protocol_error`]): a proxy answers the first and last with 502 and
-//! a timeout with 504. Errors are returned, not logged; the caller logs what it handles.
+//! **Errors.** Connection failures are [`Error::Connect`], timeouts [`Error::Timeout`], an
+//! upstream that closes or resets the connection without answering gives [`Error::Closed`] or
+//! [`Error::Io`], and one that breaks the protocol in its response head gives
+//! [`Error::MalformedResponse`] (see [`Error::is_upstream_protocol_error`]). A proxy answers a
+//! timeout with 504 and the others with 502. Errors are returned, not logged; the caller logs what it handles.
 //!
 //! **Limits.** One request per connection at a time (no pipelining, as in every browser and
 //! proxy). A final response that arrives while the request body is still being sent ends the
@@ -70,7 +72,7 @@ use crate::upgrade::Io;
 
 pub use pool::ClientStats;
 
-use conn::{Conn, Failed};
+use conn::{Conn, Failed, Replay};
 use pool::{Lease, Pool};
 
 /// Default for [`ClientConfig::connect_timeout`]: Envoy's default for upstream clusters. A
@@ -223,11 +225,7 @@ impl Client {
             Err(failed) => failed,
         };
         let replay = match replay {
-            Some(replay)
-                if reused && (replay.nothing_written || is_idempotent(&replay.request.head)) =>
-            {
-                replay
-            }
+            Some(replay) if reused && may_retry(&error, &replay) => replay,
             _ => return Err(error),
         };
         tracing::debug!(%error, "reused connection failed before any response; retrying once");
@@ -261,6 +259,15 @@ impl Client {
             }),
         }
     }
+}
+
+/// The retry rule of the module documentation, for a failure on a reused connection that
+/// gave the request back (no response byte read, body not consumed). Only a closed or reset
+/// connection is the race with the server's keep-alive timeout; a timeout is not retried here
+/// (that is the caller's policy: it already waited once).
+fn may_retry(error: &Error, replay: &Replay) -> bool {
+    matches!(error, Error::Closed | Error::Io(_))
+        && (replay.nothing_written || is_idempotent(&replay.request.head))
 }
 
 /// Idempotent methods of RFC 9110 section 9.2.2, or a request made idempotent by an
