@@ -103,8 +103,27 @@ pub enum Error {
     Timeout(&'static str),
     #[error("connection closed")]
     Closed,
+    /// The client could not open a connection to the upstream (refused, unreachable). Nothing
+    /// was sent, so the request may go to another upstream whatever its method.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The upstream answered with a header section that cannot be accepted (garbage, both
+    /// Transfer-Encoding and Content-Length, differing lengths, over a limit). A proxy answers
+    /// it with 502 Bad Gateway; see [`Error::is_upstream_protocol_error`].
+    #[error("malformed response: {0}")]
+    MalformedResponse(HeadError),
     #[error("{0}")]
     Other(String),
+}
+
+impl Error {
+    /// Whether the upstream a client talked to broke HTTP/1.1 before its response head was
+    /// accepted: the failure is the upstream's, not ours, and a proxy answers it with 502. (A
+    /// broken response *body* surfaces later, as [`Error::Body`] from the body stream, when the
+    /// proxy's own response has already started.)
+    pub fn is_upstream_protocol_error(&self) -> bool {
+        matches!(self, Error::MalformedResponse(_))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -15,8 +15,10 @@
 //! | [`message`] | [`Request`] and [`Response`], shared by server and client |
 //! | [`upgrade`] | the raw stream after `101 Switching Protocols` |
 //! | [`error`] | errors and their status codes |
+//! | [`client`] | the client and its keep-alive pool |
 
 pub mod body;
+pub mod client;
 pub mod decode;
 pub mod encode;
 pub mod error;
@@ -27,6 +29,7 @@ pub mod message;
 pub mod upgrade;
 
 pub use body::{Body, BodySender, BodyStream, Collected, Frame};
+pub use client::{Client, ClientConfig, ClientStats};
 pub use error::{BodyError, Error, HeadError, Result};
 pub use framing::BodyKind;
 pub use head::{RequestHead, ResponseHead};

@@ -1,0 +1,456 @@
+//! One request and its response head on one connection.
+//!
+//! ```text
+//!  write head (+ the first body frame if it is ready: one segment for small requests)
+//!    |  the response header deadline starts here
+//!    |  Expect: 100-continue? wait (at most expect_continue_timeout) for a 100 or a final head
+//!    v
+//!  write the rest of the body  ||  read response heads, skipping 1xx (not 101)
+//!    |  a final head that arrives before the body is sent ends the upload:
+//!    |  the server has answered (often 413 or 401) and the connection will not be reused
+//!    v
+//!  101 / 2xx to CONNECT -> the raw connection, through OnUpgrade
+//!  otherwise            -> a response whose body streams from the connection
+//! ```
+//!
+//! Writing and reading run together (RFC 9112 section 9.3 asks a client to watch for a
+//! response while it sends a body), on the two halves of the stream, which are joined again
+//! before the connection is handed on.
+//!
+//! The framing of the request body is always ours: Content-Length when the body's exact
+//! length is known, chunked (with trailers) otherwise; the caller's Content-Length and
+//! Transfer-Encoding fields are dropped. Requests always go out as HTTP/1.1, the highest version
+//! we speak (RFC 9110 section 2.5), whatever version they arrived with.
+
+use std::future::poll_fn;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, StatusCode, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::{Instant, timeout, timeout_at};
+
+use super::ClientConfig;
+use super::pool::Lease;
+use super::response_body::IncomingBody;
+use crate::body::{Body, Frame};
+use crate::decode::BodyDecoder;
+use crate::encode::BodyEncoder;
+use crate::error::{Error, HeadError, Result};
+use crate::head::{self, OutgoingFraming, ParsedResponse, RequestHead};
+use crate::limits::Limits;
+use crate::message::{Request, Response};
+use crate::upgrade::{self, Io, Upgraded};
+
+/// How much the read buffer grows by before each read: enough for a typical response head,
+/// and one TLS record, in one system call.
+pub(crate) const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// A connection between exchanges: the stream and whatever was read past the last message.
+pub(crate) struct Conn {
+    pub(crate) io: Box<dyn Io>,
+    pub(crate) read_buf: BytesMut,
+    /// The pool the connection returns to; `None` for a one-off connection (`send_on`).
+    pub(crate) lease: Option<Lease>,
+}
+
+impl Conn {
+    /// Hands the connection back to its pool, or closes it when it has none or when bytes
+    /// nobody asked for follow the response (the next exchange could not be trusted).
+    pub(crate) fn recycle(self) {
+        let Some(lease) = self.lease else { return };
+        if !self.read_buf.is_empty() {
+            tracing::debug!(addr = %lease.addr, "bytes after the response; connection closed");
+            return;
+        }
+        lease.pool.checkin(lease.addr, self.io);
+    }
+}
+
+/// A failed exchange. `replay` gives the request back when it can be sent again: no response
+/// byte was read and its body was not consumed. Whether it *should* be is the retry rule.
+pub(crate) struct Failed {
+    pub(crate) error: Error,
+    pub(crate) replay: Option<Replay>,
+}
+
+pub(crate) struct Replay {
+    pub(crate) request: Request,
+    /// Not one byte of the request reached the socket, so the server cannot have acted on it.
+    pub(crate) nothing_written: bool,
+}
+
+/// Sends `req` on `conn` and reads the final response head. The response body, if any, holds
+/// the connection until it has been read to its end.
+pub(crate) async fn send(
+    conn: Conn,
+    req: Request,
+    config: &ClientConfig,
+) -> Result<Response, Failed> {
+    let Request {
+        mut head, mut body, ..
+    } = req;
+    let framing = prepare_head(&mut head, &body);
+    let Conn {
+        io,
+        read_buf,
+        lease,
+    } = conn;
+    let (rd, wr) = tokio::io::split(io);
+    let mut reader = Reader {
+        rd,
+        buf: read_buf,
+        got_bytes: false,
+        limits: &config.limits,
+        method: head.method.clone(),
+    };
+    let mut writer = Writer {
+        wr,
+        out: BytesMut::new(),
+        framing,
+        enc: BodyEncoder::new(framing),
+        encoded: 0,
+        consumed: false,
+        done: false,
+        stall: config.limits.idle_timeout,
+    };
+    match exchange(&head, &mut body, &mut reader, &mut writer, config).await {
+        Ok((parsed, request_complete)) => {
+            let conn = Conn {
+                io: reader.rd.unsplit(writer.wr),
+                read_buf: reader.buf,
+                lease,
+            };
+            let keep = request_complete && !head::has_token(&head.headers, "close");
+            Ok(respond(parsed, conn, keep, &head.method, config))
+        }
+        Err(error) => {
+            let replay = (!reader.got_bytes && !writer.consumed).then(|| Replay {
+                nothing_written: writer.nothing_written(),
+                request: Request {
+                    head,
+                    body,
+                    remote_addr: None,
+                    upgrade: None,
+                },
+            });
+            Err(Failed { error, replay })
+        }
+    }
+}
+
+/// The framing decision. An empty body gets `Content-Length: 0` only for methods that
+/// anticipate content (RFC 9110 section 8.6: a user agent SHOULD NOT send it otherwise).
+fn prepare_head(head: &mut RequestHead, body: &Body) -> OutgoingFraming {
+    head.version = Version::HTTP_11;
+    head.headers.remove(header::CONTENT_LENGTH);
+    head.headers.remove(header::TRANSFER_ENCODING);
+    let no_content_expected = matches!(
+        head.method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    ) || head.method == Method::CONNECT;
+    match body.exact_len() {
+        Some(0) if no_content_expected => OutgoingFraming::None,
+        Some(len) => OutgoingFraming::Length(len),
+        None => OutgoingFraming::Chunked,
+    }
+}
+
+/// Writes the request and reads up to the final response head. Returns the head and whether
+/// the whole request was sent (a connection with a truncated request is never reused).
+async fn exchange(
+    head: &RequestHead,
+    body: &mut Body,
+    reader: &mut Reader<'_>,
+    writer: &mut Writer,
+    config: &ClientConfig,
+) -> Result<(ParsedResponse, bool)> {
+    writer.start(head);
+    let expect = head.expects_continue() && !body.is_empty();
+    if !expect {
+        writer.take_ready_frame(body)?;
+    }
+    writer.flush().await?;
+    let deadline = Instant::now() + config.response_header_timeout;
+    if expect {
+        let wait = deadline.min(Instant::now() + config.expect_continue_timeout);
+        match timeout_at(wait, reader.continue_or_final()).await {
+            Ok(Ok(Some(parsed))) => return Ok((parsed, false)),
+            Ok(Ok(None)) => tracing::trace!("100 Continue"),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => tracing::debug!("no 100 Continue in time; sending the body anyway"),
+        }
+    }
+    if writer.done {
+        return Ok((reader.final_head_by(deadline).await?, true));
+    }
+    let read = reader.final_head_by(deadline);
+    tokio::pin!(read);
+    tokio::select! {
+        biased;
+        parsed = &mut read => {
+            tracing::debug!("final response before the request body was sent");
+            Ok((parsed?, false))
+        }
+        written = writer.write_body(body) => match written {
+            Ok(()) => Ok((read.await?, true)),
+            // The server may have answered and closed: its answer beats our write error.
+            Err(Error::Io(e)) => read.await.map(|parsed| (parsed, false)).map_err(|_| e.into()),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// Turns the final head into a [`Response`] that owns the connection.
+fn respond(
+    parsed: ParsedResponse,
+    mut conn: Conn,
+    keep: bool,
+    method: &Method,
+    config: &ClientConfig,
+) -> Response {
+    let ParsedResponse {
+        head,
+        body: kind,
+        keep_alive,
+        ..
+    } = parsed;
+    let tunnel = *method == Method::CONNECT && head.status.is_success();
+    if head.status == StatusCode::SWITCHING_PROTOCOLS || tunnel {
+        let (tx, on_upgrade) = upgrade::pending();
+        tx.send(Upgraded {
+            io: conn.io,
+            read_buf: conn.read_buf.split().freeze(),
+        });
+        return Response {
+            head,
+            body: Body::empty(),
+            upgrade: Some(on_upgrade),
+        };
+    }
+    let decoder = BodyDecoder::new(kind, &config.limits);
+    let reusable = keep && keep_alive;
+    let body = if decoder.is_done() {
+        if reusable {
+            conn.recycle();
+        }
+        Body::empty()
+    } else {
+        let stall = config.limits.idle_timeout;
+        Body::from_stream(IncomingBody::new(conn, decoder, kind, reusable, stall))
+    };
+    Response {
+        head,
+        body,
+        upgrade: None,
+    }
+}
+
+/// The read half: response heads.
+struct Reader<'a> {
+    rd: ReadHalf<Box<dyn Io>>,
+    buf: BytesMut,
+    /// Whether any byte of a response has arrived (after which a retry is never safe).
+    got_bytes: bool,
+    limits: &'a Limits,
+    method: Method,
+}
+
+impl Reader<'_> {
+    /// Reads one response head, interim or final.
+    async fn next_head(&mut self) -> Result<ParsedResponse> {
+        loop {
+            if !self.buf.is_empty() {
+                match head::parse_response(&self.buf, self.limits, &self.method) {
+                    Ok(Some(parsed)) => {
+                        self.buf.advance(parsed.consumed);
+                        return Ok(parsed);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Error::MalformedResponse(e)),
+                }
+            }
+            self.buf.reserve(READ_CHUNK_BYTES);
+            if self.rd.read_buf(&mut self.buf).await? == 0 {
+                return Err(match self.buf.is_empty() {
+                    true => Error::Closed,
+                    false => Error::MalformedResponse(HeadError::Malformed(
+                        "connection closed inside the response head",
+                    )),
+                });
+            }
+            self.got_bytes = true;
+        }
+    }
+
+    /// The final response head: interim 1xx responses are skipped, except 101, which is the
+    /// last HTTP on this connection. An upstream sending 1xx forever is stopped by the deadline.
+    async fn final_head(&mut self) -> Result<ParsedResponse> {
+        loop {
+            let parsed = self.next_head().await?;
+            let status = parsed.head.status;
+            if !status.is_informational() || status == StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(parsed);
+            }
+            tracing::trace!(%status, "interim response skipped");
+        }
+    }
+
+    async fn final_head_by(&mut self, deadline: Instant) -> Result<ParsedResponse> {
+        timeout_at(deadline, self.final_head())
+            .await
+            .map_err(|_| Error::Timeout("response header"))?
+    }
+
+    /// After `Expect: 100-continue`: `None` for a 100, the head for a final response (other
+    /// interim responses are skipped).
+    async fn continue_or_final(&mut self) -> Result<Option<ParsedResponse>> {
+        loop {
+            let parsed = self.next_head().await?;
+            match parsed.head.status {
+                StatusCode::CONTINUE => return Ok(None),
+                StatusCode::SWITCHING_PROTOCOLS => return Ok(Some(parsed)),
+                status if status.is_informational() => continue,
+                _ => return Ok(Some(parsed)),
+            }
+        }
+    }
+}
+
+/// The write half: the request head and body.
+struct Writer {
+    wr: WriteHalf<Box<dyn Io>>,
+    out: BytesMut,
+    framing: OutgoingFraming,
+    enc: BodyEncoder,
+    /// Bytes put into `out` so far; with `out.len()` it tells how much reached the socket.
+    encoded: u64,
+    /// Whether a frame was taken from the request body (it cannot be sent again).
+    consumed: bool,
+    /// Whether the body has ended (its last frame is encoded).
+    done: bool,
+    stall: Duration,
+}
+
+impl Writer {
+    fn start(&mut self, head: &RequestHead) {
+        head::encode_request(head, self.framing, &mut self.out);
+        self.encoded = self.out.len() as u64;
+    }
+
+    fn nothing_written(&self) -> bool {
+        self.encoded == self.out.len() as u64
+    }
+
+    /// Appends the body's next frame if it is ready now, so that a small request leaves in
+    /// one segment; a body still waiting for its producer does not hold the head back.
+    fn take_ready_frame(&mut self, body: &mut Body) -> Result<()> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match body.poll_frame(&mut cx) {
+            Poll::Ready(frame) => self.encode(frame),
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    async fn write_body(&mut self, body: &mut Body) -> Result<()> {
+        while !self.done {
+            let frame = poll_fn(|cx| body.poll_frame(cx)).await;
+            self.encode(frame)?;
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, frame: Option<Result<Frame>>) -> Result<()> {
+        let before = self.out.len();
+        let encoded = match frame {
+            None => {
+                self.done = true;
+                self.enc.finish(None, &mut self.out)
+            }
+            Some(Ok(Frame::Data(data))) => {
+                self.consumed = true;
+                self.enc.data(&data, &mut self.out)
+            }
+            Some(Ok(Frame::Trailers(trailers))) => {
+                self.consumed = true;
+                self.done = true;
+                self.enc.finish(Some(&trailers), &mut self.out)
+            }
+            Some(Err(e)) => {
+                self.consumed = true;
+                return Err(e);
+            }
+        };
+        encoded.map_err(|e| Error::Other(format!("request body: {e}")))?;
+        self.encoded += (self.out.len() - before) as u64;
+        Ok(())
+    }
+
+    /// Writes out what is buffered. A peer that stops reading for `stall` fails the write.
+    async fn flush(&mut self) -> Result<()> {
+        let write = async {
+            self.wr.write_all_buf(&mut self.out).await?;
+            self.wr.flush().await
+        };
+        timeout(self.stall, write)
+            .await
+            .map_err(|_| Error::Timeout("request write stalled"))??;
+        Ok(())
+    }
+}
+
+/// Adds `Host` from the endpoint when the caller did not set one (RFC 9112 section 3.2: every
+/// HTTP/1.1 request carries exactly one).
+pub(crate) fn ensure_host(head: &mut RequestHead, addr: std::net::SocketAddr) {
+    if head.headers.contains_key(header::HOST) {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(&addr.to_string()) {
+        head.headers.insert(header::HOST, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framing_of(method: Method, body: Body) -> (OutgoingFraming, RequestHead) {
+        let mut head = RequestHead::new(method, "/");
+        head.version = Version::HTTP_10;
+        head.headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        let framing = prepare_head(&mut head, &body);
+        (framing, head)
+    }
+
+    #[test]
+    fn framing_is_chosen_from_the_body_never_from_the_callers_headers() {
+        let (framing, head) = framing_of(Method::POST, Body::full("abc"));
+        assert_eq!(framing, OutgoingFraming::Length(3));
+        assert!(!head.headers.contains_key(header::TRANSFER_ENCODING));
+        assert!(!head.headers.contains_key(header::CONTENT_LENGTH));
+        assert_eq!(head.version, Version::HTTP_11);
+
+        let (_, body) = Body::channel(1, None);
+        assert_eq!(framing_of(Method::PUT, body).0, OutgoingFraming::Chunked);
+    }
+
+    #[test]
+    fn empty_body_gets_content_length_only_where_content_is_expected() {
+        assert_eq!(
+            framing_of(Method::GET, Body::empty()).0,
+            OutgoingFraming::None
+        );
+        assert_eq!(
+            framing_of(Method::POST, Body::empty()).0,
+            OutgoingFraming::Length(0)
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! Idle keep-alive connections, per endpoint, and the counters the proxy exports.
+//!
+//! Opening a TCP connection costs a round trip (plus two more for TLS); reusing one costs
+//! nothing, which is why every proxy keeps a pool of idle upstream connections. The hard part is
+//! not the reuse but knowing when *not* to reuse:
+//!
+//! - The server may have closed an idle connection at any time (its keep-alive timeout can be
+//!   as short as Apache's 5 s). Before a connection leaves the pool it gets a non-blocking read:
+//!   a server that closed it makes the socket readable with end-of-file; a server that sent
+//!   bytes nobody asked for has broken the exchange. Either way the connection is discarded.
+//!   This narrows the race but cannot close it (the FIN may be in flight), so the client also
+//!   retries once; see the retry rule in [`crate::client`].
+//! - Connections idle longer than `idle_timeout` are closed, lazily at checkout and by a reaper
+//!   task (one per pool, started by the first checkin, gone with the pool) that looks every
+//!   quarter of `idle_timeout`.
+//!
+//! Reuse is LIFO: the most recently used connection is the one least likely to have been closed
+//! by the server, and the older ones age out. When an endpoint already holds
+//! `max_idle_per_endpoint` idle connections, the oldest one is closed to make room.
+//!
+//! Invariant: a connection is checked in only with its previous exchange complete (request
+//! fully sent, response read to its end and kept alive) and nothing unread in its buffer. The
+//! callers in `conn.rs` and `response_body.rs` enforce the first part, `checkin` the second.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::io::ReadBuf;
+
+use crate::upgrade::Io;
+
+/// The reaper never looks more often than this, however short `idle_timeout` is.
+const MIN_REAP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A snapshot of the client's connection counters, for metrics. Counters only grow; the idle
+/// count is the number of connections in the pool at the time of the snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// TCP connections opened (successful connects).
+    pub connections_opened: u64,
+    /// Requests sent on a connection taken from the pool.
+    pub connections_reused: u64,
+    /// Pooled connections found closed (or sending unexpected bytes) at checkout.
+    pub stale_discarded: u64,
+    /// Requests sent a second time after a reused connection failed (the retry rule).
+    pub retries: u64,
+    /// Idle connections currently pooled, over all endpoints.
+    pub idle_connections: usize,
+}
+
+struct Idle {
+    io: Box<dyn Io>,
+    since: Instant,
+}
+
+/// The idle connections of one [`crate::client::Client`], keyed by endpoint.
+pub(crate) struct Pool {
+    /// A std mutex, not a tokio one: it is never held across an `.await`.
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    max_idle_per_endpoint: usize,
+    idle_timeout: Duration,
+    reaper_started: AtomicBool,
+    pub(crate) opened: AtomicU64,
+    pub(crate) reused: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    stale: AtomicU64,
+}
+
+/// Where a connection goes back to when its exchange ends well.
+pub(crate) struct Lease {
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Pool {
+    pub(crate) fn new(max_idle_per_endpoint: usize, idle_timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool {
+            idle: Mutex::new(HashMap::new()),
+            max_idle_per_endpoint,
+            idle_timeout,
+            reaper_started: AtomicBool::new(false),
+            opened: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+        })
+    }
+
+    /// The most recently pooled live connection to `addr`, if any. Expired and closed
+    /// connections met on the way are dropped (closed).
+    pub(crate) fn checkout(&self, addr: SocketAddr) -> Option<Box<dyn Io>> {
+        loop {
+            let candidate = {
+                let mut idle = self.lock();
+                let list = idle.get_mut(&addr)?;
+                let candidate = list.pop();
+                if list.is_empty() {
+                    idle.remove(&addr);
+                }
+                candidate?
+            };
+            if candidate.since.elapsed() >= self.idle_timeout {
+                tracing::debug!(%addr, "pooled connection expired");
+                continue;
+            }
+            let mut io = candidate.io;
+            if still_open(&mut io) {
+                self.reused.fetch_add(1, Ordering::Relaxed);
+                return Some(io);
+            }
+            self.stale.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%addr, "pooled connection closed by the server; discarded");
+        }
+    }
+
+    /// Returns a connection whose exchange is complete. Closes the oldest idle connection to
+    /// `addr` when the endpoint is at `max_idle_per_endpoint`.
+    pub(crate) fn checkin(self: &Arc<Self>, addr: SocketAddr, io: Box<dyn Io>) {
+        if self.max_idle_per_endpoint == 0 {
+            return;
+        }
+        {
+            let mut idle = self.lock();
+            let list = idle.entry(addr).or_default();
+            list.retain(|c| c.since.elapsed() < self.idle_timeout);
+            if list.len() >= self.max_idle_per_endpoint {
+                list.remove(0);
+            }
+            list.push(Idle {
+                io,
+                since: Instant::now(),
+            });
+        }
+        self.start_reaper();
+    }
+
+    pub(crate) fn stats(&self) -> ClientStats {
+        ClientStats {
+            connections_opened: self.opened.load(Ordering::Relaxed),
+            connections_reused: self.reused.load(Ordering::Relaxed),
+            stale_discarded: self.stale.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            idle_connections: self.lock().values().map(Vec::len).sum(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Idle>>> {
+        // A panic while holding the lock cannot leave the map half-updated in a way that
+        // matters (at worst a connection is missing), so a poisoned lock is used as is.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remove_expired(&self) {
+        let mut idle = self.lock();
+        for list in idle.values_mut() {
+            list.retain(|c| c.since.elapsed() < self.idle_timeout);
+        }
+        idle.retain(|_, list| !list.is_empty());
+    }
+
+    /// Starts the one reaper task of this pool. It holds only a weak reference, so it ends
+    /// at its next tick after the client is dropped.
+    fn start_reaper(self: &Arc<Self>) {
+        if self.reaper_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.reaper_started.store(false, Ordering::Release);
+            return;
+        };
+        let pool: Weak<Pool> = Arc::downgrade(self);
+        let period = (self.idle_timeout / 4).max(MIN_REAP_INTERVAL);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match pool.upgrade() {
+                    Some(pool) => pool.remove_expired(),
+                    None => return,
+                }
+            }
+        });
+    }
+}
+
+/// The non-blocking staleness check: one read attempt that must find nothing to read. `Pending`
+/// means the connection is open and quiet, the only state in which it may carry a new request.
+/// End-of-file, an error, or any byte (a response nobody asked for) all mean discard.
+fn still_open(io: &mut Box<dyn Io>) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    matches!(
+        Pin::new(io.as_mut()).poll_read(&mut cx, &mut buf),
+        Poll::Pending
+    )
+}
