@@ -174,10 +174,16 @@ async fn no_content_and_not_modified_have_no_body() {
         assert_eq!(responses.len(), 3, "{text}");
         assert!(responses[0].starts_with("204"));
         assert!(!responses[0].to_ascii_lowercase().contains("content-length"));
-        assert!(responses[0].ends_with("\r\n\r\n"), "204 with a body: {text}");
+        assert!(
+            responses[0].ends_with("\r\n\r\n"),
+            "204 with a body: {text}"
+        );
         assert!(responses[1].starts_with("304"));
         assert!(responses[1].contains("content-length: 42"));
-        assert!(responses[1].ends_with("\r\n\r\n"), "304 with a body: {text}");
+        assert!(
+            responses[1].ends_with("\r\n\r\n"),
+            "304 with a body: {text}"
+        );
         assert!(responses[2].ends_with("last"));
     })
     .await;
@@ -191,7 +197,10 @@ async fn chunked_response_carries_trailers() {
         let text = String::from_utf8(exchange_raw(server.addr, raw.as_bytes()).await).unwrap();
         assert_eq!(header_value(&text, "transfer-encoding"), Some("chunked"));
         let body = text.split_once("\r\n\r\n").unwrap().1;
-        assert_eq!(body, "5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc\r\n\r\n");
+        assert_eq!(
+            body,
+            "5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc\r\n\r\n"
+        );
     })
     .await;
 }
@@ -230,7 +239,8 @@ async fn upgrade_hands_over_the_stream_with_buffered_bytes() {
         let server = start(ServerConfig::default(), router).await;
         let mut stream = connect(server.addr).await;
         // "early" arrives in the same write as the head: it must reach the new protocol.
-        let raw = "GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nearly";
+        let raw =
+            "GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nearly";
         stream.write_all(raw.as_bytes()).await.unwrap();
         let response = read_response(&mut stream).await;
         assert_eq!(status_of(response.as_bytes()), 101);

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use http1::server::ServerConfig;
 use http1::{Error, Request, Response, StatusCode};
-use support::{bounded, connect, exchange_raw, read_to_close, small_limits_config, start, status_of};
+use support::{
+    bounded, connect, exchange_raw, read_to_close, small_limits_config, start, status_of,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn ok_handler(_req: Request) -> Response {
@@ -31,7 +33,10 @@ async fn long_request_line_is_414() {
         config.limits.max_request_line_bytes = 100;
         let server = start(config, ok_handler).await;
         let raw = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(200));
-        assert_eq!(status_of(&exchange_raw(server.addr, raw.as_bytes()).await), 414);
+        assert_eq!(
+            status_of(&exchange_raw(server.addr, raw.as_bytes()).await),
+            414
+        );
     })
     .await;
 }
@@ -43,8 +48,14 @@ async fn large_header_section_is_431() {
         config.limits.max_header_bytes = 1024;
         config.limits.max_request_line_bytes = 512;
         let server = start(config, ok_handler).await;
-        let raw = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(2000));
-        assert_eq!(status_of(&exchange_raw(server.addr, raw.as_bytes()).await), 431);
+        let raw = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(2000)
+        );
+        assert_eq!(
+            status_of(&exchange_raw(server.addr, raw.as_bytes()).await),
+            431
+        );
     })
     .await;
 }
@@ -57,7 +68,10 @@ async fn too_many_header_fields_is_431() {
         let server = start(config, ok_handler).await;
         let fields: String = (0..20).map(|i| format!("X-{i}: v\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
-        assert_eq!(status_of(&exchange_raw(server.addr, raw.as_bytes()).await), 431);
+        assert_eq!(
+            status_of(&exchange_raw(server.addr, raw.as_bytes()).await),
+            431
+        );
     })
     .await;
 }
@@ -69,7 +83,10 @@ async fn declared_body_over_the_limit_is_413() {
         config.limits.max_body_bytes = 1000;
         let server = start(config, collecting_handler).await;
         let raw = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n";
-        assert_eq!(status_of(&exchange_raw(server.addr, raw.as_bytes()).await), 413);
+        assert_eq!(
+            status_of(&exchange_raw(server.addr, raw.as_bytes()).await),
+            413
+        );
     })
     .await;
 }

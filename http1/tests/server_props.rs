@@ -95,7 +95,10 @@ fn split_response(raw: &[u8]) -> (String, &[u8]) {
         .position(|w| w == b"\r\n\r\n")
         .expect("no complete head")
         + 4;
-    (String::from_utf8_lossy(&raw[..end]).into_owned(), &raw[end..])
+    (
+        String::from_utf8_lossy(&raw[..end]).into_owned(),
+        &raw[end..],
+    )
 }
 
 /// Decodes `wire` fed in pieces whose sizes cycle through `feeds`; returns the data, the

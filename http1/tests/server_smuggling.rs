@@ -28,8 +28,14 @@ async fn assert_refused(fields: &str) {
 
 #[tokio::test]
 async fn transfer_encoding_with_content_length() {
-    bounded(assert_refused("Content-Length: 5\r\nTransfer-Encoding: chunked")).await;
-    bounded(assert_refused("Transfer-Encoding: chunked\r\nContent-Length: 5")).await;
+    bounded(assert_refused(
+        "Content-Length: 5\r\nTransfer-Encoding: chunked",
+    ))
+    .await;
+    bounded(assert_refused(
+        "Transfer-Encoding: chunked\r\nContent-Length: 5",
+    ))
+    .await;
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode, Version};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, debug_span, error};
@@ -279,18 +279,22 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
     /// because a future that panicked is dropped and never polled again, so nobody observes its
     /// broken state; state the handler shares between requests is the handler's concern, as it
     /// would be with `tokio::spawn`, which catches panics the same way.
-    async fn call<H: Handler>(&mut self, handler: &H, request: Request) -> Result<Option<Response>> {
+    async fn call<H: Handler>(
+        &mut self,
+        handler: &H,
+        request: Request,
+    ) -> Result<Option<Response>> {
         let future = match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
             Ok(future) => future,
             Err(panic) => return Ok(log_panic(panic)),
         };
         let mut future = pin!(future);
-        let mut poll = |cx: &mut Context<'_>| {
-            match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-                Ok(Poll::Ready(response)) => Poll::Ready(Some(response)),
-                Ok(Poll::Pending) => Poll::Pending,
-                Err(panic) => Poll::Ready(log_panic(panic)),
-            }
+        let mut poll = |cx: &mut Context<'_>| match catch_unwind(AssertUnwindSafe(|| {
+            future.as_mut().poll(cx)
+        })) {
+            Ok(Poll::Ready(response)) => Poll::Ready(Some(response)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(log_panic(panic)),
         };
         // A handler that answers at once lets responses to pipelined requests batch up; one
         // that waits must not hold back the responses already written.
@@ -325,9 +329,7 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
         let reusable = match state {
             BodyState::Complete => true,
             BodyState::Failed | BodyState::Refused => false,
-            BodyState::Unread {
-                remaining: Some(n),
-            } if n > self.config.max_discard_bytes => false,
+            BodyState::Unread { remaining: Some(n) } if n > self.config.max_discard_bytes => false,
             BodyState::Unread { .. } => self.discard_request_body().await,
         };
         lock(&self.transport).end_body();
@@ -358,6 +360,8 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
 
     /// Closes after the last response: flush, send FIN, then linger (see [`LINGER_TIMEOUT`]).
     async fn close(mut self) -> Result<()> {
+        // A body still held by the handler must not read what is discarded below.
+        lock(&self.transport).end_body();
         self.flush().await?;
         let transport = &self.transport;
         let shutdown = poll_fn(|cx| lock(transport).wire.poll_shutdown(cx));
@@ -416,7 +420,7 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
 fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<ParsedRequest>, HeadError> {
     let parsed = head::parse_request(buf, limits)?;
     if let Some(parsed) = &parsed {
-        let _ = buf.split_to(parsed.consumed);
+        buf.advance(parsed.consumed);
     }
     Ok(parsed)
 }
@@ -441,7 +445,10 @@ fn log_panic(panic: Box<dyn Any + Send>) -> Option<Response> {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)");
-    error!(panic = message, "handler panicked: answering 500 and closing");
+    error!(
+        panic = message,
+        "handler panicked: answering 500 and closing"
+    );
     None
 }
 

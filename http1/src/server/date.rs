@@ -24,7 +24,7 @@ const IMF_FIXDATE_LEN: usize = 29;
 thread_local! {
     /// The unix second of the cached value, and the value.
     static CACHED: RefCell<(u64, HeaderValue)> =
-        RefCell::new((u64::MAX, HeaderValue::from_static("")));
+        const { RefCell::new((u64::MAX, HeaderValue::from_static(""))) };
 }
 
 /// The current time as a `Date` field value.
@@ -115,8 +115,14 @@ mod tests {
         assert_eq!(&imf_fixdate(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
         // 2000 is a leap year (divisible by 400), 2100 is not.
         assert_eq!(&imf_fixdate(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
-        assert_eq!(&imf_fixdate(4_107_542_400), b"Mon, 01 Mar 2100 00:00:00 GMT");
-        assert_eq!(&imf_fixdate(1_735_689_599), b"Tue, 31 Dec 2024 23:59:59 GMT");
+        assert_eq!(
+            &imf_fixdate(4_107_542_400),
+            b"Mon, 01 Mar 2100 00:00:00 GMT"
+        );
+        assert_eq!(
+            &imf_fixdate(1_735_689_599),
+            b"Tue, 31 Dec 2024 23:59:59 GMT"
+        );
     }
 
     #[test]

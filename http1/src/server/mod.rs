@@ -60,12 +60,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::message::{Request, Response};
-
 
 pub use conn::serve_connection;
 
@@ -156,6 +155,10 @@ pub async fn serve<H: Handler>(
         };
         let (stream, peer, permit) = match accepted {
             Ok(accepted) => accepted,
+            Err(e) if is_per_connection(&e) => {
+                debug!(error = %e, "accept failed for one connection");
+                continue;
+            }
             Err(e) => {
                 warn!(error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
@@ -214,8 +217,17 @@ async fn accept_within_limit(
         .map_err(|_| std::io::Error::other("connection semaphore closed"))?;
     let (stream, peer) = listener.accept().await?;
     // Responses are batched in our own buffer; Nagle's algorithm would only delay them.
-    stream.set_nodelay(true)?;
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "TCP_NODELAY not set");
+    }
     Ok((stream, peer, permit))
+}
+
+/// Accept errors that concern one connection (it was reset before we took it), as opposed to
+/// the server (out of file descriptors or memory), which deserve a pause.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
 }
 
 fn log_task_end(finished: std::result::Result<(), tokio::task::JoinError>) {

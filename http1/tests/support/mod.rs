@@ -125,8 +125,12 @@ pub fn status_of(raw: &[u8]) -> u16 {
 
 /// The value of the first field called `name` (case-insensitive) in a response head.
 pub fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.split("\r\n\r\n").next()?.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
+    head.split("\r\n\r\n")
+        .next()?
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
 }
