@@ -107,6 +107,16 @@ impl BodyDecoder {
         self.received
     }
 
+    /// Bytes of body data still to come, when the framing says (a Content-Length body, or a
+    /// finished one); `None` for chunked and close-delimited bodies.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length { remaining } => Some(remaining),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
     /// Takes the next event from the front of `buf`. Returns `NeedMore` when `buf` holds no
     /// complete step; at end of input call [`BodyDecoder::decode_eof`] instead.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, BodyError> {

@@ -71,6 +71,32 @@ impl BodyEncoder {
         dst.put_slice(b"\r\n");
     }
 
+    /// Like [`BodyEncoder::data`] for `len` bytes that the caller writes itself, straight from
+    /// its own buffer (no copy of large pieces): appends what must precede them (a chunk
+    /// header) and returns what must follow them (the chunk's CRLF, or nothing). With
+    /// [`OutgoingFraming::None`] there is no body and the caller writes nothing.
+    pub fn data_header(
+        &mut self,
+        len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<&'static [u8], EncodeError> {
+        if len == 0 {
+            return Ok(b"");
+        }
+        self.sent += len as u64;
+        match self.framing {
+            OutgoingFraming::Length(declared) if self.sent > declared => {
+                Err(EncodeError::TooLong { declared })
+            }
+            OutgoingFraming::Chunked => {
+                put_hex(len as u64, dst);
+                dst.put_slice(b"\r\n");
+                Ok(CHUNK_END)
+            }
+            _ => Ok(b""),
+        }
+    }
+
     /// Appends what ends the body: the last chunk and the trailers for chunked bodies; nothing
     /// otherwise. Trailers are dropped for other framings (there is nowhere to put them).
     pub fn finish(

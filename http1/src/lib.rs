@@ -14,6 +14,7 @@
 //! | [`body`] | bodies as streams with back-pressure |
 //! | [`message`] | [`Request`] and [`Response`], shared by server and client |
 //! | [`upgrade`] | the raw stream after `101 Switching Protocols` |
+//! | [`server`] | the accept loop and one connection's request/response loop |
 //! | [`error`] | errors and their status codes |
 //! | [`client`] | the client and its keep-alive pool |
 
@@ -26,6 +27,7 @@ pub mod framing;
 pub mod head;
 pub mod limits;
 pub mod message;
+pub mod server;
 pub mod upgrade;
 
 pub use body::{Body, BodySender, BodyStream, Collected, Frame};

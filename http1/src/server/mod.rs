@@ -1,0 +1,239 @@
+//! The HTTP/1.1 server: an accept loop with a connection limit and graceful shutdown, and the
+//! request/response loop of one connection (RFC 9112).
+//!
+//! [`serve`] owns a `TcpListener`; [`serve_connection`] runs one connection over any byte
+//! stream (TCP here, TLS in the proxy), so the protocol code is the same for both.
+//!
+//! # One connection
+//!
+//! ```text
+//!                 ┌───────────────────────── keep-alive ─────────────────────────┐
+//!                 v                                                              │
+//!  accept ──> [idle] ──first byte──> [reading head] ──head──> [handler runs] ──> [writing response]
+//!               │                      │   deadline: header_timeout             │       │
+//!               │ idle_timeout,        │   from the first byte                  │       │ then: rest of
+//!               │ EOF or shutdown      │                                        │       │ the request body
+//!               v                      ├─ malformed / too large ─> 4xx, close   │       │ discarded (up to
+//!            close (silently)          ├─ deadline passed ──────> 408, close    │       │ max_discard_bytes)
+//!                                      └─ EOF ──────────────────> close         │       v
+//!                                                                               │  101 to an upgrade
+//!                              handler panicked ──> 500, close <────────────────┘  request: hand the
+//!                                                                                  stream over, end
+//! ```
+//!
+//! - **Request bodies** are read from the connection on demand by the body the handler holds
+//!   (see `transport`): back-pressure is TCP's own, `Expect: 100-continue` is answered when the
+//!   handler first reads the body, and a handler that answers without reading it gets the
+//!   connection closed after its response instead of the body being read. A body that breaks
+//!   its framing or `max_body_bytes` reaches the handler as an `Err` frame (a handler that
+//!   collects answers 413 itself: `BodyError::status` says which status), and the connection
+//!   closes after the response.
+//! - **Response bodies** are framed with Content-Length when [`Body::exact_len`] is known,
+//!   chunked (with trailers) otherwise, or delimited by closing the connection for an HTTP/1.0
+//!   client. Responses to HEAD, and 1xx, 204 and 304 responses, carry no body.
+//! - **Pipelining.** Requests are answered in order, one at a time. Responses to requests that
+//!   were already in the read buffer are written together: the buffer is flushed before the
+//!   connection waits (for input or for a handler), not after each response.
+//! - **Panics.** The handler's future is polled inside `catch_unwind`; a panic answers 500 and
+//!   closes that connection. Anything else that panics takes down only its connection's task.
+//!
+//! # Shutdown
+//!
+//! When the `shutdown` future given to [`serve`] resolves, the listener is closed (new
+//! connections are refused), idle connections close at once, and a connection in the middle of
+//! an exchange finishes it, answers with `Connection: close`, and closes. `serve` returns when
+//! every connection is done, or when [`ServerConfig::drain_timeout`] passes; the connections
+//! left then are dropped.
+//!
+//! [`Body::exact_len`]: crate::body::Body::exact_len
+
+mod conn;
+mod date;
+mod respond;
+mod transport;
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::message::{Request, Response};
+
+pub use conn::serve_connection;
+
+/// How long the accept loop pauses after a failed `accept` (typically EMFILE, out of file
+/// descriptors), so that it does not spin while the condition lasts.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Answers requests. Implemented for every `Fn(Request) -> impl Future<Output = Response>`,
+/// so a closure returning an `async` block is a handler.
+pub trait Handler: Send + Sync + 'static {
+    fn call(&self, request: Request) -> impl Future<Output = Response> + Send;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send,
+{
+    fn call(&self, request: Request) -> impl Future<Output = Response> + Send {
+        self(request)
+    }
+}
+
+/// Configuration of a server. Build with `ServerConfig::default()` and change fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Size and time limits of each connection.
+    pub limits: Limits,
+    /// Most connections served at once. At the limit the server stops calling `accept`, so
+    /// new clients wait in the kernel's backlog instead of being accepted and dropped.
+    /// Default 1024.
+    pub max_connections: usize,
+    /// After shutdown is requested, how long in-flight exchanges may take before their
+    /// connections are dropped. Default 30 s.
+    pub drain_timeout: Duration,
+    /// A request body the handler left unread is read and thrown away, up to this many bytes,
+    /// so that the connection can serve the next request; a larger rest closes the connection
+    /// instead. Default 256 KiB.
+    pub max_discard_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            max_connections: 1024,
+            drain_timeout: Duration::from_secs(30),
+            max_discard_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks every field; the error names the one at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        self.limits.validate().map_err(|e| format!("limits: {e}"))?;
+        if self.max_connections == 0 || self.max_connections > Semaphore::MAX_PERMITS {
+            return Err("max_connections must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then drains (see the module doc).
+/// Fails only on an invalid `config`.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    config: ServerConfig,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    config.validate().map_err(Error::Other)?;
+    let config = Arc::new(config);
+    let handler = Arc::new(handler);
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+
+    loop {
+        while let Some(finished) = connections.try_join_next() {
+            log_task_end(finished);
+        }
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = accept_within_limit(&listener, &permits) => accepted,
+        };
+        let (stream, peer, permit) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) if is_per_connection(&e) => {
+                debug!(error = %e, "accept failed for one connection");
+                continue;
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        let config = config.clone();
+        let handler = handler.clone();
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let stopped = async move {
+                // A dropped sender means `serve` is gone: stop as well.
+                let _ = stop.wait_for(|&stopped| stopped).await;
+            };
+            serve_connection(stream, Some(peer), &config, &*handler, stopped).await;
+        });
+    }
+
+    drop(listener);
+    let _ = stop_tx.send(true);
+    info!(
+        connections = connections.len(),
+        "shutting down: draining connections"
+    );
+    let drained = tokio::time::timeout(config.drain_timeout, async {
+        while let Some(finished) = connections.join_next().await {
+            log_task_end(finished);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            connections = connections.len(),
+            "drain timeout passed: dropping connections"
+        );
+        connections.abort_all();
+    }
+    Ok(())
+}
+
+/// Waits for a free connection slot, then for a client. The slot is taken first so that a
+/// server at its limit leaves new clients in the backlog.
+async fn accept_within_limit(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> std::io::Result<(
+    tokio::net::TcpStream,
+    std::net::SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let permit = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| std::io::Error::other("connection semaphore closed"))?;
+    let (stream, peer) = listener.accept().await?;
+    // Responses are batched in our own buffer; Nagle's algorithm would only delay them.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "TCP_NODELAY not set");
+    }
+    Ok((stream, peer, permit))
+}
+
+/// Accept errors that concern one connection (it was reset before we took it), as opposed to
+/// the server (out of file descriptors or memory), which deserve a pause.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
+}
+
+fn log_task_end(finished: std::result::Result<(), tokio::task::JoinError>) {
+    if let Err(e) = finished
+        && e.is_panic()
+    {
+        warn!("a connection task panicked");
+    }
+}

@@ -1,0 +1,217 @@
+//! Writing a response: choosing its framing (RFC 9112 section 6.3, from the sender's side),
+//! completing its head, and streaming its body through a [`BodyEncoder`].
+//!
+//! ```text
+//! status 1xx, 204, 304                -> no body; the handler's Content-Length (304) is kept
+//! response to HEAD                    -> no body; Content-Length of the body it would have had
+//! body length known                   -> Content-Length
+//! unknown, HTTP/1.1 client            -> chunked, trailers allowed
+//! unknown, HTTP/1.0 client            -> no framing header; the connection closes after it
+//! ```
+//!
+//! Responses are written into the connection's write buffer and leave it in as few writes as
+//! possible: a response whose body is in memory costs one `write` (the head and the body are
+//! copied together; a large piece of data goes out beside the buffer in a vectored write
+//! instead of being copied), and the buffer is flushed only before the connection waits or when
+//! it reaches [`WRITE_BUF_FLUSH_BYTES`].
+
+use std::future::{Future, poll_fn};
+use std::task::Poll;
+
+use bytes::{Buf, BufMut, Bytes};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode, Version};
+use tracing::{debug, warn};
+
+use super::conn::Connection;
+use super::date;
+use super::transport::{SharedTransport, lock};
+use crate::body::{Body, Frame};
+use crate::encode::BodyEncoder;
+use crate::error::{Error, Result};
+use crate::head::{self, OutgoingFraming};
+use crate::message::Response;
+use crate::upgrade::Io;
+
+/// Buffered response bytes that trigger a write even though the connection is not about to
+/// wait: bounds the write buffer when many pipelined responses or a long body are produced
+/// without pause.
+const WRITE_BUF_FLUSH_BYTES: usize = 64 * 1024;
+
+/// Pieces of body data up to this size are copied into the write buffer, so that they go out
+/// in the same write as the head; larger ones are written from where they are.
+const BODY_COPY_MAX_BYTES: usize = 16 * 1024;
+
+/// What the response depends on besides itself.
+pub(super) struct Exchange {
+    pub(super) method: Method,
+    /// The request's version: an HTTP/1.0 client cannot read chunked.
+    pub(super) version: Version,
+    /// Whether the connection may stay open, as far as the request and the server go.
+    pub(super) keep_alive: bool,
+    /// A 101 that switches protocols: its Connection and Upgrade fields are the handler's.
+    pub(super) switching: bool,
+}
+
+impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
+    /// Writes `response` into the write buffer (flushing as needed). Returns whether the
+    /// connection can carry another exchange afterwards.
+    pub(super) async fn write_response(
+        &mut self,
+        mut response: Response,
+        exchange: &Exchange,
+    ) -> Result<bool> {
+        let (head_framing, body_framing) = choose_framing(&response, exchange);
+        let headers = &mut response.head.headers;
+        let keep_alive = exchange.keep_alive
+            && body_framing != OutgoingFraming::Close
+            && !head::has_token(headers, "close");
+        complete_headers(headers, exchange, keep_alive);
+        head::encode_response(&response.head, head_framing, &mut self.write_buf);
+        if body_framing == OutgoingFraming::None {
+            return Ok(keep_alive);
+        }
+        let body_complete = self.write_body(response.body, body_framing).await?;
+        if self.write_buf.len() >= WRITE_BUF_FLUSH_BYTES {
+            self.flush().await?;
+        }
+        Ok(keep_alive && body_complete)
+    }
+
+    /// Streams a body out. False when it could not be completed: the connection must close so
+    /// that the client sees a truncated body rather than a complete one.
+    async fn write_body(&mut self, mut body: Body, framing: OutgoingFraming) -> Result<bool> {
+        let mut encoder = BodyEncoder::new(framing);
+        loop {
+            let frame = match poll_fn(|cx| Poll::Ready(body.poll_frame(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    // The next piece is not ready: what is buffered goes out meanwhile.
+                    self.flush().await?;
+                    body.frame().await
+                }
+            };
+            let trailers = match frame {
+                None => None,
+                Some(Ok(Frame::Trailers(trailers))) => Some(trailers),
+                Some(Ok(Frame::Data(data))) => {
+                    if !self.put_data(&mut encoder, data).await? {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, "response body failed: closing to truncate it");
+                    return Ok(false);
+                }
+            };
+            if let Err(e) = encoder.finish(trailers.as_ref(), &mut self.write_buf) {
+                warn!(error = %e, "handler's response body broke its framing: closing");
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+    }
+
+    /// Frames one piece of body data. False when it breaks a Content-Length promise.
+    async fn put_data(&mut self, encoder: &mut BodyEncoder, mut data: Bytes) -> Result<bool> {
+        if data.len() <= BODY_COPY_MAX_BYTES {
+            if let Err(e) = encoder.data(&data, &mut self.write_buf) {
+                warn!(error = %e, "handler's response body broke its framing: closing");
+                return Ok(false);
+            }
+            if self.write_buf.len() >= WRITE_BUF_FLUSH_BYTES {
+                self.flush().await?;
+            }
+            return Ok(true);
+        }
+        let end = match encoder.data_header(data.len(), &mut self.write_buf) {
+            Ok(end) => end,
+            Err(e) => {
+                warn!(error = %e, "handler's response body broke its framing: closing");
+                return Ok(false);
+            }
+        };
+        let stall = self.config.limits.idle_timeout;
+        let mut both = (&mut self.write_buf).chain(&mut data);
+        write_all(&self.transport, &mut both, stall).await?;
+        self.write_buf.put_slice(end);
+        Ok(true)
+    }
+
+    /// Writes everything buffered.
+    pub(super) async fn flush(&mut self) -> Result<()> {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        let stall = self.config.limits.idle_timeout;
+        write_all(&self.transport, &mut self.write_buf, stall).await
+    }
+}
+
+/// Writes all of `buf`; a write that makes no progress for `stall` fails.
+async fn write_all<T: Io>(
+    transport: &SharedTransport<T>,
+    buf: &mut impl Buf,
+    stall: std::time::Duration,
+) -> Result<()> {
+    while buf.has_remaining() {
+        let write = poll_fn(|cx| lock(transport).wire.poll_write_some(cx, buf));
+        match tokio::time::timeout(stall, write).await {
+            Ok(written) => written?,
+            Err(_) => return Err(Error::Timeout("response write stalled")),
+        }
+    }
+    // A TLS stream may hold the last record back until flushed.
+    let flush = poll_fn(|cx| lock(transport).wire.poll_flush(cx));
+    match tokio::time::timeout(stall, flush).await {
+        Ok(flushed) => Ok(flushed?),
+        Err(_) => Err(Error::Timeout("response write stalled")),
+    }
+}
+
+/// The framing written in the head, and the framing the body is sent with.
+fn choose_framing(response: &Response, exchange: &Exchange) -> (OutgoingFraming, OutgoingFraming) {
+    let status = response.head.status;
+    let no_body = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if no_body {
+        return (OutgoingFraming::None, OutgoingFraming::None);
+    }
+    let len = response.body.exact_len();
+    if exchange.method == Method::HEAD {
+        // RFC 9110 section 9.3.2: the fields a GET would have had, without the body.
+        let declared = response.head.headers.contains_key(header::CONTENT_LENGTH);
+        let head = match len {
+            Some(n) if n > 0 && !declared => OutgoingFraming::Length(n),
+            _ => OutgoingFraming::None,
+        };
+        return (head, OutgoingFraming::None);
+    }
+    let framing = match len {
+        Some(n) => OutgoingFraming::Length(n),
+        None if exchange.version == Version::HTTP_10 => OutgoingFraming::Close,
+        None => OutgoingFraming::Chunked,
+    };
+    (framing, framing)
+}
+
+/// Adds `Date`, and the Connection field that tells the client what happens next.
+fn complete_headers(headers: &mut HeaderMap, exchange: &Exchange, keep_alive: bool) {
+    if !headers.contains_key(header::DATE) {
+        headers.insert(header::DATE, date::now());
+    }
+    if exchange.switching {
+        return;
+    }
+    if !keep_alive {
+        if !head::has_token(headers, "close") {
+            headers.append(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    } else if exchange.version == Version::HTTP_10 && !head::has_token(headers, "keep-alive") {
+        // An HTTP/1.0 connection closes unless the response says otherwise (RFC 9112
+        // section 9.3).
+        headers.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+}
