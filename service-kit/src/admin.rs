@@ -14,14 +14,13 @@
 //! loading a snapshot or draining connections is alive but not ready, and restarting it
 //! would only make things worse. Process-level tests wait for `/readyz` before they start.
 //!
-//! # The seam to HTTP
+//! # Serving it
 //!
-//! This module knows nothing about sockets or HTTP framing: [`respond`] maps a method and a
-//! request target to an [`AdminResponse`]. The HTTP/1.1 server calls it per request and writes
-//! the status line, `Content-Type`, `Content-Length` and, unless the method was `HEAD`, the
-//! body. For `HEAD` the router returns the same response as for `GET`, so that the transport
-//! can send the `Content-Length` the `GET` would have had and drop the body, as
-//! RFC 9110 §9.3.2 asks.
+//! [`serve`] runs the routes on the workspace's HTTP/1.1 server (`http1::server`), on a
+//! listener of its own, so that a scrape or a probe never queues behind application traffic.
+//! [`respond`] is the routing alone, testable without a socket. A `HEAD` gets the `GET`
+//! response; the HTTP layer sends its Content-Length and drops the body (RFC 9110 section
+//! 9.3.2).
 //!
 //! # Readiness lifecycle
 //!
@@ -33,15 +32,17 @@
 //! loaded, and [`AdminState::mark_draining`] as soon as shutdown is triggered, so that load
 //! balancers stop routing to it before it stops accepting.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
-use bytes::Bytes;
+use http1::head::RequestHead;
+use http1::server::{self, ServerConfig};
+use http1::{HeaderValue, Method, Request, Response, StatusCode, header};
+use tokio::net::TcpListener;
 
 use crate::metrics::Registry;
-
-/// `Content-Type` of the plain-text answers.
-const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 /// Methods the admin endpoint serves, as the `Allow` header of a 405 lists them.
 pub const ALLOWED_METHODS: &str = "GET, HEAD";
@@ -120,57 +121,52 @@ impl AdminState {
     }
 }
 
-/// An admin answer, for the transport to write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AdminResponse {
-    /// HTTP status code.
-    pub status: u16,
-    /// Value of the `Content-Type` header.
-    pub content_type: &'static str,
-    /// Value of the `Allow` header; set on 405 only, where RFC 9110 §15.5.6 requires it.
-    pub allow: Option<&'static str>,
-    /// The body; the transport drops it for `HEAD`.
-    pub body: Bytes,
-}
+/// Most connections the admin listener serves at once: probes and scrapes are few, and a
+/// flood of them must not take descriptors from the server's real work.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
-impl AdminResponse {
-    fn text(status: u16, body: &'static str) -> Self {
-        AdminResponse {
-            status,
-            content_type: TEXT_PLAIN,
-            allow: None,
-            body: Bytes::from_static(body.as_bytes()),
-        }
+/// Answers one admin request. The query string is ignored.
+pub fn respond(state: &AdminState, head: &RequestHead) -> Response {
+    if head.method != Method::GET && head.method != Method::HEAD {
+        return Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            .with_header(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
     }
-}
-
-/// Answers one admin request. `target` is the request target as received (`/readyz?verbose`);
-/// the query string is ignored.
-pub fn respond(state: &AdminState, method: &str, target: &str) -> AdminResponse {
-    if method != "GET" && method != "HEAD" {
-        return AdminResponse {
-            allow: Some(ALLOWED_METHODS),
-            ..AdminResponse::text(405, "method not allowed\n")
-        };
-    }
-    let path = target.split_once('?').map_or(target, |(path, _query)| path);
-    match path {
+    match head.path() {
         "/metrics" => {
             let (content_type, body) = state.metrics.encode();
-            AdminResponse {
-                status: 200,
-                content_type,
-                allow: None,
-                body,
-            }
+            Response::new(StatusCode::OK, body)
+                .with_header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
         }
-        "/healthz" => AdminResponse::text(200, "ok\n"),
+        "/healthz" => Response::text(StatusCode::OK, "ok\n"),
         "/readyz" => match state.readiness() {
-            Readiness::Ready => AdminResponse::text(200, "ready\n"),
-            Readiness::Starting => AdminResponse::text(503, "starting\n"),
-            Readiness::Draining => AdminResponse::text(503, "draining\n"),
+            Readiness::Ready => Response::text(StatusCode::OK, "ready\n"),
+            Readiness::Starting => Response::text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+            Readiness::Draining => Response::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         },
-        _ => AdminResponse::text(404, "not found\n"),
+        _ => Response::text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Serves the admin routes on `listener` until `shutdown` resolves, then finishes in-flight
+/// requests for at most `drain_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    drain_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let config = ServerConfig {
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        drain_timeout,
+        ..ServerConfig::default()
+    };
+    let handler = move |request: Request| {
+        let response = respond(&state, &request.head);
+        async move { response }
+    };
+    // `serve` fails only on an invalid config, and this one is fixed.
+    if let Err(err) = server::serve(listener, config, handler, shutdown).await {
+        tracing::error!(%err, "admin endpoint stopped");
     }
 }
 
@@ -182,69 +178,119 @@ mod tests {
         AdminState::new(Registry::new())
     }
 
-    #[test]
-    fn healthz_is_200_from_the_start() {
-        let response = respond(&state(), "GET", "/healthz");
-        assert_eq!(response.status, 200);
-        assert_eq!(response.body, "ok\n");
+    fn get(state: &AdminState, method: Method, target: &str) -> Response {
+        respond(state, &RequestHead::new(method, target))
     }
 
-    #[test]
-    fn readyz_follows_the_lifecycle() {
+    async fn body_of(response: Response) -> String {
+        let collected = response.body.collect(1 << 20).await.unwrap();
+        String::from_utf8(collected.data.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn healthz_is_200_from_the_start() {
+        let response = get(&state(), Method::GET, "/healthz");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_of(response).await, "ok\n");
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_lifecycle() {
         let state = state();
-        let readyz = |state: &AdminState| respond(state, "GET", "/readyz");
-        assert_eq!(readyz(&state).status, 503);
-        assert_eq!(readyz(&state).body, "starting\n");
+        let readyz = |state: &AdminState| get(state, Method::GET, "/readyz");
+        assert_eq!(readyz(&state).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body_of(readyz(&state)).await, "starting\n");
 
         state.clone().mark_ready();
-        assert_eq!(readyz(&state).status, 200, "clones share readiness");
+        assert_eq!(
+            readyz(&state).status(),
+            StatusCode::OK,
+            "clones share readiness"
+        );
 
         state.mark_draining();
-        assert_eq!(readyz(&state).status, 503);
-        assert_eq!(readyz(&state).body, "draining\n");
+        assert_eq!(readyz(&state).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body_of(readyz(&state)).await, "draining\n");
 
         state.mark_ready();
         assert_eq!(state.readiness(), Readiness::Draining, "draining is final");
     }
 
-    #[test]
-    fn metrics_serves_the_registry_in_text_format() {
+    #[tokio::test]
+    async fn metrics_serves_the_registry_in_text_format() {
         let state = state();
         let hits = state.metrics().counter("kv_hits_total", "Hits.").unwrap();
         hits.inc();
-        let response = respond(&state, "GET", "/metrics");
-        assert_eq!(response.status, 200);
-        assert_eq!(response.content_type, "text/plain; version=0.0.4");
-        let body = std::str::from_utf8(&response.body).unwrap();
+        let response = get(&state, Method::GET, "/metrics");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.head.headers[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4"
+        );
+        let body = body_of(response).await;
         assert!(body.lines().any(|line| line == "kv_hits_total 1"), "{body}");
     }
 
     #[test]
-    fn head_gets_the_get_response_for_the_transport_to_strip() {
+    fn head_is_answered_like_get_and_the_query_is_ignored() {
         let state = state();
         assert_eq!(
-            respond(&state, "HEAD", "/healthz"),
-            respond(&state, "GET", "/healthz")
+            get(&state, Method::HEAD, "/healthz").status(),
+            StatusCode::OK
         );
-    }
-
-    #[test]
-    fn the_query_string_is_ignored() {
-        assert_eq!(respond(&state(), "GET", "/healthz?verbose=1").status, 200);
+        assert_eq!(
+            get(&state, Method::GET, "/healthz?verbose=1").status(),
+            StatusCode::OK
+        );
     }
 
     #[test]
     fn unknown_paths_are_404_and_other_methods_405_with_allow() {
         let state = state();
-        assert_eq!(respond(&state, "GET", "/").status, 404);
-        assert_eq!(respond(&state, "GET", "/metrics/extra").status, 404);
-        let post = respond(&state, "POST", "/metrics");
-        assert_eq!(post.status, 405);
-        assert_eq!(post.allow, Some("GET, HEAD"));
         assert_eq!(
-            respond(&state, "get", "/healthz").status,
-            405,
-            "methods are case-sensitive"
+            get(&state, Method::GET, "/").status(),
+            StatusCode::NOT_FOUND
         );
+        assert_eq!(
+            get(&state, Method::GET, "/metrics/extra").status(),
+            StatusCode::NOT_FOUND
+        );
+        let post = get(&state, Method::POST, "/metrics");
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.head.headers[header::ALLOW], "GET, HEAD");
+    }
+
+    /// The routes over a real socket, through the HTTP server, with a plain TCP client.
+    #[tokio::test]
+    async fn serves_over_http() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = state();
+        state.mark_ready();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, state, Duration::from_secs(1), async {
+            let _ = stopped.await;
+        }));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        let read = stream.read_to_string(&mut answer);
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nready\n"), "{answer}");
+        drop(stream);
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

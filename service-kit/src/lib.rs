@@ -12,7 +12,7 @@
 //! | [`logging`]  | `tracing` to stderr as text or JSON, filtered by one `--log-level` directive |
 //! | [`shutdown`] | SIGINT/SIGTERM handling; stop accepting, drain in-flight work up to a deadline, report what was cut off |
 //! | [`metrics`]  | a Prometheus registry with checked names and the 0.0.4 text format      |
-//! | [`admin`]    | `/metrics`, `/healthz`, `/readyz` as a transport-free router            |
+//! | [`admin`]    | `/metrics`, `/healthz`, `/readyz` on its own listener, over `http1`     |
 //! | [`frame`]    | versioned, length-delimited postcard frames for internal RPC (Raft, the broker protocol) |
 //!
 //! # Start-up and shutdown of a server, in order

@@ -1,77 +1,168 @@
-//! Stand-in hello-world HTTP server for the harness's process tests.
+//! `http-hello`: a hello-world HTTP server on the workspace's HTTP/1.1 layer.
 //!
-//! This std-only version exists so that the `harness` crate can be developed before the real
-//! server (built on the workspace's HTTP layer) lands. It keeps the real one's contract:
-//! `--listen ADDR` serves `GET /`, `--admin-listen ADDR` serves `GET /readyz`; both answer 200.
-//! One thread per connection, one request per connection (`Connection: close`).
+//! Two jobs. It is the server `bench/http-hello.sh` runs against nginx's `return 200` (one
+//! worker each, the same `wrk` load), and it is the smallest complete server built the way every
+//! server here is built, so it doubles as the template:
+//!
+//! ```text
+//!  flags + TOML ─▶ validate (exit 2 naming the field) ─▶ logging ─▶ runtime (1 worker = one thread)
+//!     ─▶ bind --listen and --admin-listen ─▶ /readyz says ready ─▶ serve
+//!  SIGINT/SIGTERM ─▶ /readyz says draining ─▶ stop accepting ─▶ finish in-flight requests
+//!     (at most shutdown_timeout_ms) ─▶ exit 0
+//! ```
+//!
+//! Every request, whatever its method and path, gets `200 hello, world`.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::thread;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::process::ExitCode;
 
-/// Largest request head read before answering; anything longer is answered as-is.
-const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
-/// How long a connection may take to send its request head.
-const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
+use anyhow::Context;
+use clap::Parser;
+use http1::server::{self, ServerConfig as HttpConfig};
+use http1::{Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use service_kit::admin::{self, AdminState};
+use service_kit::config::{self, CommonArgs, ConfigError, EXIT_USAGE, ServerConfig, Validate};
+use service_kit::metrics::Registry;
+use service_kit::{logging, shutdown};
 
-fn main() {
-    let mut listen = None;
-    let mut admin_listen = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next();
-        match (flag.as_str(), value) {
-            ("--listen", Some(addr)) => listen = Some(addr),
-            ("--admin-listen", Some(addr)) => admin_listen = Some(addr),
-            (other, _) => {
-                eprintln!("http-hello: unknown flag or missing value: {other}");
-                std::process::exit(2);
-            }
+/// Most worker threads: more than the cores of any machine this runs on is a mistake.
+const MAX_WORKERS: usize = 256;
+
+#[derive(Parser)]
+#[command(
+    name = "http-hello",
+    version,
+    about = "Hello-world HTTP server on the http1 layer"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Worker threads. 1 runs a single-threaded runtime, like nginx's `worker_processes 1`.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    server: ServerConfig,
+    /// Worker threads, 1 to [`MAX_WORKERS`]. Default 1.
+    workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let admin = SocketAddr::from(([127, 0, 0, 1], 9080));
+        Config {
+            server: ServerConfig::new(listen, admin),
+            workers: 1,
         }
-    }
-    let listeners: Vec<TcpListener> = [listen, admin_listen]
-        .into_iter()
-        .flatten()
-        .map(|addr| TcpListener::bind(&addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
-        .collect();
-    for listener in &listeners {
-        eprintln!("http-hello: listening on {}", listener.local_addr().unwrap());
-    }
-    let handles: Vec<_> = listeners
-        .into_iter()
-        .map(|listener| thread::spawn(move || serve(listener)))
-        .collect();
-    for handle in handles {
-        let _ = handle.join();
     }
 }
 
-fn serve(listener: TcpListener) {
-    for stream in listener.incoming().flatten() {
-        thread::spawn(move || answer(stream));
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            let reason = format!("must be between 1 and {MAX_WORKERS}");
+            return Err(ConfigError::invalid("workers", reason));
+        }
+        Ok(())
     }
 }
 
-fn answer(mut stream: TcpStream) {
-    let _ = stream.set_read_timeout(Some(REQUEST_READ_TIMEOUT));
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < REQUEST_HEAD_BYTES_MAX {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
+fn configure(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut config: Config = config::load(cli.common.config.as_deref())?;
+    cli.common.apply_to(&mut config.server);
+    if let Some(workers) = cli.workers {
+        config.workers = workers;
     }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let (status, body) = match line {
-        b"GET / HTTP/1.1" | b"GET / HTTP/1.0" => ("200 OK", "hello\n"),
-        b"GET /readyz HTTP/1.1" | b"GET /readyz HTTP/1.0" => ("200 OK", "ready\n"),
-        _ => ("404 Not Found", "not found\n"),
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match configure(&cli) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("http-hello: {err}");
+            return ExitCode::from(EXIT_USAGE as u8);
+        }
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes());
+    if let Err(err) = logging::init(config.server.log_format, &config.server.log_level) {
+        eprintln!("http-hello: {err}");
+        return ExitCode::from(EXIT_USAGE as u8);
+    }
+    match start(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("http-hello: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(config: Config) -> anyhow::Result<()> {
+    let runtime = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.workers)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let server = &config.server;
+    let listener = tokio::net::TcpListener::bind(server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (listen)", server.listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(server.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin_listen)", server.admin_listen))?;
+
+    let registry = Registry::new();
+    let requests = registry.counter("http_hello_requests_total", "Requests answered.")?;
+    let admin_state = AdminState::new(registry);
+    let stop = shutdown::Shutdown::new();
+    let drain = server.shutdown_timeout();
+
+    let admin_task = tokio::spawn({
+        let (state, stop) = (admin_state.clone(), stop.clone());
+        async move { admin::serve(admin_listener, state, drain, stop.triggered()).await }
+    });
+    let signals = tokio::spawn({
+        let stop = stop.clone();
+        let admin_state = admin_state.clone();
+        async move {
+            if let Ok(signal) = shutdown::wait_for_signal().await {
+                tracing::info!(?signal, "shutting down");
+            }
+            admin_state.mark_draining();
+            stop.trigger();
+        }
+    });
+
+    let handler = move |_request: Request| {
+        requests.inc();
+        async { Response::text(StatusCode::OK, "hello, world\n") }
+    };
+    let http = HttpConfig {
+        drain_timeout: drain,
+        ..HttpConfig::default()
+    };
+    tracing::info!(listen = %listener.local_addr()?, admin = %server.admin_listen, "serving");
+    admin_state.mark_ready();
+    server::serve(listener, http, handler, stop.triggered()).await?;
+    signals.abort();
+    admin_task.await?;
+    Ok(())
 }
