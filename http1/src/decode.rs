@@ -32,6 +32,17 @@ use crate::error::BodyError;
 use crate::framing::BodyKind;
 use crate::limits::{Limits, MAX_HEADERS_CEILING};
 
+/// Framing bytes (size lines, extensions, CRLFs, trailers) a chunked body may carry for each
+/// byte of data, beyond [`CHUNK_OVERHEAD_ALLOWANCE_BYTES`]. `max_body_bytes` counts data only,
+/// so without this a body of one-byte chunks with 1 KiB extensions would be a thousand times
+/// larger on the wire than the limit says. An ordinary encoder spends 5 bytes on a 1-byte
+/// chunk and a few bytes on a large one.
+pub const CHUNK_OVERHEAD_PER_DATA_BYTE: u64 = 16;
+
+/// Framing bytes every chunked body may use whatever its data (room for trailers and a few
+/// extensions on a short body).
+pub const CHUNK_OVERHEAD_ALLOWANCE_BYTES: u64 = 16 * 1024;
+
 /// One step of body decoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
@@ -73,6 +84,8 @@ pub struct BodyDecoder {
     state: State,
     /// Body bytes handed out so far, checked against `max_body_bytes`.
     received: u64,
+    /// Chunked framing bytes consumed so far, checked against the data received.
+    overhead: u64,
     max_body_bytes: u64,
     max_chunk_line_bytes: usize,
     max_trailer_bytes: usize,
@@ -90,6 +103,7 @@ impl BodyDecoder {
         BodyDecoder {
             state,
             received: 0,
+            overhead: 0,
             max_body_bytes: limits.max_body_bytes,
             max_chunk_line_bytes: limits.max_chunk_line_bytes,
             max_trailer_bytes: limits.max_trailer_bytes,
@@ -167,6 +181,7 @@ impl BodyDecoder {
                         return Err(BodyError::MissingChunkCrlf);
                     }
                     buf.advance(2);
+                    self.add_overhead(2)?;
                     self.state = State::ChunkSize;
                 }
                 State::Trailers => return self.trailers(buf),
@@ -194,6 +209,16 @@ impl BodyDecoder {
             });
         }
         Ok(Decoded::Data(data))
+    }
+
+    fn add_overhead(&mut self, bytes: usize) -> Result<(), BodyError> {
+        self.overhead += bytes as u64;
+        let allowed = CHUNK_OVERHEAD_ALLOWANCE_BYTES
+            .saturating_add(self.received.saturating_mul(CHUNK_OVERHEAD_PER_DATA_BYTE));
+        if self.overhead > allowed {
+            return Err(BodyError::ChunkOverhead);
+        }
+        Ok(())
     }
 
     /// Parses `chunk-size [ chunk-ext ] CRLF`, returning the size once the line is complete.
@@ -229,6 +254,7 @@ impl BodyDecoder {
             });
         }
         buf.advance(lf + 1);
+        self.add_overhead(lf + 1)?;
         Ok(Some(size))
     }
 
@@ -255,6 +281,7 @@ impl BodyDecoder {
         let section = &buf[..end + 4];
         let map = parse_trailers(section, self.max_headers)?;
         buf.advance(end + 4);
+        self.add_overhead(end + 4)?;
         // The empty line has been consumed with the section: the body ends here.
         self.state = State::Done;
         Ok(Decoded::Trailers(map))
@@ -384,17 +411,45 @@ mod tests {
 
     #[test]
     fn bad_chunk_framing_is_refused() {
-        for raw in [
-            &b"x\r\n"[..],
-            b"5\nhello\r\n",
-            b"5\r\nhelloXX",
-            b" 5\r\nhello\r\n",
-            b"0x5\r\nhello\r\n",
-            b"ffffffffffffffff\r\n",
-            b"5 junk\r\nhello\r\n",
+        // Each body is complete apart from its flaw, so the error is the framing's, not the
+        // end of input's.
+        for (raw, expected) in [
+            (&b"x\r\n0\r\n\r\n"[..], BodyError::InvalidChunkSize),
+            (b"5\nhello\r\n0\r\n\r\n", BodyError::InvalidChunkSize),
+            (b"5\r\nhelloXX0\r\n\r\n", BodyError::MissingChunkCrlf),
+            (b" 5\r\nhello\r\n0\r\n\r\n", BodyError::InvalidChunkSize),
+            (b"0x5\r\nhello\r\n0\r\n\r\n", BodyError::InvalidChunkSize),
+            (
+                b"ffffffffffffffff\r\n0\r\n\r\n",
+                BodyError::InvalidChunkSize,
+            ),
+            (b"5 junk\r\nhello\r\n0\r\n\r\n", BodyError::InvalidChunkSize),
         ] {
-            assert!(decode_all(BodyKind::Chunked, raw, 64).is_err(), "{raw:?}");
+            assert_eq!(
+                decode_all(BodyKind::Chunked, raw, 64).unwrap_err(),
+                expected,
+                "{raw:?}"
+            );
         }
+    }
+
+    #[test]
+    fn chunk_extensions_cannot_carry_more_than_their_share() {
+        let extension = "e".repeat(1000);
+        let mut raw = String::new();
+        for _ in 0..1000 {
+            raw.push_str(&format!("1;{extension}\r\nx\r\n"));
+        }
+        raw.push_str("0\r\n\r\n");
+        assert_eq!(
+            decode_all(BodyKind::Chunked, raw.as_bytes(), 4096).unwrap_err(),
+            BodyError::ChunkOverhead
+        );
+        // One-byte chunks from an ordinary encoder stay well inside the ratio.
+        let pieces: Vec<Bytes> = (0..5000).map(|_| Bytes::from_static(b"y")).collect();
+        let wire = crate::encode::chunked(&pieces, None);
+        let (body, _, _) = decode_all(BodyKind::Chunked, &wire, 4096).unwrap();
+        assert_eq!(body.len(), 5000);
     }
 
     #[test]

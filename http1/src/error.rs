@@ -76,6 +76,8 @@ pub enum BodyError {
     TrailersTooLarge { max: usize },
     #[error("malformed trailer section")]
     InvalidTrailers,
+    #[error("chunk framing overhead out of proportion to the data")]
+    ChunkOverhead,
     #[error("connection closed before the body was complete")]
     Incomplete,
 }
@@ -112,6 +114,10 @@ pub enum Error {
     /// it with 502 Bad Gateway; see [`Error::is_upstream_protocol_error`].
     #[error("malformed response: {0}")]
     MalformedResponse(HeadError),
+    /// A request built by the caller that cannot be sent as it is (a request target with a
+    /// space or a control character would split the request on the wire). Nothing was sent.
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
     #[error("{0}")]
     Other(String),
 }

@@ -135,13 +135,13 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<ParsedRequest
         .map_err(|_| HeadError::Malformed("invalid method"))?;
     let target = req.path.unwrap_or("").to_owned();
     let headers = to_header_map(req.headers)?;
-    let head = RequestHead {
+    let mut head = RequestHead {
         method,
         target,
         version,
         headers,
     };
-    check_host(&head)?;
+    check_host(&mut head)?;
     let body = framing::request_body(&head, limits)?;
     let keep_alive = keep_alive(version, &head.headers);
     Ok(Some(ParsedRequest {
@@ -206,9 +206,10 @@ pub fn parse_response(
 /// Limits that can be decided before the section is complete, so an endless request line or
 /// header section is refused as soon as it passes the limit instead of being buffered.
 fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), HeadError> {
-    let line_end = buf.iter().position(|&b| b == b'\n');
+    let line = &buf[leading_empty_lines(buf)..];
+    let line_end = line.iter().position(|&b| b == b'\n');
     match line_end {
-        None if buf.len() > limits.max_request_line_bytes => Err(HeadError::RequestLineTooLong {
+        None if line.len() > limits.max_request_line_bytes => Err(HeadError::RequestLineTooLong {
             max: limits.max_request_line_bytes,
         }),
         _ if buf.len() > limits.max_header_bytes => Err(HeadError::HeadersTooLarge {
@@ -219,7 +220,7 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), HeadError> {
 }
 
 fn check_complete(section: &[u8], limits: &Limits) -> Result<(), HeadError> {
-    let line_len = section
+    let line_len = section[leading_empty_lines(section)..]
         .iter()
         .position(|&b| b == b'\n')
         .unwrap_or(section.len());
@@ -234,6 +235,17 @@ fn check_complete(section: &[u8], limits: &Limits) -> Result<(), HeadError> {
         });
     }
     reject_bare_lf(section)
+}
+
+/// Bytes of empty lines before the request line. httparse skips them, as RFC 9112 section 2.2
+/// allows, so the request-line limit must be measured after them, or a leading CRLF would
+/// stretch it to the whole header limit.
+fn leading_empty_lines(buf: &[u8]) -> usize {
+    let mut skip = 0;
+    while buf[skip..].starts_with(b"\r\n") {
+        skip += 2;
+    }
+    skip
 }
 
 /// httparse accepts a lone LF as a line ending. A front end that does not would read
@@ -276,15 +288,108 @@ fn to_header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError
     Ok(map)
 }
 
-/// RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, or with
-/// more than one.
-fn check_host(head: &RequestHead) -> Result<(), HeadError> {
+/// RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, with
+/// more than one, or with an invalid one. For an absolute-form target (`GET http://a/ ...`) the
+/// target's authority wins over Host (section 3.2.2), so Host is replaced by it: whoever routes
+/// on Host after us sees the same authority as a server that follows the target.
+fn check_host(head: &mut RequestHead) -> Result<(), HeadError> {
     let count = head.headers.get_all(header::HOST).iter().count();
-    let ok = match head.version {
+    let count_ok = match head.version {
         Version::HTTP_11 => count == 1,
         _ => count <= 1,
     };
-    if ok { Ok(()) } else { Err(HeadError::BadHost) }
+    let value_ok = head
+        .headers
+        .get(header::HOST)
+        .is_none_or(|v| is_valid_authority(v.as_bytes()));
+    if !count_ok || !value_ok {
+        return Err(HeadError::BadHost);
+    }
+    if let Some(authority) = absolute_form_authority(&head.target) {
+        if !is_valid_authority(authority.as_bytes()) {
+            return Err(HeadError::BadHost);
+        }
+        let value = HeaderValue::from_str(authority).map_err(|_| HeadError::BadHost)?;
+        head.headers.insert(header::HOST, value);
+    }
+    Ok(())
+}
+
+/// The authority of an absolute-form target (`http://host:port/path`), if the target is one.
+fn absolute_form_authority(target: &str) -> Option<&str> {
+    let (scheme, rest) = target.split_once("://")?;
+    let scheme_ok = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 section 7.2): a reg-name or IPv4 address of unreserved,
+/// percent-encoded and sub-delimiter characters, or an IP literal in brackets, then digits
+/// after a colon. Userinfo (`@`), paths and spaces are refused. An empty value is allowed: a
+/// client sends one when the target has no authority.
+fn is_valid_authority(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(literal) => match literal.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let inside = &literal[..end];
+                let ok = !inside.is_empty()
+                    && inside
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b":.vV".contains(&b));
+                if !ok {
+                    return false;
+                }
+                (&b""[..], &literal[end + 1..])
+            }
+            None => return false,
+        },
+        None => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &b""[..]),
+        },
+    };
+    let host_ok = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    host_ok && port_ok
+}
+
+/// Checks a request target a client is about to send: it is written to the wire as it is, so
+/// a space, CR or LF in it would end the request line early and let the rest be read as
+/// another request. Origin-form (`/path?q`) and absolute-form (`http://host/path`) for every
+/// method, authority-form (`host:port`) only for CONNECT, `*` only for OPTIONS (RFC 9112
+/// section 3.2).
+pub fn check_target(method: &Method, target: &str) -> Result<(), &'static str> {
+    if target.is_empty() {
+        return Err("empty request target");
+    }
+    if !target.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err("request target contains a space, a control character or a non-ASCII byte");
+    }
+    let form_ok = if *method == Method::CONNECT {
+        !target.starts_with('/') && target.contains(':')
+    } else if target == "*" {
+        *method == Method::OPTIONS
+    } else {
+        target.starts_with('/') || absolute_form_authority(target).is_some()
+    };
+    if form_ok {
+        Ok(())
+    } else {
+        Err("request target has the wrong form for its method")
+    }
 }
 
 /// Persistence rules of RFC 9112 section 9.3.
@@ -476,6 +581,74 @@ mod tests {
             HeadError::BadHost
         );
         assert!(parse("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_leading_empty_line_does_not_stretch_the_request_line_limit() {
+        let limits = Limits {
+            max_request_line_bytes: 64,
+            ..Limits::default()
+        };
+        let raw = format!("\r\nGET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100));
+        let err = parse_request(raw.as_bytes(), &limits).unwrap_err();
+        assert_eq!(err.status(), StatusCode::URI_TOO_LONG);
+        let partial = format!("\r\nGET /{}", "a".repeat(100));
+        let err = parse_request(partial.as_bytes(), &limits).unwrap_err();
+        assert_eq!(err.status(), StatusCode::URI_TOO_LONG);
+        assert!(
+            parse("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn host_must_be_an_authority() {
+        for host in ["a b", "evil.com/path?x", "a@b", "a:b", "[::1", "[zz]:80"] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(parse(&raw).unwrap_err(), HeadError::BadHost, "{host}");
+        }
+        for host in [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:1",
+            "[::1]:80",
+            "",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert!(parse(&raw).is_ok(), "{host}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_authority_replaces_host() {
+        let p = parse("GET http://internal:81/x HTTP/1.1\r\nHost: public\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.head.headers[header::HOST], "internal:81");
+        assert_eq!(p.head.headers.get_all(header::HOST).iter().count(), 1);
+    }
+
+    #[test]
+    fn client_targets_are_checked() {
+        assert!(check_target(&Method::GET, "/a?b=c%20d").is_ok());
+        assert!(check_target(&Method::GET, "http://h/p").is_ok());
+        assert!(check_target(&Method::CONNECT, "h:443").is_ok());
+        assert!(check_target(&Method::OPTIONS, "*").is_ok());
+        for (method, target) in [
+            (Method::GET, ""),
+            (Method::GET, "/x HTTP/1.1\r\nHost: a\r\n\r\nDELETE /admin"),
+            (Method::GET, "/a b"),
+            (Method::GET, "*"),
+            (Method::GET, "h:443"),
+            (Method::CONNECT, "/"),
+            (Method::GET, "/caf\u{e9}"),
+        ] {
+            assert!(
+                check_target(&method, target).is_err(),
+                "{method} {target:?}"
+            );
+        }
     }
 
     #[test]

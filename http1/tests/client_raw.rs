@@ -335,6 +335,24 @@ async fn refused_connection_is_a_connect_error() {
     .await;
 }
 
+/// A target is written to the wire as it is: one with CRLF in it would smuggle a second
+/// request to the upstream. It is refused before any connection is opened (the address has no
+/// listener, so trying would give a connect error instead).
+#[tokio::test]
+async fn a_target_that_would_split_the_request_is_refused_before_connecting() {
+    within_deadline(async {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let evil = "/x HTTP/1.1\r\nHost: a\r\n\r\nDELETE /admin/all";
+        let err = client().send(addr, get(evil)).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidRequest(_)), "{err:?}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn silent_server_trips_the_response_header_timeout() {
     within_deadline(async {

@@ -44,6 +44,10 @@ use crate::limits::Limits;
 use crate::message::{Request, Response};
 use crate::upgrade::{self, Io, Upgraded};
 
+/// Encoded request body bytes that are written out even though more frames are ready, so the
+/// buffer stays bounded while a fast body streams.
+const WRITE_BUF_FLUSH_BYTES: usize = 64 * 1024;
+
 /// How much the read buffer grows by before each read: enough for a typical response head,
 /// and one TLS record, in one system call.
 pub(crate) const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -354,13 +358,25 @@ impl Writer {
         }
     }
 
+    /// Streams the rest of the body. Frames that are ready at once are encoded together and
+    /// written when the body has nothing more for now or the buffer reaches
+    /// [`WRITE_BUF_FLUSH_BYTES`]: a body of many tiny chunks costs a few writes, not one per
+    /// chunk.
     async fn write_body(&mut self, body: &mut Body) -> Result<()> {
         while !self.done {
-            let frame = poll_fn(|cx| body.poll_frame(cx)).await;
+            let frame = match poll_fn(|cx| Poll::Ready(body.poll_frame(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    self.flush().await?;
+                    poll_fn(|cx| body.poll_frame(cx)).await
+                }
+            };
             self.encode(frame)?;
-            self.flush().await?;
+            if self.out.len() >= WRITE_BUF_FLUSH_BYTES {
+                self.flush().await?;
+            }
         }
-        Ok(())
+        self.flush().await
     }
 
     fn encode(&mut self, frame: Option<Result<Frame>>) -> Result<()> {
@@ -389,15 +405,22 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes out what is buffered. A peer that stops reading for `stall` fails the write.
+    /// Writes out what is buffered. A peer that accepts nothing for `stall` fails the write;
+    /// each write that makes progress restarts the clock, so a large upload to a slow but
+    /// moving peer is not cut off.
     async fn flush(&mut self) -> Result<()> {
-        let write = async {
-            self.wr.write_all_buf(&mut self.out).await?;
-            self.wr.flush().await
-        };
-        timeout(self.stall, write)
+        let stalled = || Error::Timeout("request write stalled");
+        while !self.out.is_empty() {
+            let written = timeout(self.stall, self.wr.write_buf(&mut self.out))
+                .await
+                .map_err(|_| stalled())??;
+            if written == 0 {
+                return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+        }
+        timeout(self.stall, self.wr.flush())
             .await
-            .map_err(|_| Error::Timeout("request write stalled"))??;
+            .map_err(|_| stalled())??;
         Ok(())
     }
 }

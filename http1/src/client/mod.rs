@@ -65,7 +65,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::head::RequestHead;
+use crate::head::{RequestHead, check_target};
 use crate::limits::Limits;
 use crate::message::{Request, Response};
 use crate::upgrade::Io;
@@ -183,6 +183,7 @@ impl Client {
     /// returns to the pool once the body has been read to its end; drop the body early and the
     /// connection is closed instead. A request without `Host` gets one naming `addr`.
     pub async fn send(&self, addr: SocketAddr, mut req: Request) -> Result<Response> {
+        check_target(&req.head.method, &req.head.target).map_err(Error::InvalidRequest)?;
         conn::ensure_host(&mut req.head, addr);
         let span = tracing::debug_span!(
             "http_client",
@@ -197,6 +198,7 @@ impl Client {
     /// test duplex). No pooling: the connection is closed once the response has been read.
     /// `Host` is the caller's business here.
     pub async fn send_on(&self, io: impl Io, req: Request) -> Result<Response> {
+        check_target(&req.head.method, &req.head.target).map_err(Error::InvalidRequest)?;
         let conn = Conn {
             io: Box::new(io),
             read_buf: BytesMut::new(),
