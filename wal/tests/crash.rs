@@ -24,12 +24,15 @@ fn options() -> WalOptions {
     }
 }
 
+/// A record and the bytes it occupies in its file: (index, payload, byte range).
+type Located = (u64, Vec<u8>, Range<usize>);
+
 /// A log as it was written: its files' bytes, and where each record lies in them.
 struct Written {
     /// (file name, bytes), in index order.
     files: Vec<(String, Vec<u8>)>,
     /// For each file, its records: (index, payload, byte range in the file).
-    records: Vec<Vec<(u64, Vec<u8>, Range<usize>)>>,
+    records: Vec<Vec<Located>>,
 }
 
 impl Written {
@@ -112,10 +115,7 @@ fn write_log(rng: &mut TestRng) -> Written {
 
 /// Places each record in its file from the documented layout: segments start at their named
 /// index, records follow the 24-byte header back to back, each 16 bytes plus its payload.
-fn locate_records(
-    names: &[String],
-    payloads: Vec<(u64, Vec<u8>)>,
-) -> Vec<Vec<(u64, Vec<u8>, Range<usize>)>> {
+fn locate_records(names: &[String], payloads: Vec<(u64, Vec<u8>)>) -> Vec<Vec<Located>> {
     let bases: Vec<u64> = names.iter().map(|n| n[..20].parse().unwrap()).collect();
     let mut records = vec![Vec::new(); names.len()];
     let mut offset = SEGMENT_HEADER_BYTES;
