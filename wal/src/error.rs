@@ -82,6 +82,14 @@ pub enum Error {
     #[error("the log stopped accepting writes after an I/O failure; reopen it to recover")]
     Poisoned,
 
+    /// The operating system would not start one of the group-commit threads.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        name: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
     /// The group-commit writer thread has stopped (shut down, or it panicked).
     #[error("the group-commit writer has stopped")]
     Closed,

@@ -107,8 +107,8 @@ impl GroupCommit {
         let writer = std::thread::Builder::new()
             .name("wal-writer".to_string())
             .spawn(move || writer.run())
-            .map_err(|source| Error::Io {
-                path: "wal-writer thread".into(),
+            .map_err(|source| Error::Thread {
+                name: "wal-writer",
                 source,
             })?;
         let ticker = (options.sync_policy == SyncPolicy::EverySec)
@@ -166,13 +166,17 @@ fn start_ticker(requests: mpsc::Sender<Request>) -> Result<(std_mpsc::Sender<()>
                 }
             }
         })
-        .map_err(|source| Error::Io {
-            path: "wal-everysec thread".into(),
+        .map_err(|source| Error::Thread {
+            name: "wal-everysec",
             source,
         })?;
     Ok((stop, ticker))
 }
 
+/// Every async method queues one request and waits for its reply. Dropping the future after the
+/// request was queued does not withdraw it: the writer still applies it, and the caller just
+/// does not learn the outcome (for an append, its index). A caller that must know, such as Raft,
+/// reads [`Wal::last_index`] through [`CommitHandle::with_wal`] after a cancellation.
 impl CommitHandle {
     /// Appends `payload` at the next index and returns that index, once the write is as durable
     /// as the [`SyncPolicy`] promises.

@@ -21,6 +21,7 @@
 //! `Wal` is single-owner (`&mut self` to change it) and does no locking. For many concurrent
 //! appenders sharing fsyncs, hand it to [`crate::GroupCommit`].
 
+use std::fmt;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -51,7 +52,6 @@ pub struct WalStats {
 }
 
 /// A segmented write-ahead log of records with dense `u64` indexes and opaque payloads.
-#[derive(Debug)]
 pub struct Wal {
     dir: LogDir,
     options: WalOptions,
@@ -298,6 +298,20 @@ impl Wal {
             self.poisoned = true;
         }
         result
+    }
+}
+
+/// Shows where the log is, not its buffers and offset tables.
+impl fmt::Debug for Wal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir.path())
+            .field("segments", &self.segments.len())
+            .field("first_index", &self.first_index())
+            .field("next_index", &self.next_index())
+            .field("unsynced", &self.unsynced)
+            .field("poisoned", &self.poisoned)
+            .finish()
     }
 }
 

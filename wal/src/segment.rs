@@ -63,7 +63,6 @@ pub(crate) fn parse_file_name(dir: &Path, name: &str) -> Option<Result<u64>> {
 }
 
 /// An open segment and the offsets of its records.
-#[derive(Debug)]
 pub(crate) struct Segment {
     base_index: u64,
     path: PathBuf,
@@ -76,7 +75,6 @@ pub(crate) struct Segment {
 }
 
 /// A segment as recovery found it, and what ended its scan early, if anything.
-#[derive(Debug)]
 pub(crate) struct Scanned {
     pub segment: Segment,
     /// The first invalid bytes: where they start, how many bytes follow, and why they failed.

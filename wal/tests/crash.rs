@@ -374,3 +374,28 @@ fn a_renamed_segment_is_caught_by_its_header() {
     let error = Wal::open(dir.path(), options()).unwrap_err();
     assert!(matches!(error, Error::ForeignFile { .. }), "{error}");
 }
+
+/// `truncate_suffix` and `reset` delete segments newest first, `drop_prefix` oldest first, each
+/// deletion made durable before the next. A crash between two deletions therefore leaves a
+/// contiguous run of the original segments, which must open to exactly their records.
+#[test]
+fn a_crash_between_segment_deletions_leaves_a_log_that_opens() {
+    let written = write_log(&mut rng_with_seed_printed());
+    let count = written.files.len();
+    let runs = (1..=count)
+        .map(|keep| 0..keep)
+        .chain((1..count).map(|skip| skip..count));
+    for run in runs {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in &written.files[run.clone()] {
+            fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let wal = Wal::open(dir.path(), options()).unwrap_or_else(|e| panic!("{run:?}: {e}"));
+        let expected: Vec<(u64, Vec<u8>)> = written.records[run.clone()]
+            .iter()
+            .flatten()
+            .map(|(index, payload, _)| (*index, payload.clone()))
+            .collect();
+        assert_eq!(all_records(&wal), expected, "segments {run:?}");
+    }
+}
