@@ -12,7 +12,7 @@
 //! |------------------|-----------------------------------------------------------------------|
 //! | [`record`]       | one record's byte layout and checksum                                 |
 //! | [`segment`]      | one file: header, naming, scanning, positioned reads and writes       |
-//! | `directory`      | durable create, replace and delete in the log directory              |
+//! | [`directory`]    | durable create, replace and delete in the log directory              |
 //! | [`recovery`]     | what `open` does with a crashed directory, rule by rule               |
 //! | [`Wal`]          | the log: append, read, roll, sync, truncate either end                 |
 //! | [`hard_state`]   | Raft's term, vote and commit, replaced atomically beside the log      |
@@ -60,7 +60,7 @@
 //! # }
 //! ```
 
-mod directory;
+pub mod directory;
 mod error;
 mod group_commit;
 pub mod hard_state;
