@@ -333,3 +333,42 @@ impl Iterator for Iter<'_> {
         Some(payload.map(|p| (index, p)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fsync_poisons_the_log_until_it_is_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        wal.append(1, b"written, fsync about to fail").unwrap();
+        assert!(wal.begin_sync().unwrap().is_some());
+        let failed = wal.end_sync(Err(std::io::Error::other("simulated EIO")));
+        assert!(matches!(failed, Err(Error::Io { .. })));
+
+        assert!(matches!(wal.append(2, b"x"), Err(Error::Poisoned)));
+        assert!(matches!(wal.sync(), Err(Error::Poisoned)));
+        assert!(matches!(wal.truncate_suffix(1), Err(Error::Poisoned)));
+        assert!(matches!(wal.drop_prefix(1), Err(Error::Poisoned)));
+        assert!(matches!(wal.begin_sync(), Err(Error::Poisoned)));
+        // Reads still work: the data in the page cache is what the process wrote.
+        assert!(wal.read(1).unwrap().is_some());
+        drop(wal);
+
+        let mut reopened = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        reopened.append(2, b"accepted again").unwrap();
+    }
+
+    #[test]
+    fn nothing_to_sync_means_no_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        wal.sync().unwrap();
+        assert!(wal.begin_sync().unwrap().is_none());
+        wal.append(1, b"x").unwrap();
+        wal.sync().unwrap();
+        wal.sync().unwrap();
+        assert_eq!(wal.stats().data_syncs, 1);
+    }
+}
