@@ -95,7 +95,10 @@ pub struct GroupCommitOptions {
     pub sync_policy: SyncPolicy,
     /// Requests that may wait for the writer. When the queue is full, appenders wait in `send`:
     /// that is the back-pressure that keeps memory bounded when the disk is slower than the
-    /// producers. Default [`DEFAULT_QUEUE_DEPTH`]; range 1..=[`MAX_QUEUE_DEPTH`].
+    /// producers. The queue counts requests, not bytes: its memory is bounded by this depth
+    /// times the largest request, and the size of an `append_at` batch is the caller's to bound
+    /// (Raft bounds it by its message size limit). Default [`DEFAULT_QUEUE_DEPTH`]; range
+    /// 1..=[`MAX_QUEUE_DEPTH`].
     pub queue_depth: usize,
     /// Payload bytes the writer gathers into one batch (one `pwrite` per segment, one fsync)
     /// before it stops taking more from the queue. One request larger than this forms a batch
