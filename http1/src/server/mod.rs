@@ -50,6 +50,7 @@
 mod conn;
 mod date;
 mod respond;
+mod timer;
 mod transport;
 
 use std::future::Future;

@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use super::conn::Connection;
 use super::date;
+use super::timer::timeout_lazily;
 use super::transport::{SharedTransport, lock};
 use crate::body::{Body, Frame};
 use crate::encode::BodyEncoder;
@@ -157,14 +158,14 @@ async fn write_all<T: Io>(
 ) -> Result<()> {
     while buf.has_remaining() {
         let write = poll_fn(|cx| lock(transport).wire.poll_write_some(cx, buf));
-        match tokio::time::timeout(stall, write).await {
+        match timeout_lazily(stall, write).await {
             Ok(written) => written?,
             Err(_) => return Err(Error::Timeout("response write stalled")),
         }
     }
     // A TLS stream may hold the last record back until flushed.
     let flush = poll_fn(|cx| lock(transport).wire.poll_flush(cx));
-    match tokio::time::timeout(stall, flush).await {
+    match timeout_lazily(stall, flush).await {
         Ok(flushed) => Ok(flushed?),
         Err(_) => Err(Error::Timeout("response write stalled")),
     }
