@@ -138,16 +138,24 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<ParsedRequest
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| HeadError::Malformed("invalid method"))?;
     let target = req.path.unwrap_or("").to_owned();
-    let headers = to_header_map(req.headers)?;
+    let (headers, seen) = to_header_map(req.headers)?;
     let head = RequestHead {
         method,
         target,
         version,
         headers,
     };
-    check_host(&head)?;
-    let body = framing::request_body(&head, limits)?;
-    let keep_alive = keep_alive(version, &head.headers);
+    check_host(seen.hosts, version)?;
+    // Most requests have no framing or Connection field: the answer without them is known, and
+    // looking them up in the map would cost more than the rest of these checks.
+    let body = match seen.framing {
+        true => framing::request_body(&head, limits)?,
+        false => BodyKind::Empty,
+    };
+    let keep_alive = match seen.connection {
+        true => keep_alive(version, &head.headers),
+        false => version == Version::HTTP_11,
+    };
     Ok(Some(ParsedRequest {
         head,
         body,
@@ -191,7 +199,7 @@ pub fn parse_response(
     };
     let status = StatusCode::from_u16(res.code.unwrap_or(0))
         .map_err(|_| HeadError::Malformed("invalid status code"))?;
-    let headers = to_header_map(res.headers)?;
+    let (headers, _) = to_header_map(res.headers)?;
     let head = ResponseHead {
         status,
         version,
@@ -266,25 +274,39 @@ fn map_parse_error(e: httparse::Error, max_headers: usize) -> HeadError {
     }
 }
 
-fn to_header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
+/// Fields that decide how a request is read, noted while its map is built.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Host field lines.
+    hosts: usize,
+    /// Any Content-Length or Transfer-Encoding.
+    framing: bool,
+    /// Any Connection.
+    connection: bool,
+}
+
+fn to_header_map(fields: &[httparse::Header<'_>]) -> Result<(HeaderMap, Seen), HeadError> {
     let mut map = HeaderMap::with_capacity(fields.len());
+    let mut seen = Seen::default();
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("invalid header name"))?;
+        seen.hosts += usize::from(name == header::HOST);
+        seen.framing |= name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+        seen.connection |= name == header::CONNECTION;
         // HeaderValue refuses NUL, CR, LF and other controls, which httparse lets through in
         // some positions; a value that cannot be represented is refused, never altered.
         let value = HeaderValue::from_bytes(field.value)
             .map_err(|_| HeadError::Malformed("invalid header value"))?;
         map.append(name, value);
     }
-    Ok(map)
+    Ok((map, seen))
 }
 
 /// RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, or with
 /// more than one.
-fn check_host(head: &RequestHead) -> Result<(), HeadError> {
-    let count = head.headers.get_all(header::HOST).iter().count();
-    let ok = match head.version {
+fn check_host(count: usize, version: Version) -> Result<(), HeadError> {
+    let ok = match version {
         Version::HTTP_11 => count == 1,
         _ => count <= 1,
     };
@@ -335,13 +357,25 @@ pub fn encode_request(head: &RequestHead, framing: OutgoingFraming, dst: &mut By
         Version::HTTP_10 => b" HTTP/1.0\r\n",
         _ => b" HTTP/1.1\r\n",
     });
-    encode_fields(&head.headers, framing, false, dst);
+    encode_fields(&head.headers, framing, false, &[], dst);
 }
 
 /// Appends a response head (always `HTTP/1.1`, the highest version we speak; RFC 9110 section
 /// 2.5), with the framing header chosen as for [`encode_request`].
 pub fn encode_response(head: &ResponseHead, framing: OutgoingFraming, dst: &mut BytesMut) {
-    dst.reserve(32 + 32 * head.headers.len());
+    encode_response_with(head, framing, &[], dst);
+}
+
+/// [`encode_response`], with `added` field lines (each a whole line, CRLF included) after the
+/// head's own fields: the server adds Date and Connection this way, without putting them in
+/// the handler's map.
+pub(crate) fn encode_response_with(
+    head: &ResponseHead,
+    framing: OutgoingFraming,
+    added: &[&[u8]],
+    dst: &mut BytesMut,
+) {
+    dst.reserve(32 + 32 * head.headers.len() + added.iter().map(|line| line.len()).sum::<usize>());
     dst.put_slice(b"HTTP/1.1 ");
     dst.put_slice(head.status.as_str().as_bytes());
     dst.put_u8(b' ');
@@ -354,13 +388,14 @@ pub fn encode_response(head: &ResponseHead, framing: OutgoingFraming, dst: &mut 
     dst.put_slice(b"\r\n");
     let no_framing_allowed =
         head.status.is_informational() || head.status == StatusCode::NO_CONTENT;
-    encode_fields(&head.headers, framing, no_framing_allowed, dst);
+    encode_fields(&head.headers, framing, no_framing_allowed, added, dst);
 }
 
 fn encode_fields(
     headers: &HeaderMap,
     framing: OutgoingFraming,
     no_framing_allowed: bool,
+    added: &[&[u8]],
     dst: &mut BytesMut,
 ) {
     let ours = !matches!(framing, OutgoingFraming::None) || no_framing_allowed;
@@ -373,6 +408,9 @@ fn encode_fields(
         dst.put_slice(b": ");
         dst.put_slice(value.as_bytes());
         dst.put_slice(b"\r\n");
+    }
+    for line in added {
+        dst.put_slice(line);
     }
     match framing {
         OutgoingFraming::Length(n) if !no_framing_allowed => {
@@ -467,6 +505,20 @@ mod tests {
     fn bare_lf_is_refused() {
         let err = parse("GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n").unwrap_err();
         assert_eq!(err, HeadError::BareLf);
+    }
+
+    #[test]
+    fn bare_lf_anywhere_is_found() {
+        let naive = |s: &[u8]| (0..s.len()).any(|i| s[i] == b'\n' && (i == 0 || s[i - 1] != b'\r'));
+        // Every string of up to 6 bytes over CR, LF and a letter.
+        for len in 0..=6u32 {
+            for code in 0..3usize.pow(len) {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| [b'\r', b'\n', b'a'][code / 3usize.pow(i) % 3])
+                    .collect();
+                assert_eq!(reject_bare_lf(&bytes).is_err(), naive(&bytes), "{bytes:?}");
+            }
+        }
     }
 
     #[test]
