@@ -16,7 +16,7 @@
 //! it reaches [`WRITE_BUF_FLUSH_BYTES`].
 
 use std::future::{Future, poll_fn};
-use std::task::Poll;
+use std::task::{Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes};
 use http::header::{self, HeaderMap};
@@ -152,24 +152,32 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
     }
 }
 
-/// Writes all of `buf`; a write that makes no progress for `stall` fails.
+/// Writes all of `buf`, then flushes (a TLS stream may hold the last record back until then);
+/// a write or flush that makes no progress for `stall` fails.
 async fn write_all<T: Io>(
     transport: &SharedTransport<T>,
     buf: &mut impl Buf,
     stall: std::time::Duration,
 ) -> Result<()> {
-    while buf.has_remaining() {
-        let write = poll_fn(|cx| lock(transport).wire.poll_write_some(cx, buf));
-        match timeout_lazily(stall, write).await {
-            Ok(written) => written?,
+    loop {
+        // One lock per step: a write, and, once it has taken everything, the flush, so that a
+        // response written in one go takes the lock once.
+        let step = poll_fn(|cx| {
+            let mut transport = lock(transport);
+            if buf.has_remaining() {
+                ready!(transport.wire.poll_write_some(cx, buf))?;
+                if buf.has_remaining() {
+                    return Poll::Ready(Ok(false));
+                }
+            }
+            transport.wire.poll_flush(cx).map_ok(|()| true)
+        });
+        match timeout_lazily(stall, step).await {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(Error::Timeout("response write stalled")),
         }
-    }
-    // A TLS stream may hold the last record back until flushed.
-    let flush = poll_fn(|cx| lock(transport).wire.poll_flush(cx));
-    match timeout_lazily(stall, flush).await {
-        Ok(flushed) => Ok(flushed?),
-        Err(_) => Err(Error::Timeout("response write stalled")),
     }
 }
 
