@@ -26,7 +26,7 @@ use crate::body::{Body, BodyStream, Frame};
 use crate::decode::BodyDecoder;
 use crate::error::{HeadError, Result};
 use crate::framing::BodyKind;
-use crate::head::{self, ParsedRequest};
+use crate::head::{self, ParsedRequest, RequestHead};
 use crate::limits::Limits;
 use crate::message::{Request, Response};
 use crate::upgrade::{self, Io, UpgradeSender, Upgraded};
@@ -240,7 +240,7 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
         } = parsed;
         let method = head.method.clone();
         let version = head.version;
-        let body = self.request_body(kind, head.expects_continue());
+        let body = self.request_body(kind, &head);
         // An upgrade request with a body is served as a plain request: the body would have to
         // be read before switching, and no protocol that upgrades sends one.
         let (upgrade_tx, upgrade) = match head.wants_upgrade() && kind == BodyKind::Empty {
@@ -290,11 +290,12 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
     }
 
     /// The request body as the handler sees it: a stream reading this connection.
-    fn request_body(&mut self, kind: BodyKind, expects_continue: bool) -> Body {
+    fn request_body(&mut self, kind: BodyKind, head: &RequestHead) -> Body {
         if kind == BodyKind::Empty {
             return Body::empty();
         }
         let decoder = BodyDecoder::new(kind, &self.config.limits);
+        let expects_continue = head.expects_continue();
         lock(&self.transport).start_body(self.exchanges, decoder, expects_continue);
         Body::from_stream(RequestBody::new(self.transport.clone(), self.exchanges))
     }
