@@ -22,6 +22,7 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 cargo build --release --locked -q -p bench --bin http-hello
+bin="${CARGO_TARGET_DIR:-target}/release/http-hello"
 work=$(mktemp -d)
 ours_port=$(free_port)
 ours_admin=$(free_port)
@@ -49,7 +50,7 @@ http {
 }
 CONF
 
-target/release/http-hello --listen "127.0.0.1:$ours_port" --admin-listen "127.0.0.1:$ours_admin" \
+"$bin" --listen "127.0.0.1:$ours_port" --admin-listen "127.0.0.1:$ours_admin" \
   --workers 1 --log-level warn &
 ours_pid=$!
 nginx -p "$work" -c "$work/nginx.conf" &

@@ -7,7 +7,7 @@
 //! that a Content-Length promise is kept exactly: sending fewer or more bytes than announced
 //! would desynchronise the peer, so it is an error here, not on the other side.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
 use crate::head::OutgoingFraming;
@@ -47,16 +47,16 @@ impl BodyEncoder {
             OutgoingFraming::Chunked => {
                 dst.reserve(data.len() + 20);
                 put_hex(data.len() as u64, dst);
-                dst.put_slice(b"\r\n");
-                dst.put_slice(data);
-                dst.put_slice(b"\r\n");
+                dst.extend_from_slice(b"\r\n");
+                dst.extend_from_slice(data);
+                dst.extend_from_slice(b"\r\n");
                 Ok(())
             }
             // No body may be sent (HEAD, 204, 304): the data is dropped, as RFC 9110 section
             // 9.3.2 requires for HEAD.
             OutgoingFraming::None => Ok(()),
             _ => {
-                dst.put_slice(data);
+                dst.extend_from_slice(data);
                 Ok(())
             }
         }
@@ -68,7 +68,7 @@ impl BodyEncoder {
         debug_assert_eq!(self.framing, OutgoingFraming::Chunked);
         self.sent += len as u64;
         put_hex(len as u64, dst);
-        dst.put_slice(b"\r\n");
+        dst.extend_from_slice(b"\r\n");
     }
 
     /// Like [`BodyEncoder::data`] for `len` bytes that the caller writes itself, straight from
@@ -90,7 +90,7 @@ impl BodyEncoder {
             }
             OutgoingFraming::Chunked => {
                 put_hex(len as u64, dst);
-                dst.put_slice(b"\r\n");
+                dst.extend_from_slice(b"\r\n");
                 Ok(CHUNK_END)
             }
             _ => Ok(b""),
@@ -112,14 +112,14 @@ impl BodyEncoder {
                 })
             }
             OutgoingFraming::Chunked => {
-                dst.put_slice(b"0\r\n");
+                dst.extend_from_slice(b"0\r\n");
                 for (name, value) in trailers.into_iter().flatten() {
-                    dst.put_slice(name.as_str().as_bytes());
-                    dst.put_slice(b": ");
-                    dst.put_slice(value.as_bytes());
-                    dst.put_slice(b"\r\n");
+                    dst.extend_from_slice(name.as_str().as_bytes());
+                    dst.extend_from_slice(b": ");
+                    dst.extend_from_slice(value.as_bytes());
+                    dst.extend_from_slice(b"\r\n");
                 }
-                dst.put_slice(b"\r\n");
+                dst.extend_from_slice(b"\r\n");
                 Ok(())
             }
             _ => Ok(()),
@@ -159,7 +159,7 @@ fn put_hex(mut n: u64, dst: &mut BytesMut) {
             break;
         }
     }
-    dst.put_slice(&digits[i..]);
+    dst.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -17,6 +17,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, debug_span, error};
 
 use super::respond::Exchange;
+use super::timer::{IdleTimer, timeout_lazily};
 use super::transport::{
     BodyState, CONNECTION_OWNER, RequestBody, SharedTransport, Transport, lock,
 };
@@ -25,7 +26,7 @@ use crate::body::{Body, BodyStream, Frame};
 use crate::decode::BodyDecoder;
 use crate::error::{HeadError, Result};
 use crate::framing::BodyKind;
-use crate::head::{self, ParsedRequest};
+use crate::head::{self, ParsedRequest, RequestHead};
 use crate::limits::Limits;
 use crate::message::{Request, Response};
 use crate::upgrade::{self, Io, UpgradeSender, Upgraded};
@@ -58,6 +59,7 @@ pub async fn serve_connection<T: Io, H: Handler>(
     let conn = Connection {
         transport: Arc::new(Mutex::new(Transport::new(io, config.limits.idle_timeout))),
         write_buf: BytesMut::with_capacity(WRITE_BUF_BYTES),
+        idle: IdleTimer::new(config.limits.idle_timeout),
         config,
         remote_addr,
         shutdown,
@@ -78,6 +80,8 @@ pub(super) struct Connection<'a, T, S> {
     pub(super) transport: SharedTransport<T>,
     /// Responses not yet written; kept between exchanges so that its allocation is reused.
     pub(super) write_buf: BytesMut,
+    /// The keep-alive wait's timeout, kept from one wait to the next.
+    idle: IdleTimer,
     pub(super) config: &'a ServerConfig,
     remote_addr: Option<SocketAddr>,
     shutdown: Pin<&'a mut S>,
@@ -93,6 +97,13 @@ enum HeadRead {
     Closed,
     /// Answer with this status, then close.
     Rejected(StatusCode, String),
+}
+
+/// How a wait for the next request ended.
+enum Wait {
+    Shutdown,
+    Idle,
+    Read(std::io::Result<usize>),
 }
 
 /// What happens to the connection after an exchange.
@@ -131,7 +142,9 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
             }
         }
         let limits = &self.config.limits;
-        let deadline = Instant::now() + limits.header_timeout;
+        // The deadline counts from the first byte, which is in the buffer now. Most heads arrive
+        // whole, so the clock is read only when one does not.
+        let mut deadline = None;
         let mut old_len = 0;
         loop {
             let parsed = {
@@ -155,6 +168,7 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
             old_len = lock(&self.transport).wire.read_buf.len();
             let transport = &self.transport;
             let read = poll_fn(|cx| lock(transport).wire.poll_fill(cx));
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
             match timeout_at(deadline, read).await {
                 Err(_) => {
                     debug!("header timeout");
@@ -171,38 +185,46 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
     }
 
     /// Waits for the first byte of a request on an idle connection. False when the connection
-    /// should close instead: the client closed it, `idle_timeout` passed, or shutdown began.
+    /// should close instead: the client closed it, `idle_timeout` passed, or shutdown began
+    /// (checked first, so that an idle connection closes at once even if a request came in).
     async fn wait_for_request(&mut self) -> Result<bool> {
-        if self.shutdown_requested() {
+        if self.shutting_down {
             return Ok(false);
         }
         let transport = &self.transport;
-        let read = timeout(
-            self.config.limits.idle_timeout,
-            poll_fn(|cx| lock(transport).wire.poll_fill(cx)),
-        );
-        tokio::select! {
-            biased;
-            () = &mut self.shutdown => {
+        let shutdown = &mut self.shutdown;
+        let idle = &mut self.idle;
+        idle.reset();
+        let waited = poll_fn(|cx| {
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wait::Shutdown);
+            }
+            if let Poll::Ready(read) = lock(transport).wire.poll_fill(cx) {
+                return Poll::Ready(Wait::Read(read));
+            }
+            idle.poll_expired(cx).map(|()| Wait::Idle)
+        });
+        match waited.await {
+            Wait::Shutdown => {
                 self.shutting_down = true;
                 Ok(false)
             }
-            read = read => match read {
-                Err(_) => {
-                    debug!("idle timeout");
-                    Ok(false)
-                }
-                Ok(Ok(n)) => Ok(n > 0),
-                Ok(Err(e)) => Err(e.into()),
-            },
+            Wait::Idle => {
+                debug!("idle timeout");
+                Ok(false)
+            }
+            Wait::Read(read) => Ok(read? > 0),
         }
     }
 
-    /// Whether shutdown has begun, without waiting for it.
-    fn shutdown_requested(&mut self) -> bool {
+    /// Whether shutdown has begun, without waiting for it. The shutdown future is polled with
+    /// the task's own waker, the one [`Self::wait_for_request`] registers too, so that the two
+    /// do not swap wakers in the shutdown signal on every request.
+    async fn shutdown_requested(&mut self) -> bool {
         if !self.shutting_down {
-            let mut cx = Context::from_waker(Waker::noop());
-            self.shutting_down = self.shutdown.as_mut().poll(&mut cx).is_ready();
+            let shutdown = &mut self.shutdown;
+            self.shutting_down =
+                poll_fn(|cx| Poll::Ready(shutdown.as_mut().poll(cx).is_ready())).await;
         }
         self.shutting_down
     }
@@ -218,7 +240,7 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
         } = parsed;
         let method = head.method.clone();
         let version = head.version;
-        let body = self.request_body(kind, head.expects_continue());
+        let body = self.request_body(kind, &head);
         // An upgrade request with a body is served as a plain request: the body would have to
         // be read before switching, and no protocol that upgrades sends one.
         let (upgrade_tx, upgrade) = match head.wants_upgrade() && kind == BodyKind::Empty {
@@ -240,7 +262,10 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
         };
         let status = response.status();
         let switching = upgrade_tx.is_some() && status == StatusCode::SWITCHING_PROTOCOLS;
-        let body_ok = self.settle_request_body().await?;
+        // Without a body no body reader was started: nothing to settle or finish, and no need to
+        // take the transport's lock for it.
+        let has_body = kind != BodyKind::Empty;
+        let body_ok = !has_body || self.settle_request_body().await?;
         let exchange = Exchange {
             method,
             version,
@@ -248,7 +273,7 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
                 && handler_ok
                 && body_ok
                 && (switching || status != StatusCode::SWITCHING_PROTOCOLS)
-                && !self.shutdown_requested(),
+                && !self.shutdown_requested().await,
             switching,
         };
         let reusable = self.write_response(response, &exchange).await?;
@@ -257,17 +282,20 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
                 self.flush().await?;
                 Ok(After::Upgrade(sender))
             }
-            _ if reusable && self.finish_request_body().await? => Ok(After::KeepAlive),
+            _ if reusable && (!has_body || self.finish_request_body().await?) => {
+                Ok(After::KeepAlive)
+            }
             _ => Ok(After::Close),
         }
     }
 
     /// The request body as the handler sees it: a stream reading this connection.
-    fn request_body(&mut self, kind: BodyKind, expects_continue: bool) -> Body {
+    fn request_body(&mut self, kind: BodyKind, head: &RequestHead) -> Body {
         if kind == BodyKind::Empty {
             return Body::empty();
         }
         let decoder = BodyDecoder::new(kind, &self.config.limits);
+        let expects_continue = head.expects_continue();
         lock(&self.transport).start_body(self.exchanges, decoder, expects_continue);
         Body::from_stream(RequestBody::new(self.transport.clone(), self.exchanges))
     }
@@ -311,7 +339,7 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
     async fn settle_request_body(&mut self) -> Result<bool> {
         let transport = &self.transport;
         let settle = poll_fn(|cx| lock(transport).poll_settle_continue(cx));
-        timeout(self.config.limits.idle_timeout, settle)
+        timeout_lazily(self.config.limits.idle_timeout, settle)
             .await
             .map_err(|_| crate::error::Error::Timeout("100 Continue write stalled"))??;
         let state = lock(transport).body_state();

@@ -9,38 +9,44 @@
 //! ```
 //!
 //! The value has a resolution of one second, so formatting it for every response would repeat
-//! the same work thousands of times a second. Each thread keeps the last value it formatted and
-//! the second it belongs to; a request costs one clock read and one reference-count increment.
-//! The cache is per thread rather than shared so that reading it never contends.
+//! the same work thousands of times a second. Each thread keeps the last field line it formatted
+//! (`date: ...` and its CRLF, ready to be copied into a response head) and the second it belongs
+//! to; a request costs one clock read and a copy of 37 bytes. The cache is per thread rather
+//! than shared so that reading it never contends.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use http::HeaderValue;
 
 /// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
 const IMF_FIXDATE_LEN: usize = 29;
 
+/// `date: ` before the value.
+const PREFIX: &[u8] = b"date: ";
+
+/// Length of the whole field line: `date: `, the value, CRLF.
+pub(crate) const LINE_LEN: usize = PREFIX.len() + IMF_FIXDATE_LEN + 2;
+
 thread_local! {
-    /// The unix second of the cached value, and the value.
-    static CACHED: RefCell<(u64, HeaderValue)> =
-        const { RefCell::new((u64::MAX, HeaderValue::from_static(""))) };
+    /// The unix second of the cached line, and the line.
+    static CACHED: Cell<(u64, [u8; LINE_LEN])> = const { Cell::new((u64::MAX, [0; LINE_LEN])) };
 }
 
-/// The current time as a `Date` field value.
-pub(crate) fn now() -> HeaderValue {
+/// The current time as a `Date` field line, `date: Sun, 06 Nov 1994 08:49:37 GMT\r\n`.
+pub(crate) fn field_line() -> [u8; LINE_LEN] {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     CACHED.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if cached.0 != secs {
-            let text = imf_fixdate(secs);
-            // The bytes are ASCII letters, digits, spaces, commas and colons: always valid.
-            let value = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(""));
-            *cached = (secs, value);
+        let (cached_secs, line) = cached.get();
+        if cached_secs == secs {
+            return line;
         }
-        cached.1.clone()
+        let mut line = [0; LINE_LEN];
+        line[..PREFIX.len()].copy_from_slice(PREFIX);
+        line[PREFIX.len()..LINE_LEN - 2].copy_from_slice(&imf_fixdate(secs));
+        line[LINE_LEN - 2..].copy_from_slice(b"\r\n");
+        cached.set((secs, line));
+        line
     })
 }
 
@@ -126,9 +132,12 @@ mod tests {
     }
 
     #[test]
-    fn cached_value_is_a_valid_date() {
-        let value = now();
-        assert_eq!(value.len(), IMF_FIXDATE_LEN);
-        assert!(value.to_str().unwrap().ends_with(" GMT"));
+    fn cached_line_is_a_date_field() {
+        for _ in 0..2 {
+            let line = field_line();
+            let text = std::str::from_utf8(&line).unwrap();
+            assert!(text.starts_with("date: "), "{text}");
+            assert!(text.ends_with(" GMT\r\n"), "{text}");
+        }
     }
 }

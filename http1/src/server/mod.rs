@@ -50,11 +50,14 @@
 mod conn;
 mod date;
 mod respond;
+mod timer;
 mod transport;
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -140,7 +143,7 @@ pub async fn serve<H: Handler>(
     let config = Arc::new(config);
     let handler = Arc::new(handler);
     let permits = Arc::new(Semaphore::new(config.max_connections));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = StopSignal::new();
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
 
@@ -167,19 +170,15 @@ pub async fn serve<H: Handler>(
         };
         let config = config.clone();
         let handler = handler.clone();
-        let mut stop = stop_rx.clone();
+        let stopped = stop.subscribe();
         connections.spawn(async move {
             let _permit = permit;
-            let stopped = async move {
-                // A dropped sender means `serve` is gone: stop as well.
-                let _ = stop.wait_for(|&stopped| stopped).await;
-            };
             serve_connection(stream, Some(peer), &config, &*handler, stopped).await;
         });
     }
 
     drop(listener);
-    let _ = stop_tx.send(true);
+    stop.stop();
     info!(
         connections = connections.len(),
         "shutting down: draining connections"
@@ -198,6 +197,82 @@ pub async fn serve<H: Handler>(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// Tells the connections that `serve` stops: when [`StopSignal::stop`] is called, or when
+/// `serve`'s future is dropped.
+struct StopSignal {
+    flag: Arc<AtomicBool>,
+    tx: watch::Sender<bool>,
+}
+
+impl StopSignal {
+    fn new() -> Self {
+        StopSignal {
+            flag: Arc::new(AtomicBool::new(false)),
+            tx: watch::channel(false).0,
+        }
+    }
+
+    /// The flag first: a connection that sees it does not need the wake-up.
+    fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+        let _ = self.tx.send(true);
+    }
+
+    /// The shutdown future of one connection.
+    fn subscribe(&self) -> Stopped<impl Future<Output = ()> + use<>> {
+        let mut rx = self.tx.subscribe();
+        let wait = async move {
+            // A dropped sender means `serve` is gone: stop as well.
+            let _ = rx.wait_for(|&stopped| stopped).await;
+        };
+        Stopped {
+            flag: self.flag.clone(),
+            wait: Box::pin(wait),
+            registered: None,
+        }
+    }
+}
+
+impl Drop for StopSignal {
+    fn drop(&mut self) {
+        // Runs before the fields are dropped: the flag is set before the channel closes.
+        self.stop();
+    }
+}
+
+/// The shutdown future of one connection: ready once `serve` stops.
+///
+/// A connection polls it at least twice per request (while it waits for the next request, and
+/// to decide whether its response says `Connection: close`). Polling the watch channel's future
+/// takes the channel's lock every time; here a poll that finds nothing is one atomic load, once
+/// the task's waker is registered with the channel. The flag is set before the channel is sent
+/// on or closed, so a poll either sees the flag or is woken after it was set.
+struct Stopped<F> {
+    flag: Arc<AtomicBool>,
+    wait: Pin<Box<F>>,
+    /// The waker `wait` was last polled with, and is registered with.
+    registered: Option<Waker>,
+}
+
+impl<F: Future<Output = ()>> Future for Stopped<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.flag.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let registered = self.registered.as_ref();
+        if registered.is_some_and(|waker| waker.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        let polled = self.wait.as_mut().poll(cx);
+        if polled.is_pending() {
+            self.registered = Some(cx.waker().clone());
+        }
+        polled
+    }
 }
 
 /// Waits for a free connection slot, then for a client. The slot is taken first so that a

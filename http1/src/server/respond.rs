@@ -16,15 +16,16 @@
 //! it reaches [`WRITE_BUF_FLUSH_BYTES`].
 
 use std::future::{Future, poll_fn};
-use std::task::Poll;
+use std::task::{Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Version};
 use tracing::{debug, warn};
 
 use super::conn::Connection;
 use super::date;
+use super::timer::timeout_lazily;
 use super::transport::{SharedTransport, lock};
 use crate::body::{Body, Frame};
 use crate::encode::BodyEncoder;
@@ -58,16 +59,18 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
     /// connection can carry another exchange afterwards.
     pub(super) async fn write_response(
         &mut self,
-        mut response: Response,
+        response: Response,
         exchange: &Exchange,
     ) -> Result<bool> {
         let (head_framing, body_framing) = choose_framing(&response, exchange);
-        let headers = &mut response.head.headers;
-        let keep_alive = exchange.keep_alive
-            && body_framing != OutgoingFraming::Close
-            && !head::has_token(headers, "close");
-        complete_headers(headers, exchange, keep_alive);
-        head::encode_response(&response.head, head_framing, &mut self.write_buf);
+        let headers = &response.head.headers;
+        let handler_closes = head::has_token(headers, "close");
+        let keep_alive =
+            exchange.keep_alive && body_framing != OutgoingFraming::Close && !handler_closes;
+        let date = (!headers.contains_key(header::DATE)).then(date::field_line);
+        let connection = connection_line(headers, exchange, keep_alive, handler_closes);
+        let added: [&[u8]; 2] = [date.as_ref().map_or(&[], |line| line), connection];
+        head::encode_response_with(&response.head, head_framing, &added, &mut self.write_buf);
         if body_framing == OutgoingFraming::None {
             return Ok(keep_alive);
         }
@@ -149,24 +152,32 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
     }
 }
 
-/// Writes all of `buf`; a write that makes no progress for `stall` fails.
+/// Writes all of `buf`, then flushes (a TLS stream may hold the last record back until then);
+/// a write or flush that makes no progress for `stall` fails.
 async fn write_all<T: Io>(
     transport: &SharedTransport<T>,
     buf: &mut impl Buf,
     stall: std::time::Duration,
 ) -> Result<()> {
-    while buf.has_remaining() {
-        let write = poll_fn(|cx| lock(transport).wire.poll_write_some(cx, buf));
-        match tokio::time::timeout(stall, write).await {
-            Ok(written) => written?,
+    loop {
+        // One lock per step: a write, and, once it has taken everything, the flush, so that a
+        // response written in one go takes the lock once.
+        let step = poll_fn(|cx| {
+            let mut transport = lock(transport);
+            if buf.has_remaining() {
+                ready!(transport.wire.poll_write_some(cx, buf))?;
+                if buf.has_remaining() {
+                    return Poll::Ready(Ok(false));
+                }
+            }
+            transport.wire.poll_flush(cx).map_ok(|()| true)
+        });
+        match timeout_lazily(stall, step).await {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(Error::Timeout("response write stalled")),
         }
-    }
-    // A TLS stream may hold the last record back until flushed.
-    let flush = poll_fn(|cx| lock(transport).wire.poll_flush(cx));
-    match tokio::time::timeout(stall, flush).await {
-        Ok(flushed) => Ok(flushed?),
-        Err(_) => Err(Error::Timeout("response write stalled")),
     }
 }
 
@@ -197,21 +208,26 @@ fn choose_framing(response: &Response, exchange: &Exchange) -> (OutgoingFraming,
     (framing, framing)
 }
 
-/// Adds `Date`, and the Connection field that tells the client what happens next.
-fn complete_headers(headers: &mut HeaderMap, exchange: &Exchange, keep_alive: bool) {
-    if !headers.contains_key(header::DATE) {
-        headers.insert(header::DATE, date::now());
-    }
+/// The Connection field line the server adds to tell the client what happens next, if any.
+/// (`Date` is the other field it adds.) Both are written after the handler's fields rather
+/// than inserted into its map, which would cost a hash-map insertion per response.
+fn connection_line(
+    headers: &HeaderMap,
+    exchange: &Exchange,
+    keep_alive: bool,
+    handler_closes: bool,
+) -> &'static [u8] {
     if exchange.switching {
-        return;
+        return b"";
     }
     if !keep_alive {
-        if !head::has_token(headers, "close") {
-            headers.append(header::CONNECTION, HeaderValue::from_static("close"));
+        if !handler_closes {
+            return b"connection: close\r\n";
         }
     } else if exchange.version == Version::HTTP_10 && !head::has_token(headers, "keep-alive") {
         // An HTTP/1.0 connection closes unless the response says otherwise (RFC 9112
         // section 9.3).
-        headers.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        return b"connection: keep-alive\r\n";
     }
+    b""
 }
