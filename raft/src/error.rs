@@ -1,0 +1,44 @@
+//! The crate's error type. Expected conditions a caller reacts to (not the leader, a compacted
+//! index) are their own variants; a bug inside the algorithm is a panic, never an `Error`.
+
+use thiserror::Error;
+
+use crate::config::ConfigError;
+use crate::message::NodeId;
+
+/// Result of the fallible operations of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+    /// Only the leader accepts proposals (paper, section 8); `leader` is who this node believes
+    /// leads, for the client to retry there.
+    #[error("this node is not the leader (known leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// Empty entries are reserved for the leader's no-op (paper, section 8).
+    #[error("a proposal must carry a non-empty command")]
+    EmptyProposal,
+    #[error("message from {0}, which is not a member of this group")]
+    UnknownPeer(NodeId),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// What a [`crate::Storage`] read or write can report.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// The index was discarded by log compaction (paper, section 7).
+    #[error("log index {index} is compacted (first available is {first_index})")]
+    Compacted { index: u64, first_index: u64 },
+    /// The index is past the end of the log.
+    #[error("log index {index} is past the last index {last_index}")]
+    Unavailable { index: u64, last_index: u64 },
+    /// An append would leave a hole in the log.
+    #[error("appending index {index} would leave a gap after last index {last_index}")]
+    Gap { index: u64, last_index: u64 },
+    /// A failure of a real backend (I/O, corruption), passed through unchanged.
+    #[error("storage backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
