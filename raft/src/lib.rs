@@ -70,7 +70,7 @@ pub mod node;
 mod progress;
 mod quorum;
 mod raft;
-// pub mod sim;
+pub mod sim;
 mod storage;
 
 pub use config::{

@@ -1,0 +1,153 @@
+//! The safety properties of Raft (paper, Figure 3), checked after every step of a simulation.
+//!
+//! Each check is incremental, so that it costs little enough to run after every event:
+//!
+//! - **Election Safety**: at most one leader per term. A map from term to the first node seen
+//!   leading it.
+//! - **Log Matching**: two logs with an entry of the same index and term hold the same command
+//!   there and agree on everything before. Each persisted entry is filed under (index, term) with
+//!   its command and the term of the entry before it; a second node persisting that (index, term)
+//!   must agree on both. By induction on the index, that is the whole property.
+//! - **Leader Completeness**: a leader's log holds every committed entry. When a node first leads
+//!   a term, its log must hold the highest committed entry with its term (and so, by Log
+//!   Matching, all the earlier ones).
+//! - **State Machine Safety**: no two nodes apply different entries at one index. The first
+//!   application of an index records it in the global committed log; every later application
+//!   must match.
+//! - **No committed entry is lost**: a node's log must agree with the global committed log at
+//!   the node's commit index, including right after a restart from what it persisted.
+
+use std::collections::HashMap;
+
+use crate::message::{Entry, NodeId};
+use crate::node::Node;
+use crate::raft::Role;
+use crate::storage::{MemStorage, Storage};
+
+use super::trace::hash_bytes;
+
+/// A checked entry: its term and the hash of its command.
+type EntryId = (u64, u64);
+
+#[derive(Default)]
+pub(crate) struct Checker {
+    leader_of_term: HashMap<u64, NodeId>,
+    /// (index, term) -> (command hash, term of the previous entry).
+    persisted: HashMap<(u64, u64), (u64, u64)>,
+    /// `committed[i]` is the entry at index `i + 1`, as first applied.
+    committed: Vec<EntryId>,
+}
+
+impl Checker {
+    /// Election Safety and Leader Completeness, for a node that just handled an input.
+    pub(crate) fn check_role(&mut self, node: &Node<MemStorage>) -> Result<(), String> {
+        let status = node.status();
+        if status.role != Role::Leader {
+            return Ok(());
+        }
+        match self.leader_of_term.get(&status.term) {
+            Some(&leader) if leader != status.id => Err(format!(
+                "election safety: nodes {leader} and {} both lead term {}",
+                status.id, status.term
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.leader_of_term.insert(status.term, status.id);
+                self.check_holds_committed(node, "leader completeness")
+            }
+        }
+    }
+
+    fn check_holds_committed(&self, node: &Node<MemStorage>, property: &str) -> Result<(), String> {
+        let index = self.committed.len() as u64;
+        if index == 0 {
+            return Ok(());
+        }
+        let expected = self.committed[index as usize - 1].0;
+        match node.log_term(index) {
+            Some(term) if term == expected => Ok(()),
+            found => Err(format!(
+                "{property}: node {} lacks committed entry {index} (term {expected}); its log has {found:?}",
+                node.status().id
+            )),
+        }
+    }
+
+    /// Log Matching, for entries a node just persisted.
+    pub(crate) fn check_persisted(
+        &mut self,
+        id: NodeId,
+        entries: &[Entry],
+        storage: &MemStorage,
+    ) -> Result<(), String> {
+        for entry in entries {
+            let previous_term = storage
+                .term(entry.index - 1)
+                .map_err(|error| error.to_string())?;
+            let record = (hash_bytes(&entry.data), previous_term);
+            let key = (entry.index, entry.term);
+            match self.persisted.get(&key) {
+                Some(&known) if known != record => {
+                    return Err(format!(
+                        "log matching: node {id} holds a different entry or history at index {} term {}",
+                        entry.index, entry.term
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.persisted.insert(key, record);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// State Machine Safety, for an entry a node is applying. Nodes apply in index order from 1
+    /// (a restarted node starts over), so the committed log grows without gaps.
+    pub(crate) fn check_applied(&mut self, id: NodeId, entry: &Entry) -> Result<(), String> {
+        let record = (entry.term, hash_bytes(&entry.data));
+        let position = (entry.index - 1) as usize;
+        match self.committed.get(position) {
+            Some(&known) if known != record => Err(format!(
+                "state machine safety: node {id} applies {record:?} at index {}, another applied {known:?}",
+                entry.index
+            )),
+            Some(_) => Ok(()),
+            None if position == self.committed.len() => {
+                self.committed.push(record);
+                Ok(())
+            }
+            None => Err(format!(
+                "node {id} applied index {} out of order",
+                entry.index
+            )),
+        }
+    }
+
+    /// No committed entry is lost: the node's log agrees with the committed log at its commit
+    /// index.
+    pub(crate) fn check_commit(&self, node: &Node<MemStorage>) -> Result<(), String> {
+        let status = node.status();
+        let Some(&(expected, _)) = self.committed.get(status.commit.wrapping_sub(1) as usize)
+        else {
+            return Ok(());
+        };
+        match node.log_term(status.commit) {
+            Some(term) if term == expected => Ok(()),
+            found => Err(format!(
+                "committed entry lost: node {} has commit {} but term {found:?} there, committed term {expected}",
+                status.id, status.commit
+            )),
+        }
+    }
+
+    /// How many entries are known committed (applied somewhere).
+    pub(crate) fn committed_len(&self) -> u64 {
+        self.committed.len() as u64
+    }
+
+    /// At the end of a run: every listed node holds the whole committed log.
+    pub(crate) fn check_complete(&self, node: &Node<MemStorage>) -> Result<(), String> {
+        self.check_holds_committed(node, "committed entry lost")
+    }
+}

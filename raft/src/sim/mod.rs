@@ -1,0 +1,494 @@
+//! A deterministic simulation of a Raft group, with faults, and a checker that runs after every
+//! event.
+//!
+//! N [`Node`]s live in one process. Time is counted in steps, [`STEPS_PER_TICK`] to a tick; each
+//! node ticks once per tick at its own phase (clocks are not aligned). Every random choice
+//! (message delays, loss, duplication, clock phases, node seeds, and whatever the test itself
+//! draws from [`Simulation::rng`]) comes from one generator seeded with one `u64`, so a seed
+//! replays a run exactly, and a failure prints it.
+//!
+//! # Persistence is a step of its own
+//!
+//! After a node handles an input it has a [`crate::Ready`]; the simulation handles it a few steps
+//! later ("disk latency"): persist entries and hard state to the node's [`MemStorage`], then send
+//! the messages, then apply the committed entries. A node that crashes before that loses
+//! everything not yet persisted, and none of those messages ever leave. A restarted node is
+//! built from its `MemStorage` alone, with an empty state machine.
+//!
+//! # Replaying
+//!
+//! [`seeds_from_env`] reads `RAFT_SIM_SEED=N` (replay exactly seed N) and `RAFT_SIM_SEEDS=N` (run
+//! N seeds instead of the test's default).
+
+mod checker;
+mod network;
+mod scenario;
+mod trace;
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use crate::config::Config;
+use crate::message::{Entry, Message, MessageBody, NodeId};
+use crate::node::{Node, Status};
+use crate::storage::MemStorage;
+
+use checker::Checker;
+use network::{Arrival, Network};
+pub use network::{DropReason, NetworkFaults, NetworkStats};
+use trace::Trace;
+pub use trace::TraceEvent;
+
+/// Simulation steps per tick: the resolution of message delays.
+pub const STEPS_PER_TICK: u64 = 10;
+/// Default upper bound of the delay between an input and the handling of its `Ready`, in steps.
+pub const DEFAULT_MAX_PERSIST_DELAY_STEPS: u64 = 2;
+/// Seeds the randomized tests run when `RAFT_SIM_SEEDS` is unset is up to each test; this is the
+/// variable to override it.
+pub const SEEDS_ENV: &str = "RAFT_SIM_SEEDS";
+/// The variable that replays a single seed.
+pub const SEED_ENV: &str = "RAFT_SIM_SEED";
+
+/// The seeds a randomized test should run: only `RAFT_SIM_SEED` if set, else `0..RAFT_SIM_SEEDS`,
+/// else `0..default_count`.
+///
+/// # Panics
+///
+/// If a variable is set but is not a number.
+pub fn seeds_from_env(default_count: u64) -> Vec<u64> {
+    let parse = |name: &str| {
+        std::env::var(name).ok().map(|value| {
+            value
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name}={value} is not a u64"))
+        })
+    };
+    if let Some(seed) = parse(SEED_ENV) {
+        return vec![seed];
+    }
+    (0..parse(SEEDS_ENV).unwrap_or(default_count)).collect()
+}
+
+/// How to build a simulation.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Group size; nodes get ids `1..=nodes`.
+    pub nodes: usize,
+    pub seed: u64,
+    /// Template for every node: `id`, `voters` and `seed` are filled in per node.
+    pub raft: Config,
+    pub faults: NetworkFaults,
+    /// A `Ready` is handled between 0 and this many steps after the input that produced it.
+    pub max_persist_delay_steps: u64,
+}
+
+impl SimConfig {
+    /// `nodes` nodes with default Raft settings on a reliable network.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        let voters: Vec<NodeId> = (1..=nodes as NodeId).collect();
+        SimConfig {
+            nodes,
+            seed,
+            raft: Config::new(1, voters),
+            faults: NetworkFaults::reliable(),
+            max_persist_delay_steps: DEFAULT_MAX_PERSIST_DELAY_STEPS,
+        }
+    }
+}
+
+struct SimNode {
+    /// `None` while crashed.
+    node: Option<Node<MemStorage>>,
+    /// The disk while crashed (while running, the node's own storage is the disk).
+    disk: MemStorage,
+    /// The step at which the pending `Ready` gets handled.
+    persist_at: Option<u64>,
+    /// The step within each tick at which this node's clock ticks.
+    tick_phase: u64,
+    /// The state machine: every entry applied, in order, since the last (re)start.
+    applied: Vec<Entry>,
+    /// Role and term after the last input, to trace changes.
+    last_role: Option<(crate::raft::Role, u64)>,
+}
+
+/// A simulated Raft group. See the module docs.
+pub struct Simulation {
+    config: SimConfig,
+    rng: Xoshiro256PlusPlus,
+    now: u64,
+    nodes: Vec<SimNode>,
+    network: Network,
+    checker: Checker,
+    trace: Trace,
+}
+
+impl Simulation {
+    pub fn new(config: SimConfig) -> Self {
+        let mut simulation = Simulation {
+            rng: Xoshiro256PlusPlus::seed_from_u64(config.seed),
+            now: 0,
+            nodes: Vec::new(),
+            network: Network::new(config.faults.clone()),
+            checker: Checker::default(),
+            trace: Trace::new(),
+            config,
+        };
+        for _ in 0..simulation.config.nodes {
+            let tick_phase = simulation.rng.random_range(0..STEPS_PER_TICK);
+            simulation.nodes.push(SimNode {
+                node: None,
+                disk: MemStorage::new(),
+                persist_at: None,
+                tick_phase,
+                applied: Vec::new(),
+                last_role: None,
+            });
+        }
+        for id in simulation.ids() {
+            simulation.start_node(id);
+        }
+        simulation
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.config.seed
+    }
+
+    /// Node ids, `1..=n`.
+    pub fn ids(&self) -> Vec<NodeId> {
+        (1..=self.nodes.len() as NodeId).collect()
+    }
+
+    /// The simulation's generator, for tests that make random choices of their own (which node
+    /// to crash, what to propose), so those too replay from the seed.
+    pub fn rng(&mut self) -> &mut Xoshiro256PlusPlus {
+        &mut self.rng
+    }
+
+    /// Elapsed time in ticks.
+    pub fn now_ticks(&self) -> u64 {
+        self.now / STEPS_PER_TICK
+    }
+
+    /// A hash of every event so far: equal for equal runs.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.hash()
+    }
+
+    pub fn stats(&self) -> NetworkStats {
+        self.network.stats
+    }
+
+    pub fn set_faults(&mut self, faults: NetworkFaults) {
+        self.network.faults = faults;
+    }
+
+    fn slot(&self, id: NodeId) -> usize {
+        (id - 1) as usize
+    }
+
+    /// Panics with the seed, how to replay it, and the last events.
+    pub fn fail(&self, what: &str) -> ! {
+        panic!(
+            "raft simulation failed: {what}\n  seed {seed} (replay with {SEED_ENV}={seed})\n  at tick {tick}, last events:\n{tail}",
+            seed = self.config.seed,
+            tick = self.now_ticks(),
+            tail = self.trace.render_tail()
+        )
+    }
+
+    fn record(&mut self, event: TraceEvent) {
+        self.trace.record(self.now, event);
+    }
+
+    /// The status of a running node.
+    pub fn status(&self, id: NodeId) -> Option<Status> {
+        self.nodes[self.slot(id)].node.as_ref().map(Node::status)
+    }
+
+    /// What a node's state machine has applied since its last (re)start, in index order.
+    pub fn applied(&self, id: NodeId) -> &[Entry] {
+        &self.nodes[self.slot(id)].applied
+    }
+
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.nodes[self.slot(id)].node.is_some()
+    }
+
+    /// Running and not disconnected.
+    pub fn is_connected(&self, id: NodeId) -> bool {
+        self.is_running(id) && self.network.is_connected(id)
+    }
+
+    /// Runs the group for `ticks` ticks.
+    pub fn run_ticks(&mut self, ticks: u64) {
+        for _ in 0..ticks * STEPS_PER_TICK {
+            self.run_step();
+        }
+    }
+
+    fn run_step(&mut self) {
+        self.now += 1;
+        while let Some(arrival) = self.network.pop_due(self.now) {
+            self.arrive(arrival);
+        }
+        let phase = self.now % STEPS_PER_TICK;
+        for id in self.ids() {
+            let slot = self.slot(id);
+            if self.nodes[slot].tick_phase == phase && self.nodes[slot].node.is_some() {
+                self.with_node(id, Node::tick).ok();
+            }
+        }
+        for id in self.ids() {
+            let slot = self.slot(id);
+            if self.nodes[slot].persist_at.is_some_and(|at| at <= self.now) {
+                self.handle_ready(id);
+            }
+        }
+    }
+
+    fn arrive(&mut self, arrival: Arrival) {
+        let message = match arrival {
+            Arrival::Dropped(message, reason) => return self.trace_drop(&message, reason),
+            Arrival::Deliver(message) => message,
+        };
+        if !self.is_running(message.to) {
+            return self.trace_drop(&message, DropReason::NodeDown);
+        }
+        self.network.stats.messages_delivered += 1;
+        let kind = kind_name(&message.body);
+        if kind == "AppendRejected" {
+            self.network.stats.append_rejections_delivered += 1;
+        }
+        let (from, to, term) = (message.from, message.to, message.term);
+        self.record(TraceEvent::Deliver {
+            from,
+            to,
+            term,
+            kind,
+        });
+        self.with_node(to, |node| node.step(message)).ok();
+    }
+
+    fn trace_drop(&mut self, message: &Message, reason: DropReason) {
+        let kind = kind_name(&message.body);
+        self.record(TraceEvent::Drop {
+            from: message.from,
+            to: message.to,
+            kind,
+            reason,
+        });
+    }
+
+    /// Gives one input to a running node, then checks the invariants and schedules its `Ready`.
+    fn with_node<T>(
+        &mut self,
+        id: NodeId,
+        input: impl FnOnce(&mut Node<MemStorage>) -> crate::Result<T>,
+    ) -> crate::Result<T> {
+        let slot = self.slot(id);
+        let node = self.nodes[slot]
+            .node
+            .as_mut()
+            .expect("input to a crashed node");
+        let result = input(node);
+        let expected = matches!(
+            result,
+            Ok(_) | Err(crate::Error::NotLeader { .. } | crate::Error::EmptyProposal)
+        );
+        if let (false, Err(error)) = (expected, &result) {
+            self.fail(&format!("node {id} failed: {error}"));
+        }
+        self.after_input(id);
+        result
+    }
+
+    fn after_input(&mut self, id: NodeId) {
+        let slot = self.slot(id);
+        let Some(node) = self.nodes[slot].node.as_ref() else {
+            return;
+        };
+        let status = node.status();
+        let role_check = self.checker.check_role(node);
+        let commit_check = self.checker.check_commit(node);
+        if let Err(violation) = role_check.and(commit_check) {
+            self.fail(&violation);
+        }
+        let has_ready = node.has_ready();
+        if self.nodes[slot].last_role != Some((status.role, status.term)) {
+            self.nodes[slot].last_role = Some((status.role, status.term));
+            self.record(TraceEvent::RoleChange {
+                node: id,
+                role: status.role,
+                term: status.term,
+            });
+        }
+        if has_ready && self.nodes[slot].persist_at.is_none() {
+            let delay = self
+                .rng
+                .random_range(0..=self.config.max_persist_delay_steps);
+            self.nodes[slot].persist_at = Some(self.now + delay);
+        }
+    }
+
+    /// Persist, send, apply, advance: the order of the persistence contract (see [`crate::node`]).
+    fn handle_ready(&mut self, id: NodeId) {
+        let slot = self.slot(id);
+        self.nodes[slot].persist_at = None;
+        let mut node = self.nodes[slot]
+            .node
+            .take()
+            .expect("a pending Ready on a crashed node");
+        let ready = node
+            .ready()
+            .unwrap_or_else(|error| self.fail(&format!("node {id}: {error}")));
+        self.persist(id, &mut node, &ready);
+        for message in ready.messages {
+            if let Some(reason) = self.network.send(message.clone(), self.now, &mut self.rng) {
+                self.trace_drop(&message, reason);
+            }
+        }
+        self.apply(id, ready.committed_entries);
+        node.advance();
+        self.nodes[slot].node = Some(node);
+        self.after_input(id);
+    }
+
+    fn persist(&mut self, id: NodeId, node: &mut Node<MemStorage>, ready: &crate::Ready) {
+        let storage = node.storage_mut();
+        if let Err(error) = storage.append(&ready.entries) {
+            self.fail(&format!("node {id} persist: {error}"));
+        }
+        if let Some(hard_state) = ready.hard_state {
+            storage.set_hard_state(hard_state);
+        }
+        if let Err(violation) = self.checker.check_persisted(id, &ready.entries, storage) {
+            self.fail(&violation);
+        }
+        self.record(TraceEvent::Persist {
+            node: id,
+            entries: ready.entries.len(),
+            last_index: ready.entries.last().map_or(0, |entry| entry.index),
+            commit: storage.hard_state().commit,
+        });
+    }
+
+    fn apply(&mut self, id: NodeId, entries: Vec<Entry>) {
+        let slot = self.slot(id);
+        for entry in entries {
+            if let Err(violation) = self.checker.check_applied(id, &entry) {
+                self.fail(&violation);
+            }
+            self.record(TraceEvent::Apply {
+                node: id,
+                index: entry.index,
+                term: entry.term,
+            });
+            self.nodes[slot].applied.push(entry);
+        }
+    }
+
+    /// Proposes `command` at node `id`; returns its log index if the node is a running leader.
+    pub fn propose(&mut self, id: NodeId, command: Vec<u8>) -> Option<u64> {
+        if !self.is_running(id) {
+            return None;
+        }
+        let index = self.with_node(id, |node| node.propose(command)).ok()?;
+        self.record(TraceEvent::Propose { node: id, index });
+        Some(index)
+    }
+
+    /// Crashes a node: its volatile state, unpersisted entries and unsent messages are gone.
+    pub fn crash(&mut self, id: NodeId) {
+        let slot = self.slot(id);
+        let Some(node) = self.nodes[slot].node.take() else {
+            return;
+        };
+        let state = &mut self.nodes[slot];
+        state.disk = node.storage().clone();
+        state.persist_at = None;
+        state.applied.clear();
+        state.last_role = None;
+        self.record(TraceEvent::Crash { node: id });
+    }
+
+    /// Restarts a crashed node from its disk (a running node is crashed first).
+    pub fn restart(&mut self, id: NodeId) {
+        self.crash(id);
+        self.start_node(id);
+        self.record(TraceEvent::Restart { node: id });
+    }
+
+    fn start_node(&mut self, id: NodeId) {
+        let mut config = self.config.raft.clone();
+        config.id = id;
+        config.voters = self.ids();
+        config.seed = self.rng.random();
+        let slot = self.slot(id);
+        let disk = self.nodes[slot].disk.clone();
+        match Node::new(config, disk) {
+            Ok(node) => self.nodes[slot].node = Some(node),
+            Err(error) => self.fail(&format!("node {id} failed to start: {error}")),
+        }
+        self.after_input(id);
+    }
+
+    /// Cuts a node off from everyone (it keeps running).
+    pub fn disconnect(&mut self, id: NodeId) {
+        self.network.disconnect(id);
+        self.record(TraceEvent::Disconnect { node: id });
+    }
+
+    pub fn connect(&mut self, id: NodeId) {
+        self.network.connect(id);
+        self.record(TraceEvent::Connect { node: id });
+    }
+
+    /// Cuts the link between two nodes, both ways.
+    pub fn cut(&mut self, a: NodeId, b: NodeId) {
+        self.network.cut(a, b);
+        self.record(TraceEvent::Cut { a, b });
+    }
+
+    /// Reconnects every node and link.
+    pub fn heal_all(&mut self) {
+        self.network.heal_all();
+        self.record(TraceEvent::HealAll);
+    }
+
+    /// Checks that every running node holds the whole committed log. For the end of a run,
+    /// once the group has had time to catch everyone up.
+    pub fn check_all_hold_committed(&self) {
+        for id in self.ids() {
+            let Some(node) = self.nodes[self.slot(id)].node.as_ref() else {
+                continue;
+            };
+            if let Err(violation) = self.checker.check_complete(node) {
+                self.fail(&violation);
+            }
+        }
+    }
+
+    /// How many entries are known committed (applied by some node).
+    pub fn committed_len(&self) -> u64 {
+        self.checker.committed_len()
+    }
+}
+
+fn kind_name(body: &MessageBody) -> &'static str {
+    match body {
+        MessageBody::PreVote(_) => "PreVote",
+        MessageBody::PreVoteResponse { granted: true } => "PreVoteGranted",
+        MessageBody::PreVoteResponse { granted: false } => "PreVoteRefused",
+        MessageBody::RequestVote(_) => "RequestVote",
+        MessageBody::RequestVoteResponse { granted: true } => "VoteGranted",
+        MessageBody::RequestVoteResponse { granted: false } => "VoteRefused",
+        MessageBody::AppendEntries(_) => "AppendEntries",
+        MessageBody::AppendEntriesResponse(crate::AppendResponse::Accepted { .. }) => {
+            "AppendAccepted"
+        }
+        MessageBody::AppendEntriesResponse(crate::AppendResponse::Rejected(_)) => "AppendRejected",
+        MessageBody::Heartbeat { .. } => "Heartbeat",
+        MessageBody::HeartbeatResponse => "HeartbeatResponse",
+    }
+}
