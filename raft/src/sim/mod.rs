@@ -227,6 +227,13 @@ impl Simulation {
         }
     }
 
+    /// Runs the group for `steps` steps (a tenth of a tick each).
+    pub fn run_steps(&mut self, steps: u64) {
+        for _ in 0..steps {
+            self.run_step();
+        }
+    }
+
     fn run_step(&mut self) {
         self.now += 1;
         while let Some(arrival) = self.network.pop_due(self.now) {
