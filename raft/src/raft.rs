@@ -243,6 +243,15 @@ impl<S: Storage> Raft<S> {
             MessageBody::AppendEntries(_) | MessageBody::Heartbeat { .. } => {
                 self.become_follower(message.term, Some(message.from));
             }
+            MessageBody::RequestVote(_) if self.role == Role::Follower => {
+                // A follower's timer restarts only on hearing from a leader or granting a vote
+                // (paper, Figure 2, Followers), not on merely seeing a later term: otherwise a
+                // candidate with a stale log, refused by all, would hold back every up-to-date
+                // node's timeout, again and again, and could win the race to the next timeout.
+                let elapsed = self.election_elapsed;
+                self.become_follower(message.term, None);
+                self.election_elapsed = elapsed;
+            }
             _ => self.become_follower(message.term, None),
         }
         true
