@@ -38,6 +38,9 @@ pub enum StorageError {
     /// An append would leave a hole in the log.
     #[error("appending index {index} would leave a gap after last index {last_index}")]
     Gap { index: u64, last_index: u64 },
+    /// A snapshot older than (or as old as) the one already held.
+    #[error("snapshot at index {index} is not newer than the held one at {snapshot_index}")]
+    SnapshotOutOfDate { index: u64, snapshot_index: u64 },
     /// A failure of a real backend (I/O, corruption), passed through unchanged.
     #[error("storage backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -7,7 +7,7 @@
 //! commits.
 
 use crate::error::Result;
-use crate::message::{AppendEntries, AppendResponse, MessageBody, NodeId, Rejection};
+use crate::message::{AppendEntries, AppendResponse, MessageBody, NodeId, Rejection, Snapshot};
 use crate::raft::{Raft, Role};
 use crate::storage::Storage;
 
@@ -78,6 +78,33 @@ impl<S: Storage> Raft<S> {
             conflict_term: Some(self.log.term(rejected_index)?),
             conflict_index: self.log.first_index_of_term_at(rejected_index, floor)?,
         })
+    }
+
+    /// InstallSnapshot (paper, section 7, Figure 13). A snapshot at or below our commit index
+    /// teaches nothing. One whose last entry we already hold is a prefix of our log: we keep the
+    /// entries after it (step 6). Otherwise it replaces the whole log (step 7), and the
+    /// application installs it from the next `Ready`.
+    pub(crate) fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        snapshot: Snapshot,
+    ) -> Result<()> {
+        if !self.follow(from) {
+            return Ok(());
+        }
+        let index = snapshot.index;
+        if index <= self.log.committed {
+            let match_index = self.log.committed;
+            self.reply_append(from, AppendResponse::Accepted { match_index });
+            return Ok(());
+        }
+        if self.log.term_if_present(index)? == Some(snapshot.term) {
+            self.log.commit_to(index);
+        } else {
+            self.log.restore(snapshot);
+        }
+        self.reply_append(from, AppendResponse::Accepted { match_index: index });
+        Ok(())
     }
 
     /// A heartbeat's commit index is at most what the leader knows we hold, so it is safe to

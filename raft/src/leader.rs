@@ -7,7 +7,7 @@
 //! using the follower's conflict hint. Heartbeats go out every `heartbeat_tick` regardless of the
 //! window, and their replies restart a stalled follower.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StorageError};
 use crate::message::{AppendEntries, AppendResponse, Entry, MessageBody, NodeId, Rejection};
 use crate::progress::{Progress, ProgressState};
 use crate::quorum::{committed_index, majority};
@@ -119,11 +119,18 @@ impl<S: Storage> Raft<S> {
             return Ok(false);
         }
         let next = progress.next;
-        let prev_log_term = self.log.term(next - 1)?;
         let last_index = self.log.last_index()?;
-        let entries = self
-            .log
-            .entries(next, last_index + 1, self.config.max_size_per_msg)?;
+        let read = self.log.term(next - 1).and_then(|prev_log_term| {
+            let entries = self
+                .log
+                .entries(next, last_index + 1, self.config.max_size_per_msg)?;
+            Ok((prev_log_term, entries))
+        });
+        let (prev_log_term, entries) = match read {
+            Ok(read) => read,
+            Err(Error::Storage(StorageError::Compacted { .. })) => return self.send_snapshot(to),
+            Err(error) => return Err(error),
+        };
         if entries.is_empty() && !send_if_empty {
             return Ok(false);
         }
@@ -136,6 +143,16 @@ impl<S: Storage> Raft<S> {
             leader_commit: self.log.committed,
         };
         self.send(to, MessageBody::AppendEntries(append));
+        Ok(true)
+    }
+
+    /// The follower needs entries we no longer hold: send the snapshot that replaced them (paper,
+    /// section 7), and nothing else until it answers.
+    fn send_snapshot(&mut self, to: NodeId) -> Result<bool> {
+        let snapshot = self.log.snapshot()?;
+        let progress = self.progress.get_mut(&to).expect("peer is a voter");
+        progress.become_snapshot(snapshot.index);
+        self.send(to, MessageBody::InstallSnapshot(snapshot));
         Ok(true)
     }
 
@@ -171,7 +188,12 @@ impl<S: Storage> Raft<S> {
         if !progress.on_accepted(match_index) {
             return Ok(());
         }
-        if progress.state == ProgressState::Probe {
+        let caught_up = match progress.state {
+            ProgressState::Probe => true,
+            ProgressState::Snapshot => progress.matched >= progress.pending_snapshot,
+            ProgressState::Replicate => false,
+        };
+        if caught_up {
             progress.become_replicate();
         }
         if self.maybe_commit()? {

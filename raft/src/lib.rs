@@ -54,10 +54,13 @@
 //! - `message.rs`: what travels between nodes; `config.rs`: [`Config`]; `error.rs`: [`Error`].
 //! - `sim/`: the deterministic cluster simulation and its safety checker.
 //!
+//! **Compaction** (section 7). The application snapshots its state machine at an applied index
+//! and drops the log before it; a follower that needs dropped entries gets the snapshot instead.
+//!
 //! # Not built yet
 //!
-//! Snapshots and log compaction (paper, section 7), linearizable reads with ReadIndex (section
-//! 8), leader transfer, and membership changes (section 6).
+//! Linearizable reads with ReadIndex (section 8), leader transfer, and membership changes
+//! (section 6).
 
 mod config;
 mod election;
@@ -80,7 +83,7 @@ pub use config::{
 pub use error::{Error, Result, StorageError};
 pub use message::{
     AppendEntries, AppendResponse, Entry, HardState, Message, MessageBody, NodeId, Rejection,
-    VoteRequest,
+    Snapshot, VoteRequest,
 };
 pub use node::{Node, Ready, Status};
 pub use raft::Role;

@@ -13,11 +13,16 @@
 //! storage's last index: from then on the log ignores storage past the offset, and the next
 //! persist overwrites it (storage's append truncates, see [`crate::MemStorage::append`]).
 //!
-//! Invariant: `unstable_offset <= storage.last_index() + 1`, and every entry at or below
-//! `committed` is identical on every node that holds it (paper, section 5.4.3).
+//! A follower that receives a snapshot (paper, section 7) holds it here too, as `pending_snapshot`,
+//! until the application has persisted it: meanwhile the log starts right after the snapshot,
+//! whatever storage still says.
+//!
+//! Invariant: `unstable_offset <= storage.last_index() + 1` (or the pending snapshot's index + 1),
+//! and every entry at or below `committed` is identical on every node that holds it (paper,
+//! section 5.4.3).
 
 use crate::error::{Result, StorageError};
-use crate::message::Entry;
+use crate::message::{Entry, Snapshot};
 use crate::storage::Storage;
 
 pub(crate) struct RaftLog<S> {
@@ -25,6 +30,8 @@ pub(crate) struct RaftLog<S> {
     /// Index of `unstable[0]`, or where it would go when `unstable` is empty.
     unstable_offset: u64,
     unstable: Vec<Entry>,
+    /// A snapshot received from the leader and not yet persisted; it replaces the whole log.
+    pending_snapshot: Option<Snapshot>,
     /// Highest index known to be committed (paper, Figure 2, commitIndex).
     pub(crate) committed: u64,
 }
@@ -37,6 +44,7 @@ impl<S: Storage> RaftLog<S> {
             storage,
             unstable_offset,
             unstable: Vec::new(),
+            pending_snapshot: None,
             committed: hard_state.commit,
         })
     }
@@ -50,7 +58,10 @@ impl<S: Storage> RaftLog<S> {
     }
 
     pub(crate) fn first_index(&self) -> Result<u64> {
-        Ok(self.storage.first_index()?)
+        match &self.pending_snapshot {
+            Some(snapshot) => Ok(snapshot.index + 1),
+            None => Ok(self.storage.first_index()?),
+        }
     }
 
     pub(crate) fn last_index(&self) -> Result<u64> {
@@ -75,7 +86,14 @@ impl<S: Storage> RaftLog<S> {
                 })?,
             };
         }
-        Ok(self.storage.term(index)?)
+        match &self.pending_snapshot {
+            Some(snapshot) if index == snapshot.index => Ok(snapshot.term),
+            Some(snapshot) => Err(StorageError::Compacted {
+                index,
+                first_index: snapshot.index + 1,
+            })?,
+            None => Ok(self.storage.term(index)?),
+        }
     }
 
     /// The term at `index`, or `None` if the log does not reach it.
@@ -89,6 +107,14 @@ impl<S: Storage> RaftLog<S> {
     /// Entries `[lo, hi)` within `max_bytes` (at least one if `lo < hi`), from storage and then
     /// from the unstable tail.
     pub(crate) fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>> {
+        if let Some(snapshot) = &self.pending_snapshot
+            && lo <= snapshot.index
+        {
+            Err(StorageError::Compacted {
+                index: lo,
+                first_index: snapshot.index + 1,
+            })?;
+        }
         let stable_hi = hi.min(self.unstable_offset);
         let mut entries = Vec::new();
         if lo < stable_hi {
@@ -217,6 +243,44 @@ impl<S: Storage> RaftLog<S> {
         Ok(None)
     }
 
+    /// The snapshot to send a follower that needs compacted entries.
+    pub(crate) fn snapshot(&self) -> Result<Snapshot> {
+        match &self.pending_snapshot {
+            Some(snapshot) => Ok(snapshot.clone()),
+            None => Ok(self.storage.snapshot()?),
+        }
+    }
+
+    /// Replaces the whole log with a snapshot from the leader (paper, section 7, Figure 13 step
+    /// 7: "Discard the entire log"). Its entries are committed: a leader only snapshots what it
+    /// has applied.
+    pub(crate) fn restore(&mut self, snapshot: Snapshot) {
+        assert!(
+            snapshot.index > self.committed,
+            "restoring an older snapshot"
+        );
+        self.committed = snapshot.index;
+        self.unstable.clear();
+        self.unstable_offset = snapshot.index + 1;
+        self.pending_snapshot = Some(snapshot);
+    }
+
+    /// The snapshot not yet persisted, for [`crate::Ready::snapshot`].
+    pub(crate) fn pending_snapshot(&self) -> Option<&Snapshot> {
+        self.pending_snapshot.as_ref()
+    }
+
+    /// Storage now holds the snapshot at `index`.
+    pub(crate) fn snapshot_persisted(&mut self, index: u64) {
+        if self
+            .pending_snapshot
+            .as_ref()
+            .is_some_and(|snapshot| snapshot.index == index)
+        {
+            self.pending_snapshot = None;
+        }
+    }
+
     /// Moves the commit index forward; it never moves back.
     pub(crate) fn commit_to(&mut self, index: u64) {
         if index > self.committed {
@@ -308,6 +372,27 @@ mod tests {
         assert!(log.is_up_to_date(3, 2).unwrap());
         assert!(!log.is_up_to_date(2, 2).unwrap());
         assert!(!log.is_up_to_date(9, 1).unwrap());
+    }
+
+    #[test]
+    fn a_restored_snapshot_shadows_storage_until_persisted() {
+        let mut log = persisted(&entries(1..=3, 1));
+        log.restore(Snapshot {
+            index: 7,
+            term: 2,
+            data: Vec::new(),
+        });
+        assert_eq!(
+            (log.first_index().unwrap(), log.last_index().unwrap()),
+            (8, 7)
+        );
+        assert_eq!(log.term(7).unwrap(), 2);
+        assert!(log.term(3).is_err());
+        assert_eq!(
+            log.maybe_append(7, 2, 8, &entries(8..=8, 2)).unwrap(),
+            Some(8)
+        );
+        assert_eq!(log.committed, 8);
     }
 
     #[test]

@@ -2,15 +2,16 @@
 //!
 //! Every type here derives `serde::Serialize` and `Deserialize`; the transport frames them (the
 //! project uses postcard in length-delimited frames with a version field) and nothing in this
-//! crate cares how. The message set is the two RPCs of the paper (Figure 2: RequestVote and
-//! AppendEntries, each with its reply), plus the pre-vote round of Ongaro's dissertation (section
-//! 9.6) and a heartbeat pair kept apart from AppendEntries for the reason given on
-//! [`MessageBody::Heartbeat`].
+//! crate cares how. The message set is the RPCs of the paper (Figure 2: RequestVote and
+//! AppendEntries, each with its reply; Figure 13: InstallSnapshot), the pre-vote round of
+//! Ongaro's dissertation (section 9.6), and a heartbeat pair kept apart from AppendEntries for
+//! the reason given on [`MessageBody::Heartbeat`].
 //!
 //! ```text
 //!  candidate --PreVote / RequestVote--> voter --PreVoteResponse / RequestVoteResponse--> candidate
 //!  leader --AppendEntries--> follower --AppendEntriesResponse--> leader
 //!  leader --Heartbeat--> follower --HeartbeatResponse--> leader
+//!  leader --InstallSnapshot--> follower --AppendEntriesResponse--> leader
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,10 @@ pub enum MessageBody {
         commit: u64,
     },
     HeartbeatResponse,
+    /// InstallSnapshot RPC (paper, section 7 and Figure 13), for a follower that needs entries
+    /// the leader has compacted away. Sent whole, not in chunks: a snapshot must fit in one
+    /// transport frame. Answered with an `AppendEntriesResponse` accepting up to its index.
+    InstallSnapshot(Snapshot),
 }
 
 impl MessageBody {
@@ -107,6 +112,17 @@ impl MessageBody {
             _ => 0,
         }
     }
+}
+
+/// The state machine as of `index`: what replaces entries `1..=index` after compaction (paper,
+/// section 7). `term` is the term of entry `index`, kept for the AppendEntries consistency check
+/// of the entry after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub index: u64,
+    pub term: u64,
+    /// The application's serialized state machine.
+    pub data: Vec<u8>,
 }
 
 /// The candidate's claim to be at least as up to date as the voter (paper, section 5.4.1).

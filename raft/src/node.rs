@@ -9,11 +9,15 @@
 //!       node.propose(command)    for every client write (on the leader)
 //!       if node.has_ready() {
 //!           let ready = node.ready();
-//!           1. persist ready.entries and ready.hard_state     (fsync)
+//!           1. persist ready.snapshot, then ready.entries and ready.hard_state     (fsync)
 //!           2. send ready.messages
-//!           3. apply ready.committed_entries to the state machine, in order
+//!           3. install ready.snapshot into the state machine, then apply
+//!              ready.committed_entries, in order
 //!           node.advance();
 //!       }
+//!
+//!   and, from time to time, take a snapshot of the state machine at an applied index and
+//!   compact the log up to it (for MemStorage: create_snapshot, then compact).
 //!   }
 //! ```
 //!
@@ -38,13 +42,16 @@
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::message::{Entry, HardState, Message, NodeId};
+use crate::message::{Entry, HardState, Message, NodeId, Snapshot};
 use crate::raft::{Raft, Role};
 use crate::storage::Storage;
 
 /// What the application must do next; see the module docs for the order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
+    /// A snapshot from the leader that replaces the whole log and the state machine. Persist it
+    /// before the entries (which follow on from it); install it before applying them.
+    pub snapshot: Option<Snapshot>,
     /// The durable state, if it changed since the last `Ready`. Persist before sending.
     pub hard_state: Option<HardState>,
     /// Entries to append to stable storage, replacing any stored entry at the same or a later
@@ -74,6 +81,7 @@ pub struct Status {
 /// Marks what the outstanding `Ready` handed out, so that `advance` knows what is now done.
 #[derive(Clone, Copy, Debug)]
 struct Handed {
+    snapshot_index: Option<u64>,
     last_entry: Option<(u64, u64)>,
     applied: u64,
     hard_state: HardState,
@@ -140,6 +148,7 @@ impl<S: Storage> Node<S> {
     pub fn has_ready(&self) -> bool {
         self.handed.is_none()
             && (!self.raft.outbox.is_empty()
+                || self.raft.log.pending_snapshot().is_some()
                 || !self.raft.log.unstable_entries().is_empty()
                 || self.raft.hard_state() != self.persisted_hard_state
                 || self.raft.log.committed > self.applied)
@@ -157,16 +166,21 @@ impl<S: Storage> Node<S> {
             "ready() called again before advance()"
         );
         let hard_state = self.raft.hard_state();
+        let snapshot = self.raft.log.pending_snapshot().cloned();
+        let snapshot_index = snapshot.as_ref().map(|snapshot| snapshot.index);
+        let applied = self.applied.max(snapshot_index.unwrap_or(0));
         let entries = self.raft.log.unstable_entries().to_vec();
-        let committed_entries = self.next_committed_entries()?;
+        let committed_entries = self.next_committed_entries(applied)?;
         self.handed = Some(Handed {
+            snapshot_index,
             last_entry: entries.last().map(|entry| (entry.index, entry.term)),
             applied: committed_entries
                 .last()
-                .map_or(self.applied, |entry| entry.index),
+                .map_or(applied, |entry| entry.index),
             hard_state,
         });
         Ok(Ready {
+            snapshot,
             hard_state: (hard_state != self.persisted_hard_state).then_some(hard_state),
             entries,
             messages: std::mem::take(&mut self.raft.outbox),
@@ -174,21 +188,23 @@ impl<S: Storage> Node<S> {
         })
     }
 
-    fn next_committed_entries(&self) -> Result<Vec<Entry>> {
+    /// Committed entries after `applied` (which counts a snapshot about to be installed).
+    fn next_committed_entries(&self, applied: u64) -> Result<Vec<Entry>> {
         let committed = self.raft.log.committed;
-        if committed <= self.applied {
+        if committed <= applied {
             return Ok(Vec::new());
         }
         let limit = self.raft.config.max_apply_bytes_per_ready;
-        self.raft
-            .log
-            .entries(self.applied + 1, committed + 1, limit)
+        self.raft.log.entries(applied + 1, committed + 1, limit)
     }
 
     /// Tells the node that the last `Ready` was handled: its entries and hard state are in
     /// storage, its messages sent, its committed entries applied.
     pub fn advance(&mut self) {
         let handed = self.handed.take().expect("advance() without a ready()");
+        if let Some(index) = handed.snapshot_index {
+            self.raft.log.snapshot_persisted(index);
+        }
         if let Some((index, term)) = handed.last_entry {
             self.raft.log.stable_to(index, term);
         }
@@ -209,9 +225,15 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// The term of the entry at `index` in this node's log (persisted or not), if it holds one.
+    /// The term of the entry at `index` in this node's log (persisted or not), if it holds one
+    /// or if `index` is the last entry its snapshot covers. `None` past the end or compacted.
     pub fn log_term(&self, index: u64) -> Option<u64> {
         self.raft.log.term_if_present(index).ok().flatten()
+    }
+
+    /// The first index still in the log; everything before is covered by a snapshot.
+    pub fn first_log_index(&self) -> u64 {
+        self.raft.log.first_index().unwrap_or(1)
     }
 
     pub fn storage(&self) -> &S {

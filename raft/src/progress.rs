@@ -15,10 +15,22 @@
 //!                                                    unacknowledged messages
 //! ```
 //!
-//! A third state, sending a snapshot to a follower that needs compacted entries (paper, section
-//! 7), will join these two when compaction does.
+//! A follower whose `next` entry the leader has compacted away (paper, section 7) is sent the
+//! snapshot instead and waits in a third state:
+//!
+//! ```text
+//!    [ Probe / Replicate ] --next is compacted--> [ Snapshot ] --snapshot accepted--> [ Replicate ]
+//!                                                 nothing else is sent; after
+//!                                                 SNAPSHOT_RESEND_HEARTBEATS heartbeat
+//!                                                 replies without an answer, back to Probe
+//! ```
 
 use std::collections::VecDeque;
+
+/// Heartbeat replies a leader waits, in `Snapshot`, for the snapshot to be acknowledged before
+/// deciding it was lost and probing again (which sends it anew). The follower answers heartbeats,
+/// so it is reachable; ten heartbeat intervals leave ample time to install a snapshot.
+const SNAPSHOT_RESEND_HEARTBEATS: u32 = 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum ProgressState {
@@ -26,6 +38,8 @@ pub(crate) enum ProgressState {
     Probe,
     /// The logs match up to `matched`: stream entries optimistically.
     Replicate,
+    /// A snapshot up to `pending_snapshot` is on its way: send nothing else.
+    Snapshot,
 }
 
 #[derive(Clone, Debug)]
@@ -40,6 +54,10 @@ pub(crate) struct Progress {
     /// Heard from since the leader last checked for a quorum (see `Config::check_quorum`).
     pub(crate) recent_active: bool,
     inflights: Inflights,
+    /// In `Snapshot`, the index of the snapshot sent.
+    pub(crate) pending_snapshot: u64,
+    /// In `Snapshot`, heartbeat replies received since it was sent.
+    heartbeats_since_snapshot: u32,
 }
 
 impl Progress {
@@ -51,6 +69,8 @@ impl Progress {
             probe_sent: false,
             recent_active: true,
             inflights: Inflights::new(max_inflight_msgs),
+            pending_snapshot: 0,
+            heartbeats_since_snapshot: 0,
         }
     }
 
@@ -59,6 +79,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.is_full(),
+            ProgressState::Snapshot => true,
         }
     }
 
@@ -75,6 +96,13 @@ impl Progress {
         self.inflights.clear();
     }
 
+    pub(crate) fn become_snapshot(&mut self, snapshot_index: u64) {
+        self.state = ProgressState::Snapshot;
+        self.pending_snapshot = snapshot_index;
+        self.heartbeats_since_snapshot = 0;
+        self.inflights.clear();
+    }
+
     /// Records that an AppendEntries ending at `last_index` is on its way.
     pub(crate) fn on_sent(&mut self, last_index: Option<u64>) {
         match self.state {
@@ -85,6 +113,7 @@ impl Progress {
                     self.inflights.add(last_index);
                 }
             }
+            ProgressState::Snapshot => unreachable!("nothing is sent while a snapshot is pending"),
         }
     }
 
@@ -107,6 +136,8 @@ impl Progress {
         let stale = match self.state {
             ProgressState::Replicate => rejected_index <= self.matched,
             ProgressState::Probe => rejected_index != self.next - 1,
+            // About an AppendEntries sent before the snapshot; the snapshot's answer decides.
+            ProgressState::Snapshot => true,
         };
         if stale {
             return false;
@@ -125,8 +156,15 @@ impl Progress {
     pub(crate) fn on_heartbeat_response(&mut self) {
         self.recent_active = true;
         self.probe_sent = false;
-        if self.state == ProgressState::Replicate && self.inflights.is_full() {
-            self.inflights.free_first();
+        match self.state {
+            ProgressState::Replicate if self.inflights.is_full() => self.inflights.free_first(),
+            ProgressState::Snapshot => {
+                self.heartbeats_since_snapshot += 1;
+                if self.heartbeats_since_snapshot >= SNAPSHOT_RESEND_HEARTBEATS {
+                    self.become_probe();
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -215,6 +253,19 @@ mod tests {
         assert!(progress.on_rejected(7, 2));
         assert_eq!(progress.state, ProgressState::Probe);
         assert_eq!(progress.next, 6);
+    }
+
+    #[test]
+    fn a_snapshot_pauses_the_follower_until_answered_or_presumed_lost() {
+        let mut progress = Progress::new(3, 4);
+        progress.become_snapshot(9);
+        assert!(progress.is_paused());
+        for _ in 0..SNAPSHOT_RESEND_HEARTBEATS - 1 {
+            progress.on_heartbeat_response();
+        }
+        assert_eq!(progress.state, ProgressState::Snapshot);
+        progress.on_heartbeat_response();
+        assert_eq!(progress.state, ProgressState::Probe);
     }
 
     #[test]

@@ -240,7 +240,9 @@ impl<S: Storage> Raft<S> {
         match &message.body {
             // Asking about, or granting, a term nobody has entered yet.
             MessageBody::PreVote(_) | MessageBody::PreVoteResponse { granted: true } => {}
-            MessageBody::AppendEntries(_) | MessageBody::Heartbeat { .. } => {
+            MessageBody::AppendEntries(_)
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot(_) => {
                 self.become_follower(message.term, Some(message.from));
             }
             MessageBody::RequestVote(_) if self.role == Role::Follower => {
@@ -262,9 +264,9 @@ impl<S: Storage> Raft<S> {
     /// dropped.
     fn step_lower_term(&mut self, message: &Message) {
         let reply = match message.body {
-            MessageBody::AppendEntries(_) | MessageBody::Heartbeat { .. } => {
-                MessageBody::HeartbeatResponse
-            }
+            MessageBody::AppendEntries(_)
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot(_) => MessageBody::HeartbeatResponse,
             MessageBody::PreVote(_) => MessageBody::PreVoteResponse { granted: false },
             MessageBody::RequestVote(_) => MessageBody::RequestVoteResponse { granted: false },
             _ => return,
@@ -290,6 +292,7 @@ impl<S: Storage> Raft<S> {
             }
             MessageBody::AppendEntries(append) => self.handle_append_entries(from, append),
             MessageBody::Heartbeat { commit } => self.handle_heartbeat(from, commit),
+            MessageBody::InstallSnapshot(snapshot) => self.handle_install_snapshot(from, snapshot),
             MessageBody::AppendEntriesResponse(response) => {
                 self.handle_append_response(from, response)
             }

@@ -5,18 +5,19 @@
 //! name it: a write-ahead log, a database or [`MemStorage`] each write in their own way. The only
 //! contract is that once `Ready` is handled, the reads below see what was written.
 //!
-//! The log as storage sees it:
+//! The log as storage sees it, once the application has taken a snapshot and compacted the log
+//! (paper, section 7):
 //!
 //! ```text
-//!   compacted (later)  | first_index ............................ last_index |
-//!   [ snapshot_index ] |   entries the algorithm may still read                |
+//!   | snapshot: the state machine   | first_index ........................ last_index |
+//!   | after entries 1..=snapshot.index | entries still held                           |
 //! ```
 //!
-//! `term(first_index - 1)` must still answer (the term of the last compacted entry, or 0 for an
-//! empty log), because an AppendEntries that starts at `first_index` needs it as `prev_log_term`.
+//! `term(first_index - 1)` must still answer (the snapshot's term, or 0 for a new log), because an
+//! AppendEntries that starts at `first_index` needs it as `prev_log_term`.
 
 use crate::error::StorageError;
-use crate::message::{Entry, HardState};
+use crate::message::{Entry, HardState, Snapshot};
 
 /// The read side of stable storage.
 pub trait Storage {
@@ -31,6 +32,9 @@ pub trait Storage {
     fn first_index(&self) -> Result<u64, StorageError>;
     /// The last index held (`first_index() - 1` when empty).
     fn last_index(&self) -> Result<u64, StorageError>;
+    /// The latest snapshot (index 0 and no data before the first one), for a leader to send to
+    /// a follower that needs compacted entries.
+    fn snapshot(&self) -> Result<Snapshot, StorageError>;
 }
 
 /// Storage in memory, for tests and the simulation: cloning one is taking a copy of the "disk".
@@ -39,9 +43,12 @@ pub struct MemStorage {
     hard_state: HardState,
     /// `entries[i]` has index `offset_index + 1 + i`.
     entries: Vec<Entry>,
-    /// Index and term of the entry just before `entries` (0 and 0 until compaction exists).
+    /// Index and term of the entry just before `entries`: the last compacted one, or 0 and 0.
     offset_index: u64,
     offset_term: u64,
+    /// The latest snapshot. It covers at least up to `offset_index` (compaction only drops what a
+    /// snapshot covers) and may cover more (entries kept after a snapshot).
+    snapshot: Snapshot,
 }
 
 impl MemStorage {
@@ -74,6 +81,55 @@ impl MemStorage {
         let keep = (first.index - self.offset_index - 1) as usize;
         self.entries.truncate(keep);
         self.entries.extend_from_slice(entries);
+        Ok(())
+    }
+
+    /// Records a snapshot of the state machine as of `index` (which the application has applied).
+    /// Entries stay until [`MemStorage::compact`]: keeping a tail lets a follower that is only a
+    /// little behind catch up from entries rather than a whole snapshot.
+    pub fn create_snapshot(&mut self, index: u64, data: Vec<u8>) -> Result<(), StorageError> {
+        if index <= self.snapshot.index {
+            return Err(StorageError::SnapshotOutOfDate {
+                index,
+                snapshot_index: self.snapshot.index,
+            });
+        }
+        let term = self.term(index)?;
+        self.snapshot = Snapshot { index, term, data };
+        Ok(())
+    }
+
+    /// Discards the entries up to `index`, which the snapshot must cover.
+    pub fn compact(&mut self, index: u64) -> Result<(), StorageError> {
+        if index <= self.offset_index {
+            return Ok(());
+        }
+        if index > self.snapshot.index {
+            return Err(StorageError::Unavailable {
+                index,
+                last_index: self.snapshot.index,
+            });
+        }
+        let term = self.term(index)?;
+        self.entries.drain(..(index - self.offset_index) as usize);
+        self.offset_index = index;
+        self.offset_term = term;
+        Ok(())
+    }
+
+    /// Installs a snapshot received from the leader: it replaces the whole log.
+    pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        if snapshot.index <= self.snapshot.index {
+            return Err(StorageError::SnapshotOutOfDate {
+                index: snapshot.index,
+                snapshot_index: self.snapshot.index,
+            });
+        }
+        self.entries.clear();
+        self.offset_index = snapshot.index;
+        self.offset_term = snapshot.term;
+        self.hard_state.commit = self.hard_state.commit.max(snapshot.index);
+        self.snapshot = snapshot;
         Ok(())
     }
 
@@ -136,6 +192,10 @@ impl Storage for MemStorage {
 
     fn last_index(&self) -> Result<u64, StorageError> {
         Ok(self.last_index_held())
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        Ok(self.snapshot.clone())
     }
 }
 
@@ -206,5 +266,66 @@ mod tests {
             storage.term(4),
             Err(StorageError::Unavailable { .. })
         ));
+    }
+
+    #[test]
+    fn compaction_keeps_the_term_of_the_last_compacted_entry() {
+        let mut storage = MemStorage::new();
+        storage
+            .append(&[entry(1, 1), entry(2, 2), entry(3, 2)])
+            .unwrap();
+        storage.create_snapshot(2, b"state".to_vec()).unwrap();
+        storage.compact(2).unwrap();
+        assert_eq!(storage.first_index().unwrap(), 3);
+        assert_eq!(storage.term(2).unwrap(), 2);
+        assert!(matches!(
+            storage.term(1),
+            Err(StorageError::Compacted { .. })
+        ));
+        assert!(matches!(
+            storage.entries(2, 4, u64::MAX),
+            Err(StorageError::Compacted { .. })
+        ));
+        assert_eq!(storage.entries(3, 4, u64::MAX).unwrap(), vec![entry(3, 2)]);
+        assert_eq!(storage.all_entries(), &[entry(3, 2)]);
+    }
+
+    #[test]
+    fn a_snapshot_may_keep_entries_it_covers_until_compacted() {
+        let mut storage = MemStorage::new();
+        storage
+            .append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .unwrap();
+        storage.create_snapshot(3, Vec::new()).unwrap();
+        assert_eq!(storage.first_index().unwrap(), 1);
+        assert_eq!(storage.entries(2, 3, u64::MAX).unwrap(), vec![entry(2, 1)]);
+        storage.compact(1).unwrap();
+        assert_eq!(
+            storage.entries(2, 4, u64::MAX).unwrap(),
+            vec![entry(2, 1), entry(3, 1)]
+        );
+    }
+
+    #[test]
+    fn an_installed_snapshot_replaces_the_log() {
+        let mut storage = MemStorage::new();
+        storage.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+        storage
+            .apply_snapshot(Snapshot {
+                index: 5,
+                term: 3,
+                data: Vec::new(),
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                storage.first_index().unwrap(),
+                storage.last_index().unwrap()
+            ),
+            (6, 5)
+        );
+        assert_eq!(storage.hard_state().commit, 5);
+        storage.append(&[entry(6, 3)]).unwrap();
+        assert_eq!(storage.term(6).unwrap(), 3);
     }
 }

@@ -1,5 +1,5 @@
 //! Randomized simulation: many seeds, each a run with random proposals, crashes, restarts,
-//! partitions and an unreliable network, checked after every event by the simulation's safety
+//! partitions, log compaction and an unreliable network, checked after every event by the simulation's safety
 //! checker, and at the end for liveness (once everything heals, a new command commits
 //! everywhere).
 //!
@@ -29,6 +29,12 @@ fn run_seed(seed: u64) -> u64 {
     // Half the runs send one entry per message, so that a new leader's old entries can reach a
     // majority before its no-op does: the Figure 8 situation (paper, section 5.4.2).
     config.raft.max_size_per_msg = if (seed / 2).is_multiple_of(2) { 0 } else { 64 };
+    // Two runs in three compact their logs, so lagging nodes need snapshots (paper, section 7).
+    config.snapshot_interval = match seed % 3 {
+        0 => None,
+        1 => Some(5),
+        _ => Some(20),
+    };
     // Long enough that crashes often catch a node with a Ready it has not persisted.
     config.max_persist_delay_steps = 8;
     let mut sim = Simulation::new(config);

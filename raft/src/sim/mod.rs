@@ -23,19 +23,21 @@
 mod checker;
 mod network;
 mod scenario;
+mod state_machine;
 mod trace;
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use crate::config::Config;
-use crate::message::{Entry, Message, MessageBody, NodeId};
+use crate::message::{Entry, Message, MessageBody, NodeId, Snapshot};
 use crate::node::{Node, Status};
-use crate::storage::MemStorage;
+use crate::storage::{MemStorage, Storage};
 
 use checker::Checker;
 use network::{Arrival, Network};
 pub use network::{DropReason, NetworkFaults, NetworkStats};
+use state_machine::StateMachine;
 use trace::Trace;
 pub use trace::TraceEvent;
 
@@ -80,6 +82,9 @@ pub struct SimConfig {
     pub faults: NetworkFaults,
     /// A `Ready` is handled between 0 and this many steps after the input that produced it.
     pub max_persist_delay_steps: u64,
+    /// Each node snapshots its state machine and compacts its log every this many applied
+    /// entries; `None` never compacts.
+    pub snapshot_interval: Option<u64>,
 }
 
 impl SimConfig {
@@ -92,6 +97,7 @@ impl SimConfig {
             raft: Config::new(1, voters),
             faults: NetworkFaults::reliable(),
             max_persist_delay_steps: DEFAULT_MAX_PERSIST_DELAY_STEPS,
+            snapshot_interval: None,
         }
     }
 }
@@ -105,8 +111,8 @@ struct SimNode {
     persist_at: Option<u64>,
     /// The step within each tick at which this node's clock ticks.
     tick_phase: u64,
-    /// The state machine: every entry applied, in order, since the last (re)start.
-    applied: Vec<Entry>,
+    /// The application: restored from the disk's snapshot on (re)start.
+    state_machine: StateMachine,
     /// Role and term after the last input, to trace changes.
     last_role: Option<(crate::raft::Role, u64)>,
 }
@@ -140,7 +146,7 @@ impl Simulation {
                 disk: MemStorage::new(),
                 persist_at: None,
                 tick_phase,
-                applied: Vec::new(),
+                state_machine: StateMachine::default(),
                 last_role: None,
             });
         }
@@ -206,9 +212,10 @@ impl Simulation {
         self.nodes[self.slot(id)].node.as_ref().map(Node::status)
     }
 
-    /// What a node's state machine has applied since its last (re)start, in index order.
+    /// What a node's state machine holds, in index order from 1 (restored from a snapshot, or
+    /// re-applied from the log, after a restart).
     pub fn applied(&self, id: NodeId) -> &[Entry] {
-        &self.nodes[self.slot(id)].applied
+        self.nodes[self.slot(id)].state_machine.applied()
     }
 
     pub fn is_running(&self, id: NodeId) -> bool {
@@ -355,14 +362,61 @@ impl Simulation {
                 self.trace_drop(&message, reason);
             }
         }
+        if let Some(snapshot) = &ready.snapshot {
+            self.install_snapshot(id, snapshot);
+        }
         self.apply(id, ready.committed_entries);
         node.advance();
+        self.maybe_compact(id, &mut node);
         self.nodes[slot].node = Some(node);
         self.after_input(id);
     }
 
+    /// Replaces a node's state machine with the one a snapshot describes, after checking it
+    /// against the committed log.
+    fn install_snapshot(&mut self, id: NodeId, snapshot: &Snapshot) {
+        let machine = StateMachine::restore(snapshot)
+            .unwrap_or_else(|error| self.fail(&format!("node {id} snapshot: {error}")));
+        for entry in machine.applied() {
+            if let Err(violation) = self.checker.check_applied(id, entry) {
+                self.fail(&format!("in a snapshot: {violation}"));
+            }
+        }
+        let (index, slot) = (snapshot.index, self.slot(id));
+        self.nodes[slot].state_machine = machine;
+        self.record(TraceEvent::InstallSnapshot { node: id, index });
+    }
+
+    /// The application's side of compaction (paper, section 7): every `snapshot_interval`
+    /// applied entries, snapshot the state machine and drop the log it covers.
+    fn maybe_compact(&mut self, id: NodeId, node: &mut Node<MemStorage>) {
+        let Some(interval) = self.config.snapshot_interval else {
+            return;
+        };
+        let machine = &self.nodes[self.slot(id)].state_machine;
+        let index = machine.applied_index();
+        let storage = node.storage_mut();
+        let snapshot_index = storage.snapshot().map_or(0, |snapshot| snapshot.index);
+        if index < snapshot_index + interval {
+            return;
+        }
+        let data = machine.snapshot_data();
+        let compacted = storage
+            .create_snapshot(index, data)
+            .and_then(|()| storage.compact(index));
+        if let Err(error) = compacted {
+            self.fail(&format!("node {id} compaction: {error}"));
+        }
+        self.record(TraceEvent::Compact { node: id, index });
+    }
+
     fn persist(&mut self, id: NodeId, node: &mut Node<MemStorage>, ready: &crate::Ready) {
         let storage = node.storage_mut();
+        if let Some(snapshot) = &ready.snapshot
+            && let Err(error) = storage.apply_snapshot(snapshot.clone())
+        {
+            self.fail(&format!("node {id} persist snapshot: {error}"));
+        }
         if let Err(error) = storage.append(&ready.entries) {
             self.fail(&format!("node {id} persist: {error}"));
         }
@@ -391,7 +445,7 @@ impl Simulation {
                 index: entry.index,
                 term: entry.term,
             });
-            self.nodes[slot].applied.push(entry);
+            self.nodes[slot].state_machine.apply(entry);
         }
     }
 
@@ -414,7 +468,7 @@ impl Simulation {
         let state = &mut self.nodes[slot];
         state.disk = node.storage().clone();
         state.persist_at = None;
-        state.applied.clear();
+        state.state_machine = StateMachine::default();
         state.last_role = None;
         self.record(TraceEvent::Crash { node: id });
     }
@@ -433,6 +487,10 @@ impl Simulation {
         config.seed = self.rng.random();
         let slot = self.slot(id);
         let disk = self.nodes[slot].disk.clone();
+        let snapshot = disk.snapshot().unwrap_or_default();
+        if snapshot.index > 0 {
+            self.install_snapshot(id, &snapshot);
+        }
         match Node::new(config, disk) {
             Ok(node) => self.nodes[slot].node = Some(node),
             Err(error) => self.fail(&format!("node {id} failed to start: {error}")),
@@ -476,6 +534,12 @@ impl Simulation {
         }
     }
 
+    /// A node's disk: its storage while running, what it left while crashed.
+    pub fn storage(&self, id: NodeId) -> &MemStorage {
+        let state = &self.nodes[self.slot(id)];
+        state.node.as_ref().map_or(&state.disk, Node::storage)
+    }
+
     /// How many entries are known committed (applied by some node).
     pub fn committed_len(&self) -> u64 {
         self.checker.committed_len()
@@ -497,5 +561,6 @@ fn kind_name(body: &MessageBody) -> &'static str {
         MessageBody::AppendEntriesResponse(crate::AppendResponse::Rejected(_)) => "AppendRejected",
         MessageBody::Heartbeat { .. } => "Heartbeat",
         MessageBody::HeartbeatResponse => "HeartbeatResponse",
+        MessageBody::InstallSnapshot(_) => "InstallSnapshot",
     }
 }

@@ -47,6 +47,14 @@ pub enum TraceEvent {
         role: Role,
         term: u64,
     },
+    InstallSnapshot {
+        node: NodeId,
+        index: u64,
+    },
+    Compact {
+        node: NodeId,
+        index: u64,
+    },
     Crash {
         node: NodeId,
     },
