@@ -8,9 +8,13 @@
 //!   there and agree on everything before. Each persisted entry is filed under (index, term) with
 //!   its command and the term of the entry before it; a second node persisting that (index, term)
 //!   must agree on both. By induction on the index, that is the whole property.
-//! - **Leader Completeness**: a leader's log holds every committed entry. When a node first leads
-//!   a term, its log must hold the highest committed entry with its term (and so, by Log
-//!   Matching, all the earlier ones).
+//! - **Leader Completeness**: a leader's log holds every entry committed in an earlier term. When
+//!   a node first leads a term, its log must hold the highest such entry (and so, by Log
+//!   Matching, all the ones before). Only earlier terms count: a candidate whose votes were
+//!   delayed can still become leader of an old term after a later leader has committed entries
+//!   it lacks; that is allowed, and harmless, because it can commit nothing (every majority
+//!   includes a node of the later term). The checker does not see in which term an entry was
+//!   committed, so it uses an upper bound: the term of the first node to apply it.
 //! - **State Machine Safety**: no two nodes apply different entries at one index. The first
 //!   application of an index records it in the global committed log; every later application
 //!   must match.
@@ -29,8 +33,16 @@ use crate::storage::{MemStorage, Storage};
 
 use super::trace::hash_bytes;
 
-/// A checked entry: its term and the hash of its command.
-type EntryId = (u64, u64);
+/// An entry known to be committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Committed {
+    term: u64,
+    command_hash: u64,
+    /// A term by which the entry was certainly committed. Kept non-decreasing along the log (an
+    /// entry is committed no later than the ones after it), so a binary search finds the entries
+    /// committed before a given term.
+    committed_by_term: u64,
+}
 
 #[derive(Default)]
 pub(crate) struct Checker {
@@ -38,7 +50,7 @@ pub(crate) struct Checker {
     /// (index, term) -> (command hash, term of the previous entry).
     persisted: HashMap<(u64, u64), (u64, u64)>,
     /// `committed[i]` is the entry at index `i + 1`, as first applied.
-    committed: Vec<EntryId>,
+    committed: Vec<Committed>,
 }
 
 impl Checker {
@@ -56,17 +68,25 @@ impl Checker {
             Some(_) => Ok(()),
             None => {
                 self.leader_of_term.insert(status.term, status.id);
-                self.check_holds_committed(node, "leader completeness")
+                let before_term = self
+                    .committed
+                    .partition_point(|entry| entry.committed_by_term < status.term);
+                self.check_holds_committed(node, before_term as u64, "leader completeness")
             }
         }
     }
 
-    fn check_holds_committed(&self, node: &Node<MemStorage>, property: &str) -> Result<(), String> {
-        let index = self.committed.len() as u64;
+    /// The node's log holds committed entries `1..=index`.
+    fn check_holds_committed(
+        &self,
+        node: &Node<MemStorage>,
+        index: u64,
+        property: &str,
+    ) -> Result<(), String> {
         if index == 0 {
             return Ok(());
         }
-        let expected = self.committed[index as usize - 1].0;
+        let expected = self.committed[index as usize - 1].term;
         if index < node.first_log_index() - 1 {
             // Compacted into a snapshot, whose every entry was checked when it was installed.
             return Ok(());
@@ -109,19 +129,27 @@ impl Checker {
         Ok(())
     }
 
-    /// State Machine Safety, for an entry a node is applying. Nodes apply in index order from 1
-    /// (a restarted node starts over), so the committed log grows without gaps.
-    pub(crate) fn check_applied(&mut self, id: NodeId, entry: &Entry) -> Result<(), String> {
-        let record = (entry.term, hash_bytes(&entry.data));
+    /// State Machine Safety, for an entry node `id`, now in `node_term`, is applying. Nodes apply
+    /// in index order from 1 (a restarted node starts over), so the committed log grows without
+    /// gaps.
+    pub(crate) fn check_applied(
+        &mut self,
+        id: NodeId,
+        node_term: u64,
+        entry: &Entry,
+    ) -> Result<(), String> {
+        let (term, command_hash) = (entry.term, hash_bytes(&entry.data));
         let position = (entry.index - 1) as usize;
         match self.committed.get(position) {
-            Some(&known) if known != record => Err(format!(
-                "state machine safety: node {id} applies {record:?} at index {}, another applied {known:?}",
-                entry.index
-            )),
+            Some(known) if (known.term, known.command_hash) != (term, command_hash) => {
+                Err(format!(
+                    "state machine safety: node {id} applies term {term} at index {}, another applied term {}",
+                    entry.index, known.term
+                ))
+            }
             Some(_) => Ok(()),
             None if position == self.committed.len() => {
-                self.committed.push(record);
+                self.record_committed(term, command_hash, node_term);
                 Ok(())
             }
             None => Err(format!(
@@ -131,14 +159,28 @@ impl Checker {
         }
     }
 
+    fn record_committed(&mut self, term: u64, command_hash: u64, committed_by_term: u64) {
+        for earlier in self.committed.iter_mut().rev() {
+            if earlier.committed_by_term <= committed_by_term {
+                break;
+            }
+            earlier.committed_by_term = committed_by_term;
+        }
+        self.committed.push(Committed {
+            term,
+            command_hash,
+            committed_by_term,
+        });
+    }
+
     /// No committed entry is lost: the node's log agrees with the committed log at its commit
     /// index.
     pub(crate) fn check_commit(&self, node: &Node<MemStorage>) -> Result<(), String> {
         let status = node.status();
-        let Some(&(expected, _)) = self.committed.get(status.commit.wrapping_sub(1) as usize)
-        else {
+        let Some(expected) = self.committed.get(status.commit.wrapping_sub(1) as usize) else {
             return Ok(());
         };
+        let expected = expected.term;
         if status.commit < node.first_log_index() - 1 {
             return Ok(());
         }
@@ -158,6 +200,6 @@ impl Checker {
 
     /// At the end of a run: every listed node holds the whole committed log.
     pub(crate) fn check_complete(&self, node: &Node<MemStorage>) -> Result<(), String> {
-        self.check_holds_committed(node, "committed entry lost")
+        self.check_holds_committed(node, self.committed_len(), "committed entry lost")
     }
 }

@@ -363,9 +363,9 @@ impl Simulation {
             }
         }
         if let Some(snapshot) = &ready.snapshot {
-            self.install_snapshot(id, snapshot);
+            self.install_snapshot(id, node.status().term, snapshot);
         }
-        self.apply(id, ready.committed_entries);
+        self.apply(id, node.status().term, ready.committed_entries);
         node.advance();
         self.maybe_compact(id, &mut node);
         self.nodes[slot].node = Some(node);
@@ -374,11 +374,11 @@ impl Simulation {
 
     /// Replaces a node's state machine with the one a snapshot describes, after checking it
     /// against the committed log.
-    fn install_snapshot(&mut self, id: NodeId, snapshot: &Snapshot) {
+    fn install_snapshot(&mut self, id: NodeId, node_term: u64, snapshot: &Snapshot) {
         let machine = StateMachine::restore(snapshot)
             .unwrap_or_else(|error| self.fail(&format!("node {id} snapshot: {error}")));
         for entry in machine.applied() {
-            if let Err(violation) = self.checker.check_applied(id, entry) {
+            if let Err(violation) = self.checker.check_applied(id, node_term, entry) {
                 self.fail(&format!("in a snapshot: {violation}"));
             }
         }
@@ -434,10 +434,10 @@ impl Simulation {
         });
     }
 
-    fn apply(&mut self, id: NodeId, entries: Vec<Entry>) {
+    fn apply(&mut self, id: NodeId, node_term: u64, entries: Vec<Entry>) {
         let slot = self.slot(id);
         for entry in entries {
-            if let Err(violation) = self.checker.check_applied(id, &entry) {
+            if let Err(violation) = self.checker.check_applied(id, node_term, &entry) {
                 self.fail(&violation);
             }
             self.record(TraceEvent::Apply {
@@ -489,7 +489,8 @@ impl Simulation {
         let disk = self.nodes[slot].disk.clone();
         let snapshot = disk.snapshot().unwrap_or_default();
         if snapshot.index > 0 {
-            self.install_snapshot(id, &snapshot);
+            let term = disk.hard_state().term;
+            self.install_snapshot(id, term, &snapshot);
         }
         match Node::new(config, disk) {
             Ok(node) => self.nodes[slot].node = Some(node),
