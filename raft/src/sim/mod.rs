@@ -271,8 +271,10 @@ impl Simulation {
         }
         self.network.stats.messages_delivered += 1;
         let kind = kind_name(&message.body);
-        if kind == "AppendRejected" {
-            self.network.stats.append_rejections_delivered += 1;
+        match kind {
+            "AppendRejected" => self.network.stats.append_rejections_delivered += 1,
+            "InstallSnapshot" => self.network.stats.snapshots_delivered += 1,
+            _ => {}
         }
         let (from, to, term) = (message.from, message.to, message.term);
         self.record(TraceEvent::Deliver {

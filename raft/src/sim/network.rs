@@ -73,6 +73,8 @@ pub struct NetworkStats {
     /// AppendEntries rejections that reached the leader: round trips spent finding where logs
     /// match.
     pub append_rejections_delivered: u64,
+    /// InstallSnapshot messages that reached a follower.
+    pub snapshots_delivered: u64,
 }
 
 /// A message waiting for its delivery step; `seq` breaks ties in send order.
