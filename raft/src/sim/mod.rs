@@ -1,6 +1,15 @@
 //! A deterministic simulation of a Raft group, with faults, and a checker that runs after every
 //! event.
 //!
+//! ```text
+//!   mod.rs          Simulation: the clock, message delivery, inputs to nodes, the checks after each
+//!   network.rs      delay, loss, duplication, reordering, partitions
+//!   ready.rs        the application: persist, send, apply, snapshot (the persistence contract)
+//!   faults.rs       crash, restart, disconnect, cut, heal
+//!   checker.rs      the safety properties of Figure 3, checked after every event
+//!   state_machine.rs, trace.rs, scenario.rs (waiting helpers for scenario tests)
+//! ```
+//!
 //! N [`Node`]s live in one process. Time is counted in steps, [`STEPS_PER_TICK`] to a tick; each
 //! node ticks once per tick at its own phase (clocks are not aligned). Every random choice
 //! (message delays, loss, duplication, clock phases, node seeds, and whatever the test itself
@@ -21,7 +30,9 @@
 //! N seeds instead of the test's default).
 
 mod checker;
+mod faults;
 mod network;
+mod ready;
 mod scenario;
 mod state_machine;
 mod trace;
@@ -30,9 +41,9 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use crate::config::Config;
-use crate::message::{Entry, Message, MessageBody, NodeId, Snapshot};
+use crate::message::{Entry, Message, MessageBody, NodeId};
 use crate::node::{Node, Status};
-use crate::storage::{MemStorage, Storage};
+use crate::storage::MemStorage;
 
 use checker::Checker;
 use network::{Arrival, Network};
@@ -45,8 +56,7 @@ pub use trace::TraceEvent;
 pub const STEPS_PER_TICK: u64 = 10;
 /// Default upper bound of the delay between an input and the handling of its `Ready`, in steps.
 pub const DEFAULT_MAX_PERSIST_DELAY_STEPS: u64 = 2;
-/// Seeds the randomized tests run when `RAFT_SIM_SEEDS` is unset is up to each test; this is the
-/// variable to override it.
+/// The variable that sets how many seeds a randomized test runs (each test has its default).
 pub const SEEDS_ENV: &str = "RAFT_SIM_SEEDS";
 /// The variable that replays a single seed.
 pub const SEED_ENV: &str = "RAFT_SIM_SEED";
@@ -347,110 +357,6 @@ impl Simulation {
         }
     }
 
-    /// Persist, send, apply, advance: the order of the persistence contract (see [`crate::node`]).
-    fn handle_ready(&mut self, id: NodeId) {
-        let slot = self.slot(id);
-        self.nodes[slot].persist_at = None;
-        let mut node = self.nodes[slot]
-            .node
-            .take()
-            .expect("a pending Ready on a crashed node");
-        let ready = node
-            .ready()
-            .unwrap_or_else(|error| self.fail(&format!("node {id}: {error}")));
-        self.persist(id, &mut node, &ready);
-        for message in ready.messages {
-            if let Some(reason) = self.network.send(message.clone(), self.now, &mut self.rng) {
-                self.trace_drop(&message, reason);
-            }
-        }
-        if let Some(snapshot) = &ready.snapshot {
-            self.install_snapshot(id, node.status().term, snapshot);
-        }
-        self.apply(id, node.status().term, ready.committed_entries);
-        node.advance();
-        self.maybe_compact(id, &mut node);
-        self.nodes[slot].node = Some(node);
-        self.after_input(id);
-    }
-
-    /// Replaces a node's state machine with the one a snapshot describes, after checking it
-    /// against the committed log.
-    fn install_snapshot(&mut self, id: NodeId, node_term: u64, snapshot: &Snapshot) {
-        let machine = StateMachine::restore(snapshot)
-            .unwrap_or_else(|error| self.fail(&format!("node {id} snapshot: {error}")));
-        for entry in machine.applied() {
-            if let Err(violation) = self.checker.check_applied(id, node_term, entry) {
-                self.fail(&format!("in a snapshot: {violation}"));
-            }
-        }
-        let (index, slot) = (snapshot.index, self.slot(id));
-        self.nodes[slot].state_machine = machine;
-        self.record(TraceEvent::InstallSnapshot { node: id, index });
-    }
-
-    /// The application's side of compaction (paper, section 7): every `snapshot_interval`
-    /// applied entries, snapshot the state machine and drop the log it covers.
-    fn maybe_compact(&mut self, id: NodeId, node: &mut Node<MemStorage>) {
-        let Some(interval) = self.config.snapshot_interval else {
-            return;
-        };
-        let machine = &self.nodes[self.slot(id)].state_machine;
-        let index = machine.applied_index();
-        let storage = node.storage_mut();
-        let snapshot_index = storage.snapshot().map_or(0, |snapshot| snapshot.index);
-        if index < snapshot_index + interval {
-            return;
-        }
-        let data = machine.snapshot_data();
-        let compacted = storage
-            .create_snapshot(index, data)
-            .and_then(|()| storage.compact(index));
-        if let Err(error) = compacted {
-            self.fail(&format!("node {id} compaction: {error}"));
-        }
-        self.record(TraceEvent::Compact { node: id, index });
-    }
-
-    fn persist(&mut self, id: NodeId, node: &mut Node<MemStorage>, ready: &crate::Ready) {
-        let storage = node.storage_mut();
-        if let Some(snapshot) = &ready.snapshot
-            && let Err(error) = storage.apply_snapshot(snapshot.clone())
-        {
-            self.fail(&format!("node {id} persist snapshot: {error}"));
-        }
-        if let Err(error) = storage.append(&ready.entries) {
-            self.fail(&format!("node {id} persist: {error}"));
-        }
-        if let Some(hard_state) = ready.hard_state {
-            storage.set_hard_state(hard_state);
-        }
-        if let Err(violation) = self.checker.check_persisted(id, &ready.entries, storage) {
-            self.fail(&violation);
-        }
-        self.record(TraceEvent::Persist {
-            node: id,
-            entries: ready.entries.len(),
-            last_index: ready.entries.last().map_or(0, |entry| entry.index),
-            commit: storage.hard_state().commit,
-        });
-    }
-
-    fn apply(&mut self, id: NodeId, node_term: u64, entries: Vec<Entry>) {
-        let slot = self.slot(id);
-        for entry in entries {
-            if let Err(violation) = self.checker.check_applied(id, node_term, &entry) {
-                self.fail(&violation);
-            }
-            self.record(TraceEvent::Apply {
-                node: id,
-                index: entry.index,
-                term: entry.term,
-            });
-            self.nodes[slot].state_machine.apply(entry);
-        }
-    }
-
     /// Proposes `command` at node `id`; returns its log index if the node is a running leader.
     pub fn propose(&mut self, id: NodeId, command: Vec<u8>) -> Option<u64> {
         if !self.is_running(id) {
@@ -459,69 +365,6 @@ impl Simulation {
         let index = self.with_node(id, |node| node.propose(command)).ok()?;
         self.record(TraceEvent::Propose { node: id, index });
         Some(index)
-    }
-
-    /// Crashes a node: its volatile state, unpersisted entries and unsent messages are gone.
-    pub fn crash(&mut self, id: NodeId) {
-        let slot = self.slot(id);
-        let Some(node) = self.nodes[slot].node.take() else {
-            return;
-        };
-        let state = &mut self.nodes[slot];
-        state.disk = node.storage().clone();
-        state.persist_at = None;
-        state.state_machine = StateMachine::default();
-        state.last_role = None;
-        self.record(TraceEvent::Crash { node: id });
-    }
-
-    /// Restarts a crashed node from its disk (a running node is crashed first).
-    pub fn restart(&mut self, id: NodeId) {
-        self.crash(id);
-        self.start_node(id);
-        self.record(TraceEvent::Restart { node: id });
-    }
-
-    fn start_node(&mut self, id: NodeId) {
-        let mut config = self.config.raft.clone();
-        config.id = id;
-        config.voters = self.ids();
-        config.seed = self.rng.random();
-        let slot = self.slot(id);
-        let disk = self.nodes[slot].disk.clone();
-        let snapshot = disk.snapshot().unwrap_or_default();
-        if snapshot.index > 0 {
-            let term = disk.hard_state().term;
-            self.install_snapshot(id, term, &snapshot);
-        }
-        match Node::new(config, disk) {
-            Ok(node) => self.nodes[slot].node = Some(node),
-            Err(error) => self.fail(&format!("node {id} failed to start: {error}")),
-        }
-        self.after_input(id);
-    }
-
-    /// Cuts a node off from everyone (it keeps running).
-    pub fn disconnect(&mut self, id: NodeId) {
-        self.network.disconnect(id);
-        self.record(TraceEvent::Disconnect { node: id });
-    }
-
-    pub fn connect(&mut self, id: NodeId) {
-        self.network.connect(id);
-        self.record(TraceEvent::Connect { node: id });
-    }
-
-    /// Cuts the link between two nodes, both ways.
-    pub fn cut(&mut self, a: NodeId, b: NodeId) {
-        self.network.cut(a, b);
-        self.record(TraceEvent::Cut { a, b });
-    }
-
-    /// Reconnects every node and link.
-    pub fn heal_all(&mut self) {
-        self.network.heal_all();
-        self.record(TraceEvent::HealAll);
     }
 
     /// Checks that every running node holds the whole committed log. For the end of a run,
