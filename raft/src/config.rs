@@ -13,6 +13,8 @@ pub const DEFAULT_HEARTBEAT_TICK: u32 = 1;
 pub const DEFAULT_MAX_INFLIGHT_MSGS: usize = 256;
 /// Default [`Config::max_size_per_msg`]: 1 MiB.
 pub const DEFAULT_MAX_SIZE_PER_MSG: u64 = 1024 * 1024;
+/// Default [`Config::max_uncommitted_entries`].
+pub const DEFAULT_MAX_UNCOMMITTED_ENTRIES: u64 = 4096;
 /// Default [`Config::max_apply_bytes_per_ready`]: 64 MiB.
 pub const DEFAULT_MAX_APPLY_BYTES_PER_READY: u64 = 64 * 1024 * 1024;
 
@@ -41,6 +43,10 @@ pub struct Config {
     /// Bytes of committed entries handed to the application per [`crate::Ready`]; the rest come in
     /// the next one. At least one entry is always handed out. Default 64 MiB.
     pub max_apply_bytes_per_ready: u64,
+    /// Entries a leader holds beyond its commit index before it refuses proposals
+    /// ([`crate::Error::TooManyUncommitted`]). A leader cut off from its majority would otherwise
+    /// accept writes, and grow its log, without bound. Default 4096.
+    pub max_uncommitted_entries: u64,
     /// Run a pre-vote round before a real election, so that a node cut off from the majority
     /// does not inflate its term and depose a healthy leader when it comes back (dissertation,
     /// section 9.6). Default true.
@@ -65,6 +71,7 @@ impl Config {
             max_inflight_msgs: DEFAULT_MAX_INFLIGHT_MSGS,
             max_size_per_msg: DEFAULT_MAX_SIZE_PER_MSG,
             max_apply_bytes_per_ready: DEFAULT_MAX_APPLY_BYTES_PER_READY,
+            max_uncommitted_entries: DEFAULT_MAX_UNCOMMITTED_ENTRIES,
             pre_vote: true,
             check_quorum: true,
             seed: 0,
@@ -99,6 +106,9 @@ impl Config {
         if self.max_inflight_msgs == 0 {
             return Err(ConfigError::ZeroMaxInflightMsgs);
         }
+        if self.max_uncommitted_entries == 0 {
+            return Err(ConfigError::ZeroMaxUncommittedEntries);
+        }
         Ok(())
     }
 }
@@ -125,6 +135,8 @@ pub enum ConfigError {
     },
     #[error("max_inflight_msgs must be at least 1")]
     ZeroMaxInflightMsgs,
+    #[error("max_uncommitted_entries must be at least 1")]
+    ZeroMaxUncommittedEntries,
 }
 
 #[cfg(test)]

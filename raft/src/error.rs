@@ -20,6 +20,10 @@ pub enum Error {
     /// Empty entries are reserved for the leader's no-op (paper, section 8).
     #[error("a proposal must carry a non-empty command")]
     EmptyProposal,
+    /// The leader already holds `limit` entries it could not commit yet
+    /// ([`crate::Config::max_uncommitted_entries`]); retry once the group catches up.
+    #[error("{limit} entries are already waiting to commit")]
+    TooManyUncommitted { limit: u64 },
     #[error("message from {0}, which is not a member of this group")]
     UnknownPeer(NodeId),
     #[error("storage: {0}")]

@@ -56,6 +56,10 @@ impl<S: Storage> Raft<S> {
         if data.is_empty() {
             return Err(Error::EmptyProposal);
         }
+        let limit = self.config.max_uncommitted_entries;
+        if self.log.last_index()? - self.log.committed >= limit {
+            return Err(Error::TooManyUncommitted { limit });
+        }
         self.append_and_broadcast(vec![data])
     }
 
@@ -259,6 +263,7 @@ impl<S: Storage> Raft<S> {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+    use crate::error::Error;
     use crate::message::{AppendResponse, Entry, HardState, Message, MessageBody, Rejection};
     use crate::raft::{Raft, Role, VoteRound};
     use crate::storage::MemStorage;
@@ -345,6 +350,19 @@ mod tests {
         assert_eq!(raft.next_after_rejection(&hint(Some(1), 1)).unwrap(), 4);
         // The follower's log ends at 1.
         assert_eq!(raft.next_after_rejection(&hint(None, 2)).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_leader_refuses_proposals_beyond_the_uncommitted_limit() {
+        let mut raft = leader_over(&[]);
+        raft.config.max_uncommitted_entries = 3;
+        raft.propose(vec![1]).unwrap();
+        raft.propose(vec![2]).unwrap();
+        let refused = raft.propose(vec![3]).unwrap_err();
+        assert!(
+            matches!(refused, Error::TooManyUncommitted { limit: 3 }),
+            "the no-op counts"
+        );
     }
 
     #[test]

@@ -79,6 +79,7 @@ mod storage;
 pub use config::{
     Config, ConfigError, DEFAULT_ELECTION_TICK, DEFAULT_HEARTBEAT_TICK,
     DEFAULT_MAX_APPLY_BYTES_PER_READY, DEFAULT_MAX_INFLIGHT_MSGS, DEFAULT_MAX_SIZE_PER_MSG,
+    DEFAULT_MAX_UNCOMMITTED_ENTRIES,
 };
 pub use error::{Error, Result, StorageError};
 pub use message::{

@@ -320,7 +320,10 @@ impl Simulation {
         let result = input(node);
         let expected = matches!(
             result,
-            Ok(_) | Err(crate::Error::NotLeader { .. } | crate::Error::EmptyProposal)
+            Ok(_)
+                | Err(crate::Error::NotLeader { .. }
+                    | crate::Error::EmptyProposal
+                    | crate::Error::TooManyUncommitted { .. })
         );
         if let (false, Err(error)) = (expected, &result) {
             self.fail(&format!("node {id} failed: {error}"));
