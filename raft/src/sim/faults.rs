@@ -21,6 +21,7 @@ impl Simulation {
         let state = &mut self.nodes[slot];
         state.disk = node.storage().clone();
         state.persist_at = None;
+        state.unpersisted = None;
         state.state_machine = StateMachine::default();
         state.last_role = None;
         self.record(TraceEvent::Crash { node: id });

@@ -95,6 +95,9 @@ pub struct SimConfig {
     /// Each node snapshots its state machine and compacts its log every this many applied
     /// entries; `None` never compacts.
     pub snapshot_interval: Option<u64>,
+    /// Breaks the persistence contract on purpose: send each `Ready`'s messages before its state
+    /// is persisted. Only for showing what the contract prevents; a run with it fails.
+    pub send_before_persist: bool,
 }
 
 impl SimConfig {
@@ -108,6 +111,7 @@ impl SimConfig {
             faults: NetworkFaults::reliable(),
             max_persist_delay_steps: DEFAULT_MAX_PERSIST_DELAY_STEPS,
             snapshot_interval: None,
+            send_before_persist: false,
         }
     }
 }
@@ -119,6 +123,9 @@ struct SimNode {
     disk: MemStorage,
     /// The step at which the pending `Ready` gets handled.
     persist_at: Option<u64>,
+    /// With `send_before_persist`: a `Ready` whose messages were sent, and the step at which it
+    /// gets persisted.
+    unpersisted: Option<(crate::Ready, u64)>,
     /// The step within each tick at which this node's clock ticks.
     tick_phase: u64,
     /// The application: restored from the disk's snapshot on (re)start.
@@ -155,6 +162,7 @@ impl Simulation {
                 node: None,
                 disk: MemStorage::new(),
                 persist_at: None,
+                unpersisted: None,
                 tick_phase,
                 state_machine: StateMachine::default(),
                 last_role: None,
@@ -267,6 +275,13 @@ impl Simulation {
             let slot = self.slot(id);
             if self.nodes[slot].persist_at.is_some_and(|at| at <= self.now) {
                 self.handle_ready(id);
+            }
+            if self.nodes[slot]
+                .unpersisted
+                .as_ref()
+                .is_some_and(|(_, at)| *at <= self.now)
+            {
+                self.persist_late(id);
             }
         }
     }

@@ -4,6 +4,12 @@
 //!
 //! The simulation calls [`Simulation::handle_ready`] a few steps after the input that produced
 //! the `Ready`; a crash in between loses it, exactly as a crash before an fsync would.
+//!
+//! [`super::SimConfig::send_before_persist`] breaks the contract on purpose, for the test that
+//! shows what the contract prevents: messages go out at once, and the persist happens a few
+//! steps later, so a crash in between loses state that the messages already promised.
+
+use rand::RngExt;
 
 use crate::message::{Entry, NodeId, Snapshot};
 use crate::node::{Node, Ready};
@@ -22,15 +28,46 @@ impl Simulation {
             .node
             .take()
             .expect("a pending Ready on a crashed node");
-        let ready = node
+        let mut ready = node
             .ready()
             .unwrap_or_else(|error| self.fail(&format!("node {id}: {error}")));
+        if self.config.send_before_persist {
+            self.send(std::mem::take(&mut ready.messages));
+            let delay = self
+                .rng
+                .random_range(1..=self.config.max_persist_delay_steps.max(1));
+            self.nodes[slot].unpersisted = Some((ready, self.now + delay));
+            self.nodes[slot].node = Some(node);
+            return;
+        }
         self.persist(id, &mut node, &ready);
-        for message in ready.messages {
+        self.send(std::mem::take(&mut ready.messages));
+        self.finish_ready(id, node, ready);
+    }
+
+    /// The contract broken: persist, apply and advance a `Ready` whose messages already left.
+    pub(super) fn persist_late(&mut self, id: NodeId) {
+        let slot = self.slot(id);
+        let (ready, _) = self.nodes[slot]
+            .unpersisted
+            .take()
+            .expect("a Ready to persist");
+        let mut node = self.nodes[slot].node.take().expect("running");
+        self.persist(id, &mut node, &ready);
+        self.finish_ready(id, node, ready);
+    }
+
+    fn send(&mut self, messages: Vec<crate::Message>) {
+        for message in messages {
             if let Some(reason) = self.network.send(message.clone(), self.now, &mut self.rng) {
                 self.trace_drop(&message, reason);
             }
         }
+    }
+
+    /// Install, apply, advance, maybe compact: everything after persisting and sending.
+    fn finish_ready(&mut self, id: NodeId, mut node: Node<MemStorage>, ready: Ready) {
+        let slot = self.slot(id);
         if let Some(snapshot) = &ready.snapshot {
             self.install_snapshot(id, node.status().term, snapshot);
         }
