@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_INFLIGHT_MSGS: usize = 256;
 pub const DEFAULT_MAX_SIZE_PER_MSG: u64 = 1024 * 1024;
 /// Default [`Config::max_uncommitted_entries`].
 pub const DEFAULT_MAX_UNCOMMITTED_ENTRIES: u64 = 4096;
+/// Default [`Config::max_pending_reads`].
+pub const DEFAULT_MAX_PENDING_READS: usize = 1024;
 /// Default [`Config::max_apply_bytes_per_ready`]: 64 MiB.
 pub const DEFAULT_MAX_APPLY_BYTES_PER_READY: u64 = 64 * 1024 * 1024;
 
@@ -47,6 +49,9 @@ pub struct Config {
     /// ([`crate::Error::TooManyUncommitted`]). A leader cut off from its majority would otherwise
     /// accept writes, and grow its log, without bound. Default 4096.
     pub max_uncommitted_entries: u64,
+    /// ReadIndex requests a leader holds while it confirms its leadership
+    /// ([`crate::Error::TooManyPendingReads`] beyond). Default 1024.
+    pub max_pending_reads: usize,
     /// Run a pre-vote round before a real election, so that a node cut off from the majority
     /// does not inflate its term and depose a healthy leader when it comes back (dissertation,
     /// section 9.6). Default true.
@@ -72,6 +77,7 @@ impl Config {
             max_size_per_msg: DEFAULT_MAX_SIZE_PER_MSG,
             max_apply_bytes_per_ready: DEFAULT_MAX_APPLY_BYTES_PER_READY,
             max_uncommitted_entries: DEFAULT_MAX_UNCOMMITTED_ENTRIES,
+            max_pending_reads: DEFAULT_MAX_PENDING_READS,
             pre_vote: true,
             check_quorum: true,
             seed: 0,
@@ -109,6 +115,9 @@ impl Config {
         if self.max_uncommitted_entries == 0 {
             return Err(ConfigError::ZeroMaxUncommittedEntries);
         }
+        if self.max_pending_reads == 0 {
+            return Err(ConfigError::ZeroMaxPendingReads);
+        }
         Ok(())
     }
 }
@@ -137,6 +146,8 @@ pub enum ConfigError {
     ZeroMaxInflightMsgs,
     #[error("max_uncommitted_entries must be at least 1")]
     ZeroMaxUncommittedEntries,
+    #[error("max_pending_reads must be at least 1")]
+    ZeroMaxPendingReads,
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@ pub enum Error {
     /// ([`crate::Config::max_uncommitted_entries`]); retry once the group catches up.
     #[error("{limit} entries are already waiting to commit")]
     TooManyUncommitted { limit: u64 },
+    /// The leader is already confirming `limit` reads ([`crate::Config::max_pending_reads`]).
+    #[error("{limit} reads are already waiting for confirmation")]
+    TooManyPendingReads { limit: usize },
     #[error("message from {0}, which is not a member of this group")]
     UnknownPeer(NodeId),
     #[error("storage: {0}")]

@@ -109,12 +109,17 @@ impl<S: Storage> Raft<S> {
 
     /// A heartbeat's commit index is at most what the leader knows we hold, so it is safe to
     /// apply without a consistency check.
-    pub(crate) fn handle_heartbeat(&mut self, from: NodeId, commit: u64) -> Result<()> {
+    pub(crate) fn handle_heartbeat(
+        &mut self,
+        from: NodeId,
+        commit: u64,
+        read_round: u64,
+    ) -> Result<()> {
         if !self.follow(from) {
             return Ok(());
         }
         self.log.commit_to(commit.min(self.log.last_index()?));
-        self.send(from, MessageBody::HeartbeatResponse);
+        self.send(from, MessageBody::HeartbeatResponse { read_round });
         Ok(())
     }
 }

@@ -104,6 +104,7 @@ impl<S: Storage> Raft<S> {
             return Ok(false);
         }
         self.log.commit_to(index);
+        self.start_reads_awaiting_commit()?;
         Ok(true)
     }
 
@@ -165,7 +166,8 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn broadcast_heartbeat(&mut self) {
         for peer in self.peers() {
             let commit = self.progress[&peer].matched.min(self.log.committed);
-            self.send(peer, MessageBody::Heartbeat { commit });
+            let read_round = self.reads.round;
+            self.send(peer, MessageBody::Heartbeat { commit, read_round });
         }
     }
 
@@ -232,10 +234,15 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId) -> Result<()> {
+    pub(crate) fn handle_heartbeat_response(
+        &mut self,
+        from: NodeId,
+        read_round: u64,
+    ) -> Result<()> {
         if self.role != Role::Leader {
             return Ok(());
         }
+        self.confirm_reads(from, read_round);
         let progress = self.progress.get_mut(&from).expect("peer is a voter");
         progress.on_heartbeat_response();
         if progress.matched < self.log.last_index()? {

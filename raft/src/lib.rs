@@ -51,16 +51,20 @@
 //! - `storage.rs`: the [`Storage`] trait and [`MemStorage`].
 //! - `progress.rs`: the leader's per-follower replication state and flow control.
 //! - `quorum.rs`: majorities.
+//! - `read_index.rs`: linearizable reads confirmed by a heartbeat round ([`ReadState`]).
 //! - `message.rs`: what travels between nodes; `config.rs`: [`Config`]; `error.rs`: [`Error`].
 //! - `sim/`: the deterministic cluster simulation and its safety checker.
 //!
 //! **Compaction** (section 7). The application snapshots its state machine at an applied index
 //! and drops the log before it; a follower that needs dropped entries gets the snapshot instead.
 //!
+//! **Reads** (section 8). A read is linearizable if it reflects every write committed before it
+//! began. ReadIndex gets that without writing to the log: the leader notes its commit index, and
+//! one round of heartbeats answered by a majority proves it was still the leader then.
+//!
 //! # Not built yet
 //!
-//! Linearizable reads with ReadIndex (section 8), leader transfer, and membership changes
-//! (section 6).
+//! Leader transfer, and membership changes (section 6).
 
 mod config;
 mod election;
@@ -73,13 +77,14 @@ pub mod node;
 mod progress;
 mod quorum;
 mod raft;
+mod read_index;
 pub mod sim;
 mod storage;
 
 pub use config::{
     Config, ConfigError, DEFAULT_ELECTION_TICK, DEFAULT_HEARTBEAT_TICK,
-    DEFAULT_MAX_APPLY_BYTES_PER_READY, DEFAULT_MAX_INFLIGHT_MSGS, DEFAULT_MAX_SIZE_PER_MSG,
-    DEFAULT_MAX_UNCOMMITTED_ENTRIES,
+    DEFAULT_MAX_APPLY_BYTES_PER_READY, DEFAULT_MAX_INFLIGHT_MSGS, DEFAULT_MAX_PENDING_READS,
+    DEFAULT_MAX_SIZE_PER_MSG, DEFAULT_MAX_UNCOMMITTED_ENTRIES,
 };
 pub use error::{Error, Result, StorageError};
 pub use message::{
@@ -88,4 +93,5 @@ pub use message::{
 };
 pub use node::{Node, Ready, Status};
 pub use raft::Role;
+pub use read_index::ReadState;
 pub use storage::{MemStorage, Storage};

@@ -12,6 +12,7 @@
 //!  leader --AppendEntries--> follower --AppendEntriesResponse--> leader
 //!  leader --Heartbeat--> follower --HeartbeatResponse--> leader
 //!  leader --InstallSnapshot--> follower --AppendEntriesResponse--> leader
+//!  follower --ReadIndex--> leader --ReadIndexResponse--> follower
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -88,8 +89,21 @@ pub enum MessageBody {
     /// already knows the follower holds (`min(match, commit)`).
     Heartbeat {
         commit: u64,
+        /// The leader's latest ReadIndex round (see `read_index.rs`); echoed in the response.
+        read_round: u64,
     },
-    HeartbeatResponse,
+    HeartbeatResponse {
+        read_round: u64,
+    },
+    /// A follower forwards a read to its leader (dissertation, section 6.4).
+    ReadIndex {
+        context: Vec<u8>,
+    },
+    /// The leader's answer: serve the read once you have applied `index`.
+    ReadIndexResponse {
+        index: u64,
+        context: Vec<u8>,
+    },
     /// InstallSnapshot RPC (paper, section 7 and Figure 13), for a follower that needs entries
     /// the leader has compacted away. Sent whole, not in chunks: a snapshot must fit in one
     /// transport frame. Answered with an `AppendEntriesResponse` accepting up to its index.

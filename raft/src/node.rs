@@ -7,12 +7,14 @@
 //!       node.tick()              every tick interval (e.g. 100 ms)
 //!       node.step(message)       for every message that arrives from a peer
 //!       node.propose(command)    for every client write (on the leader)
+//!       node.read_index(context) for every client read that must be linearizable
 //!       if node.has_ready() {
 //!           let ready = node.ready();
 //!           1. persist ready.snapshot, then ready.entries and ready.hard_state     (fsync)
 //!           2. send ready.messages
 //!           3. install ready.snapshot into the state machine, then apply
-//!              ready.committed_entries, in order
+//!              ready.committed_entries, in order; serve each of ready.read_states once
+//!              the state machine has applied its index
 //!           node.advance();
 //!       }
 //!
@@ -44,6 +46,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::message::{Entry, HardState, Message, NodeId, Snapshot};
 use crate::raft::{Raft, Role};
+use crate::read_index::ReadState;
 use crate::storage::Storage;
 
 /// What the application must do next; see the module docs for the order.
@@ -63,6 +66,8 @@ pub struct Ready {
     /// Newly committed entries, to apply to the state machine in index order. Entries with empty
     /// `data` are leader no-ops and carry no command.
     pub committed_entries: Vec<Entry>,
+    /// Confirmed reads: serve each once the state machine has applied its `index`.
+    pub read_states: Vec<ReadState>,
 }
 
 /// A snapshot of a node's volatile state, for tests, metrics and admin endpoints.
@@ -144,12 +149,21 @@ impl<S: Storage> Node<S> {
         self.raft.propose(data)
     }
 
+    /// Asks for a linearizable read (see `read_index.rs`): a [`ReadState`] carrying `context`
+    /// comes back in a later [`Ready`] once this node's leader has confirmed it still leads. A
+    /// follower forwards the request; a node that knows no leader refuses it. A request can
+    /// also vanish, if leadership changes first: callers retry after a timeout.
+    pub fn read_index(&mut self, context: Vec<u8>) -> Result<()> {
+        self.raft.read_index(context)
+    }
+
     /// Whether a call to [`Node::ready`] would return anything.
     pub fn has_ready(&self) -> bool {
         self.handed.is_none()
             && (!self.raft.outbox.is_empty()
                 || self.raft.log.pending_snapshot().is_some()
                 || !self.raft.log.unstable_entries().is_empty()
+                || !self.raft.read_states.is_empty()
                 || self.raft.hard_state() != self.persisted_hard_state
                 || self.raft.log.committed > self.applied)
     }
@@ -185,6 +199,7 @@ impl<S: Storage> Node<S> {
             entries,
             messages: std::mem::take(&mut self.raft.outbox),
             committed_entries,
+            read_states: std::mem::take(&mut self.raft.read_states),
         })
     }
 

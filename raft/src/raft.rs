@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::log::RaftLog;
 use crate::message::{HardState, Message, MessageBody, NodeId};
 use crate::progress::Progress;
+use crate::read_index::{ReadQueue, ReadState};
 use crate::storage::Storage;
 
 /// The role a node plays in its current term (paper, section 5.1, Figure 4), plus the pre-vote
@@ -63,6 +64,10 @@ pub(crate) struct Raft<S> {
     rng: Xoshiro256PlusPlus,
     /// Messages produced since the last `Ready`.
     pub(crate) outbox: Vec<Message>,
+    /// Reads being confirmed, while leader.
+    pub(crate) reads: ReadQueue,
+    /// Confirmed reads since the last `Ready`.
+    pub(crate) read_states: Vec<ReadState>,
 }
 
 impl<S: Storage> Raft<S> {
@@ -86,6 +91,8 @@ impl<S: Storage> Raft<S> {
             randomized_election_timeout: config.election_tick,
             rng,
             outbox: Vec::new(),
+            reads: ReadQueue::default(),
+            read_states: Vec::new(),
             config,
         };
         raft.become_follower(hard_state.term, None);
@@ -135,6 +142,7 @@ impl<S: Storage> Raft<S> {
         }
         self.leader = None;
         self.votes.clear();
+        self.reads = ReadQueue::default();
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         let tick = self.config.election_tick;
@@ -266,7 +274,7 @@ impl<S: Storage> Raft<S> {
         let reply = match message.body {
             MessageBody::AppendEntries(_)
             | MessageBody::Heartbeat { .. }
-            | MessageBody::InstallSnapshot(_) => MessageBody::HeartbeatResponse,
+            | MessageBody::InstallSnapshot(_) => MessageBody::HeartbeatResponse { read_round: 0 },
             MessageBody::PreVote(_) => MessageBody::PreVoteResponse { granted: false },
             MessageBody::RequestVote(_) => MessageBody::RequestVoteResponse { granted: false },
             _ => return,
@@ -291,12 +299,21 @@ impl<S: Storage> Raft<S> {
                 self.handle_vote_response(from, granted, VoteRound::Real)
             }
             MessageBody::AppendEntries(append) => self.handle_append_entries(from, append),
-            MessageBody::Heartbeat { commit } => self.handle_heartbeat(from, commit),
+            MessageBody::Heartbeat { commit, read_round } => {
+                self.handle_heartbeat(from, commit, read_round)
+            }
             MessageBody::InstallSnapshot(snapshot) => self.handle_install_snapshot(from, snapshot),
             MessageBody::AppendEntriesResponse(response) => {
                 self.handle_append_response(from, response)
             }
-            MessageBody::HeartbeatResponse => self.handle_heartbeat_response(from),
+            MessageBody::HeartbeatResponse { read_round } => {
+                self.handle_heartbeat_response(from, read_round)
+            }
+            MessageBody::ReadIndex { context } => self.handle_read_index(from, context),
+            MessageBody::ReadIndexResponse { index, context } => {
+                self.handle_read_index_response(index, context);
+                Ok(())
+            }
         }
     }
 }

@@ -21,6 +21,9 @@
 //! - **No committed entry is lost**: a node's log must agree with the global committed log at
 //!   the node's commit index, including right after a restart from what it persisted.
 //!
+//! - **Linearizable reads**: a confirmed read's index covers every entry committed (applied
+//!   anywhere) before the read was asked for.
+//!
 //! Snapshots are held to the same standard: every entry a snapshot restores into a state machine
 //! must match the committed log, so compacted entries need no further checks.
 
@@ -29,6 +32,7 @@ use std::collections::HashMap;
 use crate::message::{Entry, NodeId};
 use crate::node::Node;
 use crate::raft::Role;
+use crate::read_index::ReadState;
 use crate::storage::{MemStorage, Storage};
 
 use super::trace::hash_bytes;
@@ -51,6 +55,8 @@ pub(crate) struct Checker {
     persisted: HashMap<(u64, u64), (u64, u64)>,
     /// `committed[i]` is the entry at index `i + 1`, as first applied.
     committed: Vec<Committed>,
+    /// (node, read context) -> how many entries were committed when the read was asked for.
+    reads: HashMap<(NodeId, Vec<u8>), u64>,
 }
 
 impl Checker {
@@ -191,6 +197,26 @@ impl Checker {
                 status.id, status.commit
             )),
         }
+    }
+
+    pub(crate) fn read_issued(&mut self, id: NodeId, context: &[u8]) {
+        self.reads
+            .insert((id, context.to_vec()), self.committed_len());
+    }
+
+    /// Linearizability of a read confirmed on node `id`. The network may duplicate a forwarded
+    /// read or its answer, so one read can be confirmed twice; each confirmation must qualify.
+    pub(crate) fn check_read(&self, id: NodeId, read: &ReadState) -> Result<(), String> {
+        let Some(&committed) = self.reads.get(&(id, read.context.clone())) else {
+            return Err(format!("node {id} confirmed a read nobody asked it for"));
+        };
+        if read.index < committed {
+            return Err(format!(
+                "linearizability: node {id} confirmed a read at index {} but {committed} entries were committed before it was asked",
+                read.index
+            ));
+        }
+        Ok(())
     }
 
     /// How many entries are known committed (applied somewhere).

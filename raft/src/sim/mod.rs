@@ -43,6 +43,7 @@ use rand::{RngExt, SeedableRng};
 use crate::config::Config;
 use crate::message::{Entry, Message, MessageBody, NodeId};
 use crate::node::{Node, Status};
+use crate::read_index::ReadState;
 use crate::storage::MemStorage;
 
 use checker::Checker;
@@ -130,6 +131,8 @@ struct SimNode {
     tick_phase: u64,
     /// The application: restored from the disk's snapshot on (re)start.
     state_machine: StateMachine,
+    /// Reads confirmed on this node, oldest first.
+    read_states: Vec<ReadState>,
     /// Role and term after the last input, to trace changes.
     last_role: Option<(crate::raft::Role, u64)>,
 }
@@ -165,6 +168,7 @@ impl Simulation {
                 unpersisted: None,
                 tick_phase,
                 state_machine: StateMachine::default(),
+                read_states: Vec::new(),
                 last_role: None,
             });
         }
@@ -338,7 +342,8 @@ impl Simulation {
             Ok(_)
                 | Err(crate::Error::NotLeader { .. }
                     | crate::Error::EmptyProposal
-                    | crate::Error::TooManyUncommitted { .. })
+                    | crate::Error::TooManyUncommitted { .. }
+                    | crate::Error::TooManyPendingReads { .. })
         );
         if let (false, Err(error)) = (expected, &result) {
             self.fail(&format!("node {id} failed: {error}"));
@@ -373,6 +378,23 @@ impl Simulation {
                 .random_range(0..=self.config.max_persist_delay_steps);
             self.nodes[slot].persist_at = Some(self.now + delay);
         }
+    }
+
+    /// Asks node `id` for a linearizable read tagged `context` (which should be unique); returns
+    /// whether the node took the request. Its [`ReadState`] shows up in [`Simulation::read_states`]
+    /// once confirmed, and the checker verifies that its index covers every write committed
+    /// before this call.
+    pub fn read_index(&mut self, id: NodeId, context: Vec<u8>) -> bool {
+        if !self.is_running(id) {
+            return false;
+        }
+        self.checker.read_issued(id, &context);
+        self.with_node(id, |node| node.read_index(context)).is_ok()
+    }
+
+    /// Reads confirmed on node `id`, oldest first.
+    pub fn read_states(&self, id: NodeId) -> &[ReadState] {
+        &self.nodes[self.slot(id)].read_states
     }
 
     /// Proposes `command` at node `id`; returns its log index if the node is a running leader.
@@ -424,7 +446,9 @@ fn kind_name(body: &MessageBody) -> &'static str {
         }
         MessageBody::AppendEntriesResponse(crate::AppendResponse::Rejected(_)) => "AppendRejected",
         MessageBody::Heartbeat { .. } => "Heartbeat",
-        MessageBody::HeartbeatResponse => "HeartbeatResponse",
+        MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
+        MessageBody::ReadIndex { .. } => "ReadIndex",
+        MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
         MessageBody::InstallSnapshot(_) => "InstallSnapshot",
     }
 }

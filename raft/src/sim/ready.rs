@@ -13,6 +13,7 @@ use rand::RngExt;
 
 use crate::message::{Entry, NodeId, Snapshot};
 use crate::node::{Node, Ready};
+use crate::read_index::ReadState;
 use crate::storage::{MemStorage, Storage};
 
 use super::Simulation;
@@ -72,10 +73,26 @@ impl Simulation {
             self.install_snapshot(id, node.status().term, snapshot);
         }
         self.apply(id, node.status().term, ready.committed_entries);
+        self.complete_reads(id, ready.read_states);
         node.advance();
         self.maybe_compact(id, &mut node);
         self.nodes[slot].node = Some(node);
         self.after_input(id);
+    }
+
+    /// Confirmed reads: check them for linearizability and keep them for the tests.
+    fn complete_reads(&mut self, id: NodeId, read_states: Vec<ReadState>) {
+        let slot = self.slot(id);
+        for read in read_states {
+            if let Err(violation) = self.checker.check_read(id, &read) {
+                self.fail(&violation);
+            }
+            self.record(TraceEvent::ReadConfirmed {
+                node: id,
+                index: read.index,
+            });
+            self.nodes[slot].read_states.push(read);
+        }
     }
 
     /// Replaces a node's state machine with the one a snapshot describes, after checking it

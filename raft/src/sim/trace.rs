@@ -47,6 +47,10 @@ pub enum TraceEvent {
         role: Role,
         term: u64,
     },
+    ReadConfirmed {
+        node: NodeId,
+        index: u64,
+    },
     InstallSnapshot {
         node: NodeId,
         index: u64,
