@@ -4,8 +4,8 @@
 //! commands in the same order to its own copy of a state machine, and the group keeps working
 //! while a majority of it is up and can talk. The reference throughout is Ongaro and Ousterhout,
 //! *In Search of an Understandable Consensus Algorithm (Extended Version)*, 2014 ("paper, section
-//! N"), and for pre-vote, Ongaro's PhD dissertation, *Consensus: Bridging Theory and Practice*,
-//! 2014 ("dissertation, section N").
+//! N"), and for pre-vote and ReadIndex, Ongaro's PhD dissertation, *Consensus: Bridging Theory
+//! and Practice*, 2014 ("dissertation, section N").
 //!
 //! # The algorithm in one page
 //!
@@ -18,7 +18,9 @@
 //! others. Each node grants one vote per term, and only to a candidate whose log is at least as
 //! up to date as its own (section 5.4.1). A majority of votes makes a leader. With **pre-vote**
 //! (dissertation, section 9.6) a candidate first asks whether it *could* win, without changing
-//! anyone's term, so a node that was cut off cannot depose a healthy leader when it returns.
+//! anyone's term; with **check-quorum** a leader that stops hearing from a majority steps down,
+//! and followers that hear from their leader ignore vote requests (section 6). Together they
+//! keep a node that was cut off from deposing a healthy leader when it returns.
 //!
 //! **Replication** (section 5.3). The leader appends each command to its log and sends it to the
 //! followers with AppendEntries, which carries the index and term of the entry just before the
@@ -34,27 +36,6 @@
 //! **Persistence.** Term, vote and log survive crashes; every reply waits until they are on
 //! disk. See [`node`] for exactly why.
 //!
-//! # How to drive it
-//!
-//! A [`Node`] is a pure state machine: no threads, sockets or clocks. The application calls
-//! [`Node::tick`], [`Node::step`] and [`Node::propose`], then takes a [`Ready`], persists, sends
-//! and applies what it holds, and calls [`Node::advance`]. The same seed ([`Config::seed`]) and
-//! the same sequence of calls give the same behaviour, which is what lets [`sim`] replay any run
-//! from one `u64`.
-//!
-//! # Code map
-//!
-//! - `node.rs`: [`Node`], [`Ready`], the persistence contract.
-//! - `raft.rs`: roles, timers, term rules, dispatch; `election.rs`, `follower.rs`, `leader.rs`:
-//!   the handlers, by role.
-//! - `log.rs`: the log as the node sees it: stable storage plus an unstable tail.
-//! - `storage.rs`: the [`Storage`] trait and [`MemStorage`].
-//! - `progress.rs`: the leader's per-follower replication state and flow control.
-//! - `quorum.rs`: majorities.
-//! - `read_index.rs`: linearizable reads confirmed by a heartbeat round ([`ReadState`]).
-//! - `message.rs`: what travels between nodes; `config.rs`: [`Config`]; `error.rs`: [`Error`].
-//! - `sim/`: the deterministic cluster simulation and its safety checker.
-//!
 //! **Compaction** (section 7). The application snapshots its state machine at an applied index
 //! and drops the log before it; a follower that needs dropped entries gets the snapshot instead.
 //!
@@ -62,9 +43,29 @@
 //! began. ReadIndex gets that without writing to the log: the leader notes its commit index, and
 //! one round of heartbeats answered by a majority proves it was still the leader then.
 //!
+//! # How to drive it
+//!
+//! A [`Node`] is a pure state machine: no threads, sockets or clocks. The application calls
+//! [`Node::tick`], [`Node::step`], [`Node::propose`] and [`Node::read_index`], then takes a
+//! [`Ready`], persists, sends and applies what it holds, and calls [`Node::advance`] (see
+//! [`node`] for the loop). The same seed ([`Config::seed`]) and the same sequence of calls give
+//! the same behaviour, which is what lets [`sim`] replay any run from one `u64`.
+//!
+//! # Code map
+//!
+//! - `node.rs`: [`Node`], [`Ready`], the persistence contract.
+//! - `raft.rs`: roles, timers, term rules, dispatch; `election.rs`, `follower.rs`, `leader.rs`:
+//!   the handlers, by role; `read_index.rs`: linearizable reads ([`ReadState`]).
+//! - `log.rs`: the log as the node sees it: stable storage, then the unstable tail.
+//! - `storage.rs`: the [`Storage`] trait and [`MemStorage`].
+//! - `progress.rs`: the leader's per-follower replication state and flow control.
+//! - `quorum.rs`: majorities.
+//! - `message.rs`: what travels between nodes; `config.rs`: [`Config`]; `error.rs`: [`Error`].
+//! - `sim/`: the deterministic cluster simulation and its safety checker.
+//!
 //! # Not built yet
 //!
-//! Leader transfer, and membership changes (section 6).
+//! Leader transfer, and membership changes (section 6): the voter set is fixed in [`Config`].
 
 mod config;
 mod election;
