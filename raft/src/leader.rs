@@ -202,9 +202,10 @@ impl<S: Storage> Raft<S> {
         if caught_up {
             progress.become_replicate();
         }
-        if self.maybe_commit()? {
-            self.broadcast_append()?;
-        }
+        // Followers learn a new commit index from the next AppendEntries or heartbeat (paper,
+        // section 5.3), within a heartbeat interval. Telling them at once, as etcd does, would
+        // cost a message and its reply per follower per commit: double the traffic per command.
+        self.maybe_commit()?;
         while self.send_append(from, false)? {}
         Ok(())
     }

@@ -222,26 +222,36 @@ fn unreliable_agreement() {
     sim.one(&command(100), 5, true);
 }
 
-/// Clients keep proposing while nodes crash, restart, drop off and return. Every command any
-/// client saw committed must be in the final log, at the index where it was seen.
+/// Clients keep proposing while nodes crash, restart, drop off and return. A client that saw its
+/// command applied (by any node) must find it, at the same index, on every node at the end.
 fn churn(seed: u64, faults: NetworkFaults) {
     let mut config = SimConfig::new(5, seed);
     config.faults = faults;
     let mut sim = Simulation::new(config);
-    let mut proposed: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut waiting: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut acknowledged: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut next = 0u64;
     for tick in 0..300u64 {
+        // Three clients, each sending to the node it believes leads, as redirected clients do.
         for _ in 0..3 {
             next += 1;
-            let id = sim.rng().random_range(1..=5);
+            let id = match sim.leaders().first() {
+                Some(&(leader, _)) => leader,
+                None => sim.rng().random_range(1..=5),
+            };
             if let Some(index) = sim.propose(id, command(next)) {
-                proposed.push((index, command(next)));
+                waiting.push((index, command(next)));
             }
         }
         if tick % 7 == 0 {
             churn_step(&mut sim);
         }
         sim.run_ticks(1);
+        let (seen, still_waiting) = waiting.into_iter().partition(|(index, command)| {
+            sim.n_committed(*index).1.as_deref() == Some(&command[..])
+        });
+        waiting = still_waiting;
+        acknowledged.extend::<Vec<_>>(seen);
     }
     sim.heal_all();
     for id in sim.ids() {
@@ -251,18 +261,18 @@ fn churn(seed: u64, faults: NetworkFaults) {
     }
     sim.set_faults(NetworkFaults::reliable());
     sim.one(b"last", 5, true);
-    let mut seen_committed = 0;
-    for (index, command) in proposed {
-        let (count, found) = sim.n_committed(index);
-        if count > 0 && found.as_deref() == Some(&command[..]) {
-            seen_committed += 1;
-        }
+    for (index, command) in &acknowledged {
+        let found = sim.n_committed(*index);
+        assert_eq!(
+            found,
+            (5, Some(command.clone())),
+            "acknowledged command at {index} lost"
+        );
     }
     assert!(
-        seen_committed > 20,
-        "only {seen_committed} client commands committed"
+        !acknowledged.is_empty(),
+        "no client command was ever acknowledged"
     );
-    sim.check_all_hold_committed();
 }
 
 fn churn_step(sim: &mut Simulation) {
