@@ -13,20 +13,20 @@
 use crate::error::Result;
 use crate::message::{MessageBody, NodeId, VoteRequest};
 use crate::quorum::{VoteResult, tally};
-use crate::raft::{Raft, Role, VoteRound};
+use crate::raft::{Campaign, Raft, Role, VoteRound};
 use crate::storage::Storage;
 
 impl<S: Storage> Raft<S> {
     /// Starts a round of an election and asks every other voter.
-    pub(crate) fn campaign(&mut self, round: VoteRound) -> Result<()> {
-        let term = match round {
-            VoteRound::Pre => {
+    pub(crate) fn campaign(&mut self, campaign: Campaign) -> Result<()> {
+        let (round, term) = match campaign {
+            Campaign::PreVote => {
                 self.become_pre_candidate();
-                self.term + 1
+                (VoteRound::Pre, self.term + 1)
             }
-            VoteRound::Real => {
+            Campaign::Election | Campaign::Transfer => {
                 self.become_candidate();
-                self.term
+                (VoteRound::Real, self.term)
             }
         };
         // A group of one has already won.
@@ -36,6 +36,7 @@ impl<S: Storage> Raft<S> {
         let request = VoteRequest {
             last_log_index: self.log.last_index()?,
             last_log_term: self.log.last_term()?,
+            leadership_transfer: campaign == Campaign::Transfer,
         };
         for peer in self.peers() {
             let body = match round {
@@ -49,7 +50,7 @@ impl<S: Storage> Raft<S> {
 
     fn on_election_won(&mut self, round: VoteRound) -> Result<()> {
         match round {
-            VoteRound::Pre => self.campaign(VoteRound::Real),
+            VoteRound::Pre => self.campaign(Campaign::Election),
             VoteRound::Real => self.become_leader(),
         }
     }
@@ -173,6 +174,7 @@ mod tests {
             body: MessageBody::RequestVote(VoteRequest {
                 last_log_index: 0,
                 last_log_term: 0,
+                leadership_transfer: false,
             }),
         };
         raft.step(ask(2)).unwrap();

@@ -24,6 +24,10 @@ pub enum Error {
     /// ([`crate::Config::max_uncommitted_entries`]); retry once the group catches up.
     #[error("{limit} entries are already waiting to commit")]
     TooManyUncommitted { limit: u64 },
+    /// The leader is handing leadership to `to` and takes no writes meanwhile (dissertation,
+    /// section 3.10); retry at the new leader.
+    #[error("leadership is moving to node {to}")]
+    TransferringLeadership { to: NodeId },
     /// The leader is already confirming `limit` reads ([`crate::Config::max_pending_reads`]).
     #[error("{limit} reads are already waiting for confirmation")]
     TooManyPendingReads { limit: usize },

@@ -56,6 +56,9 @@ impl<S: Storage> Raft<S> {
         if data.is_empty() {
             return Err(Error::EmptyProposal);
         }
+        if let Some(transfer) = &self.transfer {
+            return Err(Error::TransferringLeadership { to: transfer.to });
+        }
         let limit = self.config.max_uncommitted_entries;
         if self.log.last_index()? - self.log.committed >= limit {
             return Err(Error::TooManyUncommitted { limit });
@@ -118,7 +121,7 @@ impl<S: Storage> Raft<S> {
     /// Sends `to` the entries from its `next` index, within the byte limit, unless flow control
     /// pauses it. An AppendEntries without entries still carries the commit index, so it is sent
     /// only when `send_if_empty`. Returns whether a message went out.
-    fn send_append(&mut self, to: NodeId, send_if_empty: bool) -> Result<bool> {
+    pub(crate) fn send_append(&mut self, to: NodeId, send_if_empty: bool) -> Result<bool> {
         let progress = &self.progress[&to];
         if progress.is_paused() {
             return Ok(false);
@@ -207,6 +210,7 @@ impl<S: Storage> Raft<S> {
         // cost a message and its reply per follower per commit: double the traffic per command.
         self.maybe_commit()?;
         while self.send_append(from, false)? {}
+        self.maybe_hand_over(from)?;
         Ok(())
     }
 
@@ -273,7 +277,7 @@ mod tests {
     use crate::config::Config;
     use crate::error::Error;
     use crate::message::{AppendResponse, Entry, HardState, Message, MessageBody, Rejection};
-    use crate::raft::{Raft, Role, VoteRound};
+    use crate::raft::{Campaign, Raft, Role};
     use crate::storage::MemStorage;
 
     /// Node 1 as leader of {1, 2, 3}, elected over the given persisted log of `(index, term)`.
@@ -299,7 +303,7 @@ mod tests {
             ..Config::new(1, vec![1, 2, 3])
         };
         let mut raft = Raft::new(config, storage).unwrap();
-        raft.campaign(VoteRound::Real).unwrap();
+        raft.campaign(Campaign::Election).unwrap();
         let vote = MessageBody::RequestVoteResponse { granted: true };
         raft.step(Message {
             from: 2,

@@ -55,7 +55,8 @@
 //!
 //! - `node.rs`: [`Node`], [`Ready`], the persistence contract.
 //! - `raft.rs`: roles, timers, term rules, dispatch; `election.rs`, `follower.rs`, `leader.rs`:
-//!   the handlers, by role; `read_index.rs`: linearizable reads ([`ReadState`]).
+//!   the handlers, by role; `read_index.rs`: linearizable reads ([`ReadState`]);
+//!   `transfer.rs`: handing leadership to a chosen node.
 //! - `log.rs`: the log as the node sees it: stable storage, then the unstable tail.
 //! - `storage.rs`: the [`Storage`] trait and [`MemStorage`].
 //! - `progress.rs`: the leader's per-follower replication state and flow control.
@@ -65,7 +66,7 @@
 //!
 //! # Not built yet
 //!
-//! Leader transfer, and membership changes (section 6): the voter set is fixed in [`Config`].
+//! Membership changes (section 6): the voter set is fixed in [`Config`].
 
 mod config;
 mod election;
@@ -81,6 +82,7 @@ mod raft;
 mod read_index;
 pub mod sim;
 mod storage;
+mod transfer;
 
 pub use config::{
     Config, ConfigError, DEFAULT_ELECTION_TICK, DEFAULT_HEARTBEAT_TICK,

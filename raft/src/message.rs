@@ -3,9 +3,9 @@
 //! Every type here derives `serde::Serialize` and `Deserialize`; the transport frames them (the
 //! project uses postcard in length-delimited frames with a version field) and nothing in this
 //! crate cares how. The message set is the RPCs of the paper (Figure 2: RequestVote and
-//! AppendEntries, each with its reply; Figure 13: InstallSnapshot), the pre-vote round of
-//! Ongaro's dissertation (section 9.6), and a heartbeat pair kept apart from AppendEntries for
-//! the reason given on [`MessageBody::Heartbeat`].
+//! AppendEntries, each with its reply; Figure 13: InstallSnapshot), the pre-vote round and the
+//! ReadIndex forwarding of Ongaro's dissertation (sections 9.6 and 6.4), and a heartbeat pair
+//! kept apart from AppendEntries for the reason given on [`MessageBody::Heartbeat`].
 //!
 //! ```text
 //!  candidate --PreVote / RequestVote--> voter --PreVoteResponse / RequestVoteResponse--> candidate
@@ -13,6 +13,7 @@
 //!  leader --Heartbeat--> follower --HeartbeatResponse--> leader
 //!  leader --InstallSnapshot--> follower --AppendEntriesResponse--> leader
 //!  follower --ReadIndex--> leader --ReadIndexResponse--> follower
+//!  leader --TimeoutNow--> chosen successor
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -104,6 +105,9 @@ pub enum MessageBody {
         index: u64,
         context: Vec<u8>,
     },
+    /// The leader hands over: "your log is as long as mine; start an election now"
+    /// (dissertation, section 3.10).
+    TimeoutNow,
     /// InstallSnapshot RPC (paper, section 7 and Figure 13), for a follower that needs entries
     /// the leader has compacted away. Sent whole, not in chunks: a snapshot must fit in one
     /// transport frame. Answered with an `AppendEntriesResponse` accepting up to its index.
@@ -115,6 +119,11 @@ impl MessageBody {
     /// lease (see `Raft::in_lease`).
     pub fn is_vote_request(&self) -> bool {
         matches!(self, MessageBody::PreVote(_) | MessageBody::RequestVote(_))
+    }
+
+    /// Whether this is a vote request of an election the leader itself asked for.
+    pub fn is_transfer(&self) -> bool {
+        matches!(self, MessageBody::RequestVote(request) if request.leadership_transfer)
     }
 
     /// Bytes of commands carried, for the simulation's traffic accounting.
@@ -144,6 +153,9 @@ pub struct Snapshot {
 pub struct VoteRequest {
     pub last_log_index: u64,
     pub last_log_term: u64,
+    /// The leader asked this candidate to take over (dissertation, section 3.10): voters grant
+    /// the request even while they believe that leader is alive.
+    pub leadership_transfer: bool,
 }
 
 /// AppendEntries arguments (paper, Figure 2).

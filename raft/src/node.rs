@@ -134,12 +134,7 @@ impl<S: Storage> Node<S> {
         if self.raft.role == Role::Leader {
             return Ok(());
         }
-        let round = if self.raft.config.pre_vote {
-            crate::raft::VoteRound::Pre
-        } else {
-            crate::raft::VoteRound::Real
-        };
-        self.raft.campaign(round)
+        self.raft.campaign(self.raft.timeout_campaign())
     }
 
     /// Appends a command to the log, if this node is the leader, and returns its index. The
@@ -155,6 +150,13 @@ impl<S: Storage> Node<S> {
     /// also vanish, if leadership changes first: callers retry after a timeout.
     pub fn read_index(&mut self, context: Vec<u8>) -> Result<()> {
         self.raft.read_index(context)
+    }
+
+    /// Hands leadership to `to` (see `transfer.rs`): once `to` holds the whole log, it starts an
+    /// election it will win. Meanwhile proposals are refused. If `to` has not taken over within an
+    /// election timeout, this node carries on as leader.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<()> {
+        self.raft.transfer_leadership(to)
     }
 
     /// Whether a call to [`Node::ready`] would return anything.

@@ -18,6 +18,7 @@ use crate::message::{HardState, Message, MessageBody, NodeId};
 use crate::progress::Progress;
 use crate::read_index::{ReadQueue, ReadState};
 use crate::storage::Storage;
+use crate::transfer::Transfer;
 
 /// The role a node plays in its current term (paper, section 5.1, Figure 4), plus the pre-vote
 /// round's pre-candidate (dissertation, section 9.6).
@@ -34,6 +35,18 @@ pub enum Role {
 pub(crate) enum VoteRound {
     Pre,
     Real,
+}
+
+/// Why a node starts campaigning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Campaign {
+    /// Its election timeout passed, with pre-vote on: ask first whether it could win.
+    PreVote,
+    /// Its election timeout passed (or a pre-vote was won): a real election.
+    Election,
+    /// The leader asked it to take over (see `transfer.rs`): a real election whose requests
+    /// voters honour even though they heard from the leader a moment ago.
+    Transfer,
 }
 
 /// Mixed into the seed so that nodes configured with one seed still draw different timeouts
@@ -68,6 +81,8 @@ pub(crate) struct Raft<S> {
     pub(crate) reads: ReadQueue,
     /// Confirmed reads since the last `Ready`.
     pub(crate) read_states: Vec<ReadState>,
+    /// While leader: the node leadership is being handed to, and for how many ticks.
+    pub(crate) transfer: Option<Transfer>,
 }
 
 impl<S: Storage> Raft<S> {
@@ -93,6 +108,7 @@ impl<S: Storage> Raft<S> {
             outbox: Vec::new(),
             reads: ReadQueue::default(),
             read_states: Vec::new(),
+            transfer: None,
             config,
         };
         raft.become_follower(hard_state.term, None);
@@ -143,6 +159,7 @@ impl<S: Storage> Raft<S> {
         self.leader = None;
         self.votes.clear();
         self.reads = ReadQueue::default();
+        self.transfer = None;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         let tick = self.config.election_tick;
@@ -189,12 +206,16 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         self.election_elapsed = 0;
-        let round = if self.config.pre_vote {
-            VoteRound::Pre
+        self.campaign(self.timeout_campaign())
+    }
+
+    /// The campaign an election timeout starts.
+    pub(crate) fn timeout_campaign(&self) -> Campaign {
+        if self.config.pre_vote {
+            Campaign::PreVote
         } else {
-            VoteRound::Real
-        };
-        self.campaign(round)
+            Campaign::Election
+        }
     }
 
     fn tick_leader(&mut self) -> Result<()> {
@@ -207,6 +228,7 @@ impl<S: Storage> Raft<S> {
                 return Ok(());
             }
         }
+        self.tick_transfer();
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
@@ -242,7 +264,7 @@ impl<S: Storage> Raft<S> {
     /// T > currentTerm: set currentTerm = T, convert to follower"), with the pre-vote exceptions.
     /// Returns whether the message should still be handled.
     fn step_higher_term(&mut self, message: &Message) -> bool {
-        if message.body.is_vote_request() && self.in_lease() {
+        if message.body.is_vote_request() && self.in_lease() && !message.body.is_transfer() {
             return false;
         }
         match &message.body {
@@ -310,6 +332,7 @@ impl<S: Storage> Raft<S> {
                 self.handle_heartbeat_response(from, read_round)
             }
             MessageBody::ReadIndex { context } => self.handle_read_index(from, context),
+            MessageBody::TimeoutNow => self.handle_timeout_now(from),
             MessageBody::ReadIndexResponse { index, context } => {
                 self.handle_read_index_response(index, context);
                 Ok(())

@@ -170,7 +170,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::message::{AppendResponse, Message};
-    use crate::raft::VoteRound;
+    use crate::raft::Campaign;
     use crate::storage::MemStorage;
 
     /// Node 1 leading {1, 2, 3} in term 1, its no-op not yet committed.
@@ -180,7 +180,7 @@ mod tests {
             ..Config::new(1, vec![1, 2, 3])
         };
         let mut raft = Raft::new(config, MemStorage::new()).unwrap();
-        raft.campaign(VoteRound::Real).unwrap();
+        raft.campaign(Campaign::Election).unwrap();
         let vote = MessageBody::RequestVoteResponse { granted: true };
         raft.step(Message {
             from: 2,

@@ -1,4 +1,5 @@
-//! Randomized simulation: many seeds, each a run with random proposals, reads, crashes, restarts,
+//! Randomized simulation: many seeds, each a run with random proposals, reads, leadership
+//! transfers, crashes, restarts,
 //! partitions, log compaction and an unreliable network, checked after every event by the simulation's safety
 //! checker, and at the end for liveness (once everything heals, a new command commits
 //! everywhere).
@@ -70,6 +71,12 @@ fn chaos_step(sim: &mut Simulation, next_command: &mut u64) {
         };
         *next_command += 1;
         sim.propose(id, next_command.to_le_bytes().to_vec());
+    }
+    if sim.rng().random_bool(0.01) {
+        let to = pick(sim);
+        if let Some(&(leader, _)) = sim.leaders().first() {
+            sim.transfer_leadership(leader, to);
+        }
     }
     if sim.rng().random_bool(0.3) {
         // A linearizable read; the checker verifies whatever index it is confirmed at.

@@ -343,7 +343,8 @@ impl Simulation {
                 | Err(crate::Error::NotLeader { .. }
                     | crate::Error::EmptyProposal
                     | crate::Error::TooManyUncommitted { .. }
-                    | crate::Error::TooManyPendingReads { .. })
+                    | crate::Error::TooManyPendingReads { .. }
+                    | crate::Error::TransferringLeadership { .. })
         );
         if let (false, Err(error)) = (expected, &result) {
             self.fail(&format!("node {id} failed: {error}"));
@@ -390,6 +391,15 @@ impl Simulation {
         }
         self.checker.read_issued(id, &context);
         self.with_node(id, |node| node.read_index(context)).is_ok()
+    }
+
+    /// Asks node `id`, if it leads, to hand leadership to `to`; returns whether it took the
+    /// request.
+    pub fn transfer_leadership(&mut self, id: NodeId, to: NodeId) -> bool {
+        self.is_running(id)
+            && self
+                .with_node(id, |node| node.transfer_leadership(to))
+                .is_ok()
     }
 
     /// Reads confirmed on node `id`, oldest first.
@@ -449,6 +459,7 @@ fn kind_name(body: &MessageBody) -> &'static str {
         MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
         MessageBody::ReadIndex { .. } => "ReadIndex",
         MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
+        MessageBody::TimeoutNow => "TimeoutNow",
         MessageBody::InstallSnapshot(_) => "InstallSnapshot",
     }
 }

@@ -149,6 +149,9 @@ impl Simulation {
         if let Err(violation) = self.checker.check_persisted(id, &ready.entries, storage) {
             self.fail(&violation);
         }
+        if ready.entries.is_empty() && ready.hard_state.is_none() && ready.snapshot.is_none() {
+            return;
+        }
         self.record(TraceEvent::Persist {
             node: id,
             entries: ready.entries.len(),
