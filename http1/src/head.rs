@@ -97,8 +97,12 @@ impl RequestHead {
     }
 
     /// Whether the client asks to switch protocols (`Connection: upgrade` plus `Upgrade`).
+    /// Upgrade is an HTTP/1.1 mechanism: in an HTTP/1.0 request the field is ignored (RFC 9110
+    /// section 7.8).
     pub fn wants_upgrade(&self) -> bool {
-        self.headers.contains_key(header::UPGRADE) && has_token(&self.headers, "upgrade")
+        self.version == Version::HTTP_11
+            && self.headers.contains_key(header::UPGRADE)
+            && has_token(&self.headers, "upgrade")
     }
 }
 

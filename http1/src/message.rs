@@ -12,7 +12,7 @@ use crate::head::{RequestHead, ResponseHead};
 use crate::upgrade::OnUpgrade;
 
 /// An HTTP request. On the server side `remote_addr` is the peer and `upgrade` is set when the
-/// client asked to switch protocols; on the client side both are ignored.
+/// client asked to switch protocols or sent CONNECT; on the client side both are ignored.
 #[derive(Debug)]
 pub struct Request {
     pub head: RequestHead,
@@ -45,8 +45,10 @@ impl Request {
         self
     }
 
-    /// The connection after a `101 Switching Protocols`: present when the client asked for an
-    /// upgrade. Answer with a 101 response and await the returned future to get the raw stream.
+    /// The connection after a `101 Switching Protocols`, or the tunnel after a 2xx to CONNECT:
+    /// present when the client asked for an upgrade or sent CONNECT (without a body). Answer
+    /// with a 101 (a 2xx for CONNECT) and await the returned future to get the raw stream; any
+    /// other answer leaves the connection HTTP, and the future fails with `Error::Closed`.
     pub fn take_upgrade(&mut self) -> Option<OnUpgrade> {
         self.upgrade.take()
     }

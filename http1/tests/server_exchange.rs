@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http1::server::ServerConfig;
-use http1::{Body, HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http1::{
+    Body, HeaderMap, HeaderValue, Method, OnUpgrade, Request, Response, StatusCode, header,
+};
 use support::{
     bounded, connect, exchange_raw, header_value, read_response, read_to_close, start, status_of,
 };
@@ -17,6 +19,9 @@ use tokio::sync::Notify;
 
 /// Answers by path; each path shows one behaviour.
 async fn router(mut req: Request) -> Response {
+    if req.head.method == Method::CONNECT {
+        return tunnel_to_echo(&mut req);
+    }
     match req.head.path() {
         "/id" => {
             let id = req.head.headers.get("x-id").cloned();
@@ -34,6 +39,8 @@ async fn router(mut req: Request) -> Response {
             Err(e) => Response::text(StatusCode::BAD_REQUEST, e.to_string()),
         },
         "/ignore-body" => Response::text(StatusCode::OK, "ignored"),
+        "/echo" => Response::new(StatusCode::OK, req.body),
+        "/early-hints" => Response::new(StatusCode::from_u16(103).unwrap(), Body::empty()),
         "/panic" => panic!("handler bug"),
         "/upgrade" => upgrade_to_echo(&mut req),
         _ => Response::text(StatusCode::NOT_FOUND, "not found"),
@@ -62,6 +69,24 @@ fn upgrade_to_echo(req: &mut Request) -> Response {
     let Some(on_upgrade) = req.take_upgrade() else {
         return Response::text(StatusCode::BAD_REQUEST, "no upgrade asked");
     };
+    echo(on_upgrade);
+    Response::new(StatusCode::SWITCHING_PROTOCOLS, Body::empty())
+        .with_header(header::CONNECTION, HeaderValue::from_static("upgrade"))
+        .with_header(header::UPGRADE, HeaderValue::from_static("echo"))
+}
+
+/// Opens a CONNECT tunnel to an echo. The handler's Content-Length must not reach the client.
+fn tunnel_to_echo(req: &mut Request) -> Response {
+    let Some(on_upgrade) = req.take_upgrade() else {
+        return Response::text(StatusCode::BAD_REQUEST, "no tunnel");
+    };
+    echo(on_upgrade);
+    Response::new(StatusCode::OK, Body::empty())
+        .with_header(header::CONTENT_LENGTH, HeaderValue::from_static("0"))
+}
+
+/// Echoes every byte of the stream the connection becomes.
+fn echo(on_upgrade: OnUpgrade) {
     tokio::spawn(async move {
         let mut upgraded = on_upgrade.await.unwrap();
         upgraded.io.write_all(&upgraded.read_buf).await.unwrap();
@@ -73,9 +98,6 @@ fn upgrade_to_echo(req: &mut Request) -> Response {
             }
         }
     });
-    Response::new(StatusCode::SWITCHING_PROTOCOLS, Body::empty())
-        .with_header(header::CONNECTION, HeaderValue::from_static("upgrade"))
-        .with_header(header::UPGRADE, HeaderValue::from_static("echo"))
 }
 
 #[tokio::test]
@@ -123,6 +145,67 @@ async fn continue_is_not_sent_when_the_handler_answers_first() {
         let text = String::from_utf8(response).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert_eq!(header_value(&text, "connection"), Some("close"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn continue_waits_behind_earlier_pipelined_responses() {
+    bounded(async {
+        let server = start(ServerConfig::default(), router).await;
+        let mut stream = connect(server.addr).await;
+        let raw = "GET /id HTTP/1.1\r\nHost: x\r\nX-Id: first\r\n\r\n\
+                   POST /collect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        stream.write_all(raw.as_bytes()).await.unwrap();
+        let first = read_response(&mut stream).await;
+        assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+        assert!(first.ends_with("\r\n\r\nfirst"), "{first}");
+        let interim = read_response(&mut stream).await;
+        assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+        stream.write_all(b"hello").await.unwrap();
+        let response = read_response(&mut stream).await;
+        assert!(response.ends_with("\r\n\r\n5"), "{response}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn body_streamed_into_the_response_is_read_without_a_continue() {
+    bounded(async {
+        let server = start(ServerConfig::default(), router).await;
+        let mut stream = connect(server.addr).await;
+        let head =
+            "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // The final response comes first: its head is out before the body is sent, and no
+        // `100 Continue` may follow it.
+        let mut response = Vec::new();
+        let mut byte = [0u8; 1];
+        while !response.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
+            response.push(byte[0]);
+        }
+        let head = String::from_utf8(response).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(header_value(&head, "content-length"), Some("5"));
+        assert_eq!(header_value(&head, "connection"), Some("close"));
+        stream.write_all(b"hello").await.unwrap();
+        assert_eq!(read_to_close(&mut stream).await, b"hello");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn interim_status_from_the_handler_becomes_a_500() {
+    bounded(async {
+        let server = start(ServerConfig::default(), router).await;
+        let raw =
+            "GET /early-hints HTTP/1.1\r\nHost: x\r\n\r\nGET /ten HTTP/1.1\r\nHost: x\r\n\r\n";
+        let response = exchange_raw(server.addr, raw.as_bytes()).await;
+        let text = String::from_utf8(response).unwrap();
+        assert_eq!(status_of(text.as_bytes()), 500, "{text}");
+        assert_eq!(header_value(&text, "connection"), Some("close"));
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
     })
     .await;
 }
@@ -252,6 +335,41 @@ async fn upgrade_hands_over_the_stream_with_buffered_bytes() {
         let mut echoed = [0u8; 4];
         stream.read_exact(&mut echoed).await.unwrap();
         assert_eq!(&echoed, b"ping");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_2xx_opens_a_tunnel_without_framing_fields() {
+    bounded(async {
+        let server = start(ServerConfig::default(), router).await;
+        let mut stream = connect(server.addr).await;
+        let raw = "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
+        stream.write_all(raw.as_bytes()).await.unwrap();
+        let response = read_response(&mut stream).await;
+        assert_eq!(status_of(response.as_bytes()), 200, "{response}");
+        assert_eq!(
+            header_value(&response, "content-length"),
+            None,
+            "{response}"
+        );
+        assert_eq!(header_value(&response, "transfer-encoding"), None);
+        // What follows is the tunnel, not HTTP: a request line is echoed, not answered.
+        stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut echoed = [0u8; 18];
+        stream.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"GET / HTTP/1.1\r\n\r\n");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upgrade_is_ignored_in_http10() {
+    bounded(async {
+        let server = start(ServerConfig::default(), router).await;
+        let raw = "GET /upgrade HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n";
+        let response = exchange_raw(server.addr, raw.as_bytes()).await;
+        assert_eq!(status_of(&response), 400);
     })
     .await;
 }

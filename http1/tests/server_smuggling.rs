@@ -107,9 +107,16 @@ async fn transfer_encoding_in_http10() {
             Response::text(StatusCode::OK, "served\n")
         })
         .await;
-        let raw = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        // The client asks to keep the connection, and what a chunked reading would take for the
+        // end of the body is followed by a second request: refusing is not enough, the
+        // connection must close before anything after the head is read as a request.
+        let raw =
+            b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    0\r\n\r\nGET /smuggled HTTP/1.0\r\n\r\n";
         let response = exchange_raw(server.addr, raw).await;
         assert_eq!(status_of(&response), 400);
+        let text = String::from_utf8_lossy(&response);
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
     })
     .await;
 }

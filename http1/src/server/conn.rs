@@ -164,11 +164,17 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
                     return Ok(HeadRead::Rejected(e.status(), e.to_string()));
                 }
             }
-            self.flush().await?;
-            old_len = lock(&self.transport).wire.read_buf.len();
-            let transport = &self.transport;
-            let read = poll_fn(|cx| lock(transport).wire.poll_fill(cx));
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+            // The deadline covers the flush too: a client that sends half a head and does not
+            // read its earlier responses is still bounded by it.
+            let read = async {
+                self.flush().await?;
+                old_len = lock(&self.transport).wire.read_buf.len();
+                let transport = &self.transport;
+                poll_fn(|cx| lock(transport).wire.poll_fill(cx))
+                    .await
+                    .map_err(crate::error::Error::from)
+            };
             match timeout_at(deadline, read).await {
                 Err(_) => {
                     debug!("header timeout");
@@ -240,10 +246,17 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
         } = parsed;
         let method = head.method.clone();
         let version = head.version;
+        let has_body = kind != BodyKind::Empty;
+        if has_body && head.expects_continue() {
+            // The body's first read writes `100 Continue` straight to the stream: the responses
+            // to earlier pipelined requests must be out before it.
+            self.flush().await?;
+        }
         let body = self.request_body(kind, &head);
-        // An upgrade request with a body is served as a plain request: the body would have to
-        // be read before switching, and no protocol that upgrades sends one.
-        let (upgrade_tx, upgrade) = match head.wants_upgrade() && kind == BodyKind::Empty {
+        // An upgrade or CONNECT request with a body is served as a plain request: the body
+        // would have to be read before switching, and no protocol that switches sends one.
+        let can_switch = head.wants_upgrade() || method == Method::CONNECT;
+        let (upgrade_tx, upgrade) = match can_switch && !has_body {
             true => {
                 let (tx, rx) = upgrade::pending();
                 (Some(tx), Some(rx))
@@ -256,24 +269,31 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
             remote_addr: self.remote_addr,
             upgrade,
         };
-        let (response, handler_ok) = match self.call(handler, request).await? {
+        let (mut response, mut handler_ok) = match self.call(handler, request).await? {
             Some(response) => (response, true),
             None => (internal_error(), false),
         };
         let status = response.status();
-        let switching = upgrade_tx.is_some() && status == StatusCode::SWITCHING_PROTOCOLS;
+        // 101 to an upgrade request, or 2xx to CONNECT (RFC 9110 section 9.3.6), ends HTTP on
+        // this connection.
+        let switching = upgrade_tx.is_some()
+            && match method == Method::CONNECT {
+                true => status.is_success(),
+                false => status == StatusCode::SWITCHING_PROTOCOLS,
+            };
+        if status.is_informational() && !switching {
+            // An interim response would leave the client waiting for a final one that never
+            // comes (and 101 is only an answer to an upgrade request).
+            error!(%status, "handler answered with an interim status: answering 500 and closing");
+            (response, handler_ok) = (internal_error(), false);
+        }
         // Without a body no body reader was started: nothing to settle or finish, and no need to
         // take the transport's lock for it.
-        let has_body = kind != BodyKind::Empty;
         let body_ok = !has_body || self.settle_request_body().await?;
         let exchange = Exchange {
             method,
             version,
-            keep_alive: keep_alive
-                && handler_ok
-                && body_ok
-                && (switching || status != StatusCode::SWITCHING_PROTOCOLS)
-                && !self.shutdown_requested().await,
+            keep_alive: keep_alive && handler_ok && body_ok && !self.shutdown_requested().await,
             switching,
         };
         let reusable = self.write_response(response, &exchange).await?;
@@ -333,9 +353,10 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
         Ok(poll_fn(poll).await)
     }
 
-    /// Settles the request body before the response head is written, finishing a half-written
-    /// `100 Continue`. False when the connection must close after the response: the body's
-    /// framing failed, or the client waits for a `100 Continue` that will never come.
+    /// Settles the request body before the response head is written: a `100 Continue` that a
+    /// body read started is finished, one not started is never sent. False when the
+    /// connection must close after the response: the body's framing failed, or the client may
+    /// still be waiting for the `100 Continue`.
     async fn settle_request_body(&mut self) -> Result<bool> {
         let transport = &self.transport;
         let settle = poll_fn(|cx| lock(transport).poll_settle_continue(cx));
@@ -415,8 +436,10 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
     /// Hands the stream, and what was read past the 101 exchange, to the handler.
     fn upgrade(self, sender: UpgradeSender) -> Result<()> {
         // The request had no body, so no `RequestBody` holds the transport.
+        // Dropping the sender and the transport closes the connection; the handler's
+        // `OnUpgrade` fails with `Error::Closed`.
         let Ok(transport) = Arc::try_unwrap(self.transport) else {
-            debug!("upgrade abandoned: the transport is still shared");
+            error!("upgrade abandoned: the transport is still shared; closing");
             return Ok(());
         };
         let wire = transport

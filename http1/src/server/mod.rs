@@ -17,20 +17,23 @@
 //!            close (silently)          ├─ deadline passed ──────> 408, close    │       │ max_discard_bytes)
 //!                                      └─ EOF ──────────────────> close         │       v
 //!                                                                               │  101 to an upgrade
-//!                              handler panicked ──> 500, close <────────────────┘  request: hand the
+//!                              handler panicked ──> 500, close <────────────────┤  request, 2xx to
+//!                   interim (1xx) final status ──> 500, close <─────────────────┘  CONNECT: hand the
 //!                                                                                  stream over, end
 //! ```
 //!
 //! - **Request bodies** are read from the connection on demand by the body the handler holds
 //!   (see `transport`): back-pressure is TCP's own, `Expect: 100-continue` is answered when the
-//!   handler first reads the body, and a handler that answers without reading it gets the
-//!   connection closed after its response instead of the body being read. A body that breaks
+//!   handler first reads the body, and a handler that answers before reading it gets no `100`
+//!   sent and the connection closed after its response, unless the body was read to the end
+//!   by then (a response that streams the request body back still reads it). A body that breaks
 //!   its framing or `max_body_bytes` reaches the handler as an `Err` frame (a handler that
 //!   collects answers 413 itself: `BodyError::status` says which status), and the connection
 //!   closes after the response.
 //! - **Response bodies** are framed with Content-Length when [`Body::exact_len`] is known,
 //!   chunked (with trailers) otherwise, or delimited by closing the connection for an HTTP/1.0
-//!   client. Responses to HEAD, and 1xx, 204 and 304 responses, carry no body.
+//!   client. Responses to HEAD, 1xx, 204 and 304 responses, and 2xx responses to CONNECT
+//!   carry no body.
 //! - **Pipelining.** Requests are answered in order, one at a time. Responses to requests that
 //!   were already in the read buffer are written together: the buffer is flushed before the
 //!   connection waits (for input or for a handler), not after each response.

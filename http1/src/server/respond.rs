@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! status 1xx, 204, 304                -> no body; the handler's Content-Length (304) is kept
+//! 2xx to CONNECT                      -> no body and no framing fields (RFC 9110 section 9.3.6);
+//!                                        a tunnel follows, or the connection closes
 //! response to HEAD                    -> no body; Content-Length of the body it would have had
 //! body length known                   -> Content-Length
 //! unknown, HTTP/1.1 client            -> chunked, trailers allowed
@@ -50,7 +52,8 @@ pub(super) struct Exchange {
     pub(super) version: Version,
     /// Whether the connection may stay open, as far as the request and the server go.
     pub(super) keep_alive: bool,
-    /// A 101 that switches protocols: its Connection and Upgrade fields are the handler's.
+    /// A 101 (or a 2xx to CONNECT) that ends HTTP on the connection: its Connection and
+    /// Upgrade fields are the handler's.
     pub(super) switching: bool,
 }
 
@@ -59,22 +62,30 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
     /// connection can carry another exchange afterwards.
     pub(super) async fn write_response(
         &mut self,
-        response: Response,
+        mut response: Response,
         exchange: &Exchange,
     ) -> Result<bool> {
+        let tunnel = is_tunnel(&response, exchange);
+        if tunnel {
+            // RFC 9110 section 9.3.6: a 2xx to CONNECT has no framing fields.
+            response.head.headers.remove(header::CONTENT_LENGTH);
+            response.head.headers.remove(header::TRANSFER_ENCODING);
+        }
         let (head_framing, body_framing) = choose_framing(&response, exchange);
         let headers = &response.head.headers;
         let handler_closes = head::has_token(headers, "close");
-        let keep_alive =
-            exchange.keep_alive && body_framing != OutgoingFraming::Close && !handler_closes;
+        let keep_alive = exchange.keep_alive
+            && body_framing != OutgoingFraming::Close
+            && !handler_closes
+            && !tunnel;
         let date = (!headers.contains_key(header::DATE)).then(date::field_line);
         let connection = connection_line(headers, exchange, keep_alive, handler_closes);
         let added: [&[u8]; 2] = [date.as_ref().map_or(&[], |line| line), connection];
         head::encode_response_with(&response.head, head_framing, &added, &mut self.write_buf);
-        if body_framing == OutgoingFraming::None {
-            return Ok(keep_alive);
-        }
-        let body_complete = self.write_body(response.body, body_framing).await?;
+        let body_complete = match body_framing {
+            OutgoingFraming::None => true,
+            _ => self.write_body(response.body, body_framing).await?,
+        };
         if self.write_buf.len() >= WRITE_BUF_FLUSH_BYTES {
             self.flush().await?;
         }
@@ -186,7 +197,8 @@ fn choose_framing(response: &Response, exchange: &Exchange) -> (OutgoingFraming,
     let status = response.head.status;
     let no_body = status.is_informational()
         || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+        || status == StatusCode::NOT_MODIFIED
+        || is_tunnel(response, exchange);
     if no_body {
         return (OutgoingFraming::None, OutgoingFraming::None);
     }
@@ -206,6 +218,12 @@ fn choose_framing(response: &Response, exchange: &Exchange) -> (OutgoingFraming,
         None => OutgoingFraming::Chunked,
     };
     (framing, framing)
+}
+
+/// A 2xx to CONNECT: what follows the head is the tunnel, not a body, and never another HTTP
+/// exchange.
+fn is_tunnel(response: &Response, exchange: &Exchange) -> bool {
+    exchange.method == Method::CONNECT && response.head.status.is_success()
 }
 
 /// The Connection field line the server adds to tell the client what happens next, if any.

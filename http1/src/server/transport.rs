@@ -10,6 +10,9 @@
 //!   slows the client down. Nothing buffers a whole body.
 //! - **`Expect: 100-continue`** (RFC 9110 section 10.1.1). The first poll of the body writes
 //!   `100 Continue` before reading, which is exactly "when the handler first reads the body".
+//!   If the final response is written first, the `100` is never sent: the body can still be
+//!   read (a client sends it anyway after waiting a while), and the connection closes after
+//!   the response unless it was read to the end.
 //! - **No copy.** Body data is split off the read buffer as `Bytes`.
 //!
 //! The lock is uncontended in practice: the handler usually runs on the connection's own task,
@@ -89,8 +92,9 @@ enum Continue {
     Owed,
     /// Partly written.
     Writing { written: usize },
-    /// The final response went out first; the client must not send the body, and the
-    /// connection closes after the response instead of reading it.
+    /// The final response went out first, so a `100` can no longer be sent. The client may
+    /// still send the body (a handler streaming it into the response reads it), but nothing
+    /// says it will: the connection closes after the response unless the body was read.
     Refused,
 }
 
@@ -101,7 +105,8 @@ pub(crate) enum BodyState {
     Complete,
     /// Broken framing, a limit, a stall or a closed connection: the stream cannot be trusted.
     Failed,
-    /// The client waits for `100 Continue` that will now never come: close after responding.
+    /// The client may wait for a `100 Continue` that will now never come: close after
+    /// responding.
     Refused,
     /// Not read to the end; `remaining` is known for Content-Length bodies.
     Unread { remaining: Option<u64> },
@@ -137,17 +142,11 @@ impl<T: Io> Transport<T> {
         });
     }
 
-    /// The state of the body, settling a pending `100 Continue` one way or the other: a
-    /// continue that was never started is refused (the response goes out instead); one that
-    /// is half written must be finished first, so that call [`Transport::poll_settle_continue`]
-    /// before this.
-    pub(crate) fn body_state(&mut self) -> BodyState {
-        let Some(reader) = &mut self.body else {
+    /// The state of the body.
+    pub(crate) fn body_state(&self) -> BodyState {
+        let Some(reader) = &self.body else {
             return BodyState::Complete;
         };
-        if reader.expect == Continue::Owed {
-            reader.expect = Continue::Refused;
-        }
         if reader.failed {
             BodyState::Failed
         } else if reader.decoder.is_done() {
@@ -161,14 +160,21 @@ impl<T: Io> Transport<T> {
         }
     }
 
-    /// Finishes writing a `100 Continue` that a body read started, so that the final response
-    /// never interleaves with it.
+    /// Called before the final response head is written: finishes writing a `100 Continue`
+    /// that a body read started, so that the response never interleaves with it, and refuses
+    /// one not started, in the same step, so that a body read elsewhere cannot start one while
+    /// the response is written.
     pub(crate) fn poll_settle_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.body {
-            Some(reader) if matches!(reader.expect, Continue::Writing { .. }) => {
-                self.wire.poll_send_continue(cx, &mut reader.expect)
+        let Some(reader) = &mut self.body else {
+            return Poll::Ready(Ok(()));
+        };
+        match reader.expect {
+            Continue::Owed => {
+                reader.expect = Continue::Refused;
+                Poll::Ready(Ok(()))
             }
-            _ => Poll::Ready(Ok(())),
+            Continue::Writing { .. } => self.wire.poll_send_continue(cx, &mut reader.expect),
+            Continue::Settled | Continue::Refused => Poll::Ready(Ok(())),
         }
     }
 
@@ -232,14 +238,8 @@ fn poll_body<T: Io>(
     reader: &mut BodyReader,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame>>> {
-    match reader.expect {
-        Continue::Refused => return Poll::Ready(Some(Err(Error::Closed))),
-        Continue::Owed | Continue::Writing { .. } => {
-            if let Err(e) = ready!(wire.poll_send_continue(cx, &mut reader.expect)) {
-                return Poll::Ready(Some(Err(e.into())));
-            }
-        }
-        Continue::Settled => {}
+    if let Err(e) = ready!(wire.poll_send_continue(cx, &mut reader.expect)) {
+        return Poll::Ready(Some(Err(e.into())));
     }
     loop {
         let step = if wire.eof {
