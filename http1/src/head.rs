@@ -149,7 +149,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<ParsedRequest
         version,
         headers,
     };
-    check_host(&mut head, seen.hosts)?;
+    check_host(&mut head, &seen)?;
     // Most requests have no framing or Connection field: the answer without them is known, and
     // looking them up in the map would cost more than the rest of these checks.
     let body = match seen.framing {
@@ -295,6 +295,9 @@ fn map_parse_error(e: httparse::Error, max_headers: usize) -> HeadError {
 struct Seen {
     /// Host field lines.
     hosts: usize,
+    /// Some Host value is not a valid authority (checked where the bytes are at hand, rather
+    /// than by a lookup in the map afterwards).
+    invalid_host: bool,
     /// Any Content-Length or Transfer-Encoding.
     framing: bool,
     /// Any Connection.
@@ -307,7 +310,10 @@ fn to_header_map(fields: &[httparse::Header<'_>]) -> Result<(HeaderMap, Seen), H
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("invalid header name"))?;
-        seen.hosts += usize::from(name == header::HOST);
+        if name == header::HOST {
+            seen.hosts += 1;
+            seen.invalid_host |= !is_valid_authority(field.value);
+        }
         seen.framing |= name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
         seen.connection |= name == header::CONNECTION;
         // HeaderValue refuses NUL, CR, LF and other controls, which httparse lets through in
@@ -320,21 +326,20 @@ fn to_header_map(fields: &[httparse::Header<'_>]) -> Result<(HeaderMap, Seen), H
 }
 
 /// RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, with
-/// more than one (`count` of them were seen), or with an invalid one. For an absolute-form
-/// target (`GET http://a/ ...`) the target's authority wins over Host (section 3.2.2), so Host
-/// is replaced by it: whoever routes on Host after us sees the same authority as a server that
-/// follows the target.
-fn check_host(head: &mut RequestHead, count: usize) -> Result<(), HeadError> {
+/// more than one, or with an invalid one. For an absolute-form target (`GET http://a/ ...`) the
+/// target's authority wins over Host (section 3.2.2), so Host is replaced by it: whoever routes
+/// on Host after us sees the same authority as a server that follows the target.
+fn check_host(head: &mut RequestHead, seen: &Seen) -> Result<(), HeadError> {
     let count_ok = match head.version {
-        Version::HTTP_11 => count == 1,
-        _ => count <= 1,
+        Version::HTTP_11 => seen.hosts == 1,
+        _ => seen.hosts <= 1,
     };
-    let value_ok = head
-        .headers
-        .get(header::HOST)
-        .is_none_or(|v| is_valid_authority(v.as_bytes()));
-    if !count_ok || !value_ok {
+    if !count_ok || seen.invalid_host {
         return Err(HeadError::BadHost);
+    }
+    if head.target.starts_with('/') {
+        // Origin-form, by far the most common: no authority in the target.
+        return Ok(());
     }
     if let Some(authority) = absolute_form_authority(&head.target) {
         if !is_valid_authority(authority.as_bytes()) {
@@ -361,6 +366,24 @@ fn absolute_form_authority(target: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
+/// The bytes of a reg-name or IPv4 address (RFC 3986 section 3.2.2): unreserved, `%` of a
+/// percent-encoding, and sub-delimiters. A table, because every request's Host goes through it.
+const REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'%')
+            || matches!(
+                c,
+                b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            );
+        b += 1;
+    }
+    table
+};
+
 /// `uri-host [ ":" port ]` (RFC 9110 section 7.2): a reg-name or IPv4 address of unreserved,
 /// percent-encoded and sub-delimiter characters, or an IP literal in brackets, then digits
 /// after a colon. Userinfo (`@`), paths and spaces are refused. An empty value is allowed: a
@@ -386,9 +409,7 @@ fn is_valid_authority(value: &[u8]) -> bool {
             None => (value, &b""[..]),
         },
     };
-    let host_ok = host
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+    let host_ok = host.iter().all(|&b| REG_NAME[usize::from(b)]);
     let port_ok = match port {
         [] => true,
         [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
