@@ -124,6 +124,20 @@ fn waiting_fails_early_with_the_output_of_a_server_that_exits() {
 }
 
 #[test]
+fn wait_exit_reports_an_exit_that_came_before_the_call() {
+    let spec = ProcessSpec::new("exits-at-once", "/bin/sh").args(["-c", "exit 3"]);
+    let mut process = Process::spawn(spec).unwrap();
+    // Let it exit first, and make the harness notice (and reap) it before `wait_exit`.
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+    while process.is_running() {
+        assert!(std::time::Instant::now() < deadline, "sh did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = process.wait_exit(Duration::ZERO).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(3));
+}
+
+#[test]
 fn wait_port_sees_the_listening_socket() {
     let mut hello = start_hello("hello-port");
     hello
