@@ -24,10 +24,14 @@ pub const DEFAULT_MAX_APPLY_BYTES_PER_READY: u64 = 64 * 1024 * 1024;
 /// tick is by how often it calls [`crate::Node::tick`] (100 ms is a common choice).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// This node's id; non-zero and one of `voters`.
+    /// This node's id; non-zero, and one of `voters` unless `voters` is empty.
     pub id: NodeId,
-    /// Every voting member, this node included. Fixed for the life of the group until membership
-    /// changes (paper, section 6) are built.
+    /// The group's first configuration: every voting member of a new group, this node included,
+    /// the same list on every founding member. It counts only until the log or a snapshot says
+    /// otherwise (see `membership.rs`), so a founding member restarts with the same list whatever
+    /// changed since. A node that joins an existing group passes an empty list: it learns the
+    /// membership from the leader (it is added as a learner first, see
+    /// [`crate::MembershipChange`]).
     pub voters: Vec<NodeId>,
     /// Ticks without hearing from a leader before a follower campaigns. Each node draws its real
     /// timeout uniformly from `[election_tick, 2 * election_tick)` after every role change, so
@@ -92,7 +96,7 @@ impl Config {
         if self.voters.contains(&0) {
             return Err(ConfigError::ZeroVoter);
         }
-        if !self.voters.contains(&self.id) {
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter(self.id));
         }
         let mut sorted = self.voters.clone();

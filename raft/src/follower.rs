@@ -139,6 +139,7 @@ mod tests {
                 index,
                 term,
                 data: vec![1],
+                ..Entry::default()
             })
             .collect();
         storage.append(&entries).unwrap();
@@ -205,6 +206,7 @@ mod tests {
             index: 2,
             term: 3,
             data: vec![7],
+            ..Entry::default()
         }];
         let response = append(&mut raft, (1, 1), new);
         assert_eq!(response, AppendResponse::Accepted { match_index: 2 });

@@ -59,14 +59,17 @@
 //!   `transfer.rs`: handing leadership to a chosen node.
 //! - `log.rs`: the log as the node sees it: stable storage, then the unstable tail.
 //! - `storage.rs`: the [`Storage`] trait and [`MemStorage`].
+//! - `membership.rs`: single-server membership changes, learners, [`ConfState`].
 //! - `progress.rs`: the leader's per-follower replication state and flow control.
 //! - `quorum.rs`: majorities.
 //! - `message.rs`: what travels between nodes; `config.rs`: [`Config`]; `error.rs`: [`Error`].
 //! - `sim/`: the deterministic cluster simulation and its safety checker.
 //!
-//! # Not built yet
-//!
-//! Membership changes (section 6): the voter set is fixed in [`Config`].
+//! **Membership changes** (section 6; dissertation, chapter 4). One server at a time: adding or
+//! removing a single voter keeps every old majority overlapping every new one, so no joint
+//! configuration is needed. A configuration is a log entry and takes effect as soon as it is
+//! appended; new servers join as non-voting learners and are promoted once caught up. See
+//! `membership.rs`.
 
 mod config;
 mod election;
@@ -74,6 +77,7 @@ mod error;
 mod follower;
 mod leader;
 mod log;
+mod membership;
 mod message;
 pub mod node;
 mod progress;
@@ -90,9 +94,10 @@ pub use config::{
     DEFAULT_MAX_SIZE_PER_MSG, DEFAULT_MAX_UNCOMMITTED_ENTRIES,
 };
 pub use error::{Error, Result, StorageError};
+pub use membership::ConfChangeError;
 pub use message::{
-    AppendEntries, AppendResponse, Entry, HardState, Message, MessageBody, NodeId, Rejection,
-    Snapshot, VoteRequest,
+    AppendEntries, AppendResponse, ConfChange, ConfState, Entry, EntryKind, HardState,
+    MembershipChange, Message, MessageBody, NodeId, Rejection, Snapshot, VoteRequest,
 };
 pub use node::{Node, Ready, Status};
 pub use raft::Role;

@@ -22,8 +22,12 @@
 //! section 5.4.3).
 
 use crate::error::{Result, StorageError};
-use crate::message::{Entry, Snapshot};
+use crate::membership::Membership;
+use crate::message::{ConfState, Entry, Snapshot};
 use crate::storage::Storage;
+
+/// Bytes of entries read at a time when a restarting node scans its log for configurations.
+const CONF_SCAN_BATCH_BYTES: u64 = 1024 * 1024;
 
 pub(crate) struct RaftLog<S> {
     storage: S,
@@ -34,19 +38,44 @@ pub(crate) struct RaftLog<S> {
     pending_snapshot: Option<Snapshot>,
     /// Highest index known to be committed (paper, Figure 2, commitIndex).
     pub(crate) committed: u64,
+    /// The configurations along this log; the last is in force (see `membership.rs`).
+    pub(crate) membership: Membership,
 }
 
 impl<S: Storage> RaftLog<S> {
-    pub(crate) fn new(storage: S) -> Result<Self> {
+    /// The log as `storage` left it. Its configuration comes from the storage's snapshot, or
+    /// `bootstrap` if it has none, followed by every configuration entry stored after it.
+    pub(crate) fn new(storage: S, bootstrap: ConfState) -> Result<Self> {
         let hard_state = storage.initial_state()?;
         let unstable_offset = storage.last_index()? + 1;
-        Ok(RaftLog {
+        let snapshot = storage.snapshot()?;
+        let membership = if snapshot.index > 0 {
+            Membership::new(snapshot.index, snapshot.conf_state)
+        } else {
+            Membership::new(0, bootstrap)
+        };
+        let mut log = RaftLog {
             storage,
             unstable_offset,
             unstable: Vec::new(),
             pending_snapshot: None,
-            committed: hard_state.commit,
-        })
+            committed: hard_state.commit.max(snapshot.index),
+            membership,
+        };
+        log.scan_configurations(snapshot.index + 1)?;
+        Ok(log)
+    }
+
+    /// Replays the configuration entries stored from `from` on into `membership`.
+    fn scan_configurations(&mut self, from: u64) -> Result<()> {
+        let mut next = from.max(self.storage.first_index()?);
+        let end = self.storage.last_index()? + 1;
+        while next < end {
+            let batch = self.storage.entries(next, end, CONF_SCAN_BATCH_BYTES)?;
+            next += batch.len() as u64;
+            self.membership.on_append(&batch);
+        }
+        Ok(())
     }
 
     pub(crate) fn storage(&self) -> &S {
@@ -158,6 +187,7 @@ impl<S: Storage> RaftLog<S> {
             "truncating committed entry {}",
             first.index
         );
+        self.membership.on_append(entries);
         let after_unstable = self.unstable_offset + self.unstable.len() as u64;
         if first.index == after_unstable {
             self.unstable.extend_from_slice(entries);
@@ -262,6 +292,8 @@ impl<S: Storage> RaftLog<S> {
         self.committed = snapshot.index;
         self.unstable.clear();
         self.unstable_offset = snapshot.index + 1;
+        self.membership
+            .restore(snapshot.index, snapshot.conf_state.clone());
         self.pending_snapshot = Some(snapshot);
     }
 
@@ -318,6 +350,7 @@ mod tests {
                 index,
                 term,
                 data: vec![1],
+                ..Entry::default()
             })
             .collect()
     }
@@ -325,7 +358,7 @@ mod tests {
     fn persisted(log: &[Entry]) -> RaftLog<MemStorage> {
         let mut storage = MemStorage::new();
         storage.append(log).unwrap();
-        RaftLog::new(storage).unwrap()
+        RaftLog::new(storage, ConfState::with_voters(vec![1])).unwrap()
     }
 
     #[test]
@@ -380,7 +413,7 @@ mod tests {
         log.restore(Snapshot {
             index: 7,
             term: 2,
-            data: Vec::new(),
+            ..Snapshot::default()
         });
         assert_eq!(
             (log.first_index().unwrap(), log.last_index().unwrap()),

@@ -14,7 +14,7 @@ use rand::{RngExt, SeedableRng};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log::RaftLog;
-use crate::message::{HardState, Message, MessageBody, NodeId};
+use crate::message::{ConfState, HardState, Message, MessageBody, NodeId};
 use crate::progress::Progress;
 use crate::read_index::{ReadQueue, ReadState};
 use crate::storage::Storage;
@@ -64,8 +64,11 @@ pub(crate) struct Raft<S> {
     /// The leader of `term`, once known.
     pub(crate) leader: Option<NodeId>,
     pub(crate) config: Config,
-    /// Per-voter replication state; meaningful only while leader.
+    /// Per-member replication state (voters, learners, and the leader itself); meaningful only
+    /// while leader.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// The `Membership::version` that `progress` reflects.
+    pub(crate) conf_version: u64,
     /// Answers received in the current (pre-)election.
     pub(crate) votes: BTreeMap<NodeId, bool>,
     /// Ticks since the last reset: since hearing from the leader for a follower, since the
@@ -89,7 +92,8 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn new(config: Config, storage: S) -> Result<Self> {
         config.validate()?;
         let hard_state = storage.initial_state()?;
-        let log = RaftLog::new(storage)?;
+        let bootstrap = ConfState::with_voters(config.voters.clone());
+        let log = RaftLog::new(storage, bootstrap)?;
         let rng =
             Xoshiro256PlusPlus::seed_from_u64(config.seed ^ config.id.wrapping_mul(SEED_ID_MIX));
         let mut raft = Raft {
@@ -100,6 +104,7 @@ impl<S: Storage> Raft<S> {
             role: Role::Follower,
             leader: None,
             progress: BTreeMap::new(),
+            conf_version: 0,
             votes: BTreeMap::new(),
             election_elapsed: 0,
             heartbeat_elapsed: 0,
@@ -123,14 +128,24 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// The configuration in force: the latest in this node's log (see `membership.rs`).
+    pub(crate) fn conf(&self) -> &ConfState {
+        self.log.membership.current()
+    }
+
     pub(crate) fn voters(&self) -> &[NodeId] {
-        &self.config.voters
+        &self.conf().voters
+    }
+
+    /// Whether this node may campaign and vote counts for it: it is a voter in its own
+    /// configuration (learners and removed nodes never campaign, dissertation, section 4.2.3).
+    pub(crate) fn is_voter(&self) -> bool {
+        self.conf().is_voter(self.id)
     }
 
     /// The other voters, in id order (an owned list, so the caller may mutate `self` meanwhile).
     pub(crate) fn peers(&self) -> Vec<NodeId> {
-        self.config
-            .voters
+        self.voters()
             .iter()
             .copied()
             .filter(|&id| id != self.id)
@@ -201,8 +216,8 @@ impl<S: Storage> Raft<S> {
     /// A follower or candidate that hears nothing for its election timeout campaigns (paper,
     /// section 5.2).
     fn tick_election(&mut self) -> Result<()> {
-        self.election_elapsed += 1;
-        if self.election_elapsed < self.randomized_election_timeout {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.election_elapsed < self.randomized_election_timeout || !self.is_voter() {
             return Ok(());
         }
         self.election_elapsed = 0;
@@ -246,8 +261,13 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Feeds one message from a peer through the term rules, then to its handler.
+    ///
+    /// Messages from nodes outside this node's configuration are handled too: a node being added
+    /// hears from the leader before it holds the entry that adds it, and a leader may hear from
+    /// a node whose addition it has not yet appended or whose removal it has. Handlers that need
+    /// per-member state ignore senders they hold none for.
     pub(crate) fn step(&mut self, message: Message) -> Result<()> {
-        if !self.voters().contains(&message.from) || message.from == self.id {
+        if message.from == 0 || message.from == self.id {
             return Err(Error::UnknownPeer(message.from));
         }
         if message.term > self.term && !self.step_higher_term(&message) {

@@ -112,7 +112,7 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         let index = self.log.committed;
-        if self.voters().len() == 1 {
+        if self.voters() == [self.id] {
             self.release_read(requester, index, context);
             return Ok(());
         }
@@ -140,15 +140,19 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn confirm_reads(&mut self, from: NodeId, round: u64) {
         let acked = self.reads.acked_round.entry(from).or_default();
         *acked = (*acked).max(round);
-        let needed = majority(self.voters().len());
+        // Only voters count, the leader too only if it is one (it may be leading its own
+        // removal, dissertation, section 4.2.2).
+        let conf = self.conf().clone();
+        let needed = majority(conf.voters.len());
+        let own = usize::from(conf.is_voter(self.id));
         while let Some(read) = self.reads.pending.front() {
             let peers_acked = self
                 .reads
                 .acked_round
-                .values()
-                .filter(|&&r| r >= read.round)
+                .iter()
+                .filter(|&(&id, &r)| r >= read.round && conf.is_voter(id))
                 .count();
-            if 1 + peers_acked < needed {
+            if own + peers_acked < needed {
                 break;
             }
             let read = self.reads.pending.pop_front().expect("checked by the loop");

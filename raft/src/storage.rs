@@ -17,7 +17,7 @@
 //! AppendEntries that starts at `first_index` needs it as `prev_log_term`.
 
 use crate::error::StorageError;
-use crate::message::{Entry, HardState, Snapshot};
+use crate::message::{ConfState, Entry, HardState, Snapshot};
 
 /// The read side of stable storage.
 pub trait Storage {
@@ -84,10 +84,16 @@ impl MemStorage {
         Ok(())
     }
 
-    /// Records a snapshot of the state machine as of `index` (which the application has applied).
-    /// Entries stay until [`MemStorage::compact`]: keeping a tail lets a follower that is only a
-    /// little behind catch up from entries rather than a whole snapshot.
-    pub fn create_snapshot(&mut self, index: u64, data: Vec<u8>) -> Result<(), StorageError> {
+    /// Records a snapshot of the state machine as of `index` (which the application has applied),
+    /// with the membership in force there ([`crate::Node::conf_state_at`]). Entries stay until
+    /// [`MemStorage::compact`]: keeping a tail lets a follower that is only a little behind catch
+    /// up from entries rather than a whole snapshot.
+    pub fn create_snapshot(
+        &mut self,
+        index: u64,
+        conf_state: ConfState,
+        data: Vec<u8>,
+    ) -> Result<(), StorageError> {
         if index <= self.snapshot.index {
             return Err(StorageError::SnapshotOutOfDate {
                 index,
@@ -95,7 +101,12 @@ impl MemStorage {
             });
         }
         let term = self.term(index)?;
-        self.snapshot = Snapshot { index, term, data };
+        self.snapshot = Snapshot {
+            index,
+            term,
+            conf_state,
+            data,
+        };
         Ok(())
     }
 
@@ -223,6 +234,7 @@ mod tests {
             index,
             term,
             data: vec![index as u8],
+            ..Entry::default()
         }
     }
 
@@ -274,7 +286,9 @@ mod tests {
         storage
             .append(&[entry(1, 1), entry(2, 2), entry(3, 2)])
             .unwrap();
-        storage.create_snapshot(2, b"state".to_vec()).unwrap();
+        storage
+            .create_snapshot(2, ConfState::default(), b"state".to_vec())
+            .unwrap();
         storage.compact(2).unwrap();
         assert_eq!(storage.first_index().unwrap(), 3);
         assert_eq!(storage.term(2).unwrap(), 2);
@@ -296,7 +310,9 @@ mod tests {
         storage
             .append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
             .unwrap();
-        storage.create_snapshot(3, Vec::new()).unwrap();
+        storage
+            .create_snapshot(3, ConfState::default(), Vec::new())
+            .unwrap();
         assert_eq!(storage.first_index().unwrap(), 1);
         assert_eq!(storage.entries(2, 3, u64::MAX).unwrap(), vec![entry(2, 1)]);
         storage.compact(1).unwrap();
@@ -314,7 +330,7 @@ mod tests {
             .apply_snapshot(Snapshot {
                 index: 5,
                 term: 3,
-                data: Vec::new(),
+                ..Snapshot::default()
             })
             .unwrap();
         assert_eq!(

@@ -1,12 +1,16 @@
 //! Randomized simulation: many seeds, each a run with random proposals, reads, leadership
-//! transfers, crashes, restarts,
-//! partitions, log compaction and an unreliable network, checked after every event by the simulation's safety
-//! checker, and at the end for liveness (once everything heals, a new command commits
-//! everywhere).
+//! transfers, membership changes, crashes, restarts, partitions, log compaction and an
+//! unreliable network, checked after every event by the simulation's safety checker, and at the
+//! end for liveness (once everything heals, a new command commits on every member).
+//!
+//! One seed in five runs membership changes: five node slots, of which three found the group;
+//! the others are added as learners, promoted, and voters (the leader included) removed, one
+//! change at a time, whenever the dice say so.
 //!
 //! `RAFT_SIM_SEEDS=100000 cargo test -p raft --release --test random` runs more seeds;
 //! `RAFT_SIM_SEED=N cargo test -p raft --test random` replays one. A failure prints its seed.
 
+use raft::MembershipChange;
 use raft::sim::{NetworkFaults, SimConfig, Simulation, seeds_from_env};
 use rand::RngExt;
 
@@ -15,10 +19,22 @@ const DEFAULT_SEEDS_PER_TEST: u64 = 500;
 /// Ticks of chaos per seed.
 const CHAOS_TICKS: u64 = 400;
 
+/// Whether a seed's run changes membership.
+fn reconfigures(seed: u64) -> bool {
+    seed % 5 == 4
+}
+
 /// One randomized run; returns the trace hash.
 fn run_seed(seed: u64) -> u64 {
-    let nodes = if seed.is_multiple_of(2) { 3 } else { 5 };
+    let nodes = if seed.is_multiple_of(2) && !reconfigures(seed) {
+        3
+    } else {
+        5
+    };
     let mut config = SimConfig::new(nodes, seed);
+    if reconfigures(seed) {
+        config.raft.voters = vec![1, 2, 3];
+    }
     config.faults = if seed.is_multiple_of(3) {
         NetworkFaults::unreliable_with_long_reordering()
     } else {
@@ -43,6 +59,9 @@ fn run_seed(seed: u64) -> u64 {
     for _ in 0..CHAOS_TICKS {
         sim.run_ticks(1);
         chaos_step(&mut sim, &mut next_command);
+        if reconfigures(seed) && sim.rng().random_bool(0.1) {
+            reconfigure(&mut sim);
+        }
     }
     sim.heal_all();
     for id in sim.ids() {
@@ -51,7 +70,12 @@ fn run_seed(seed: u64) -> u64 {
         }
     }
     sim.set_faults(NetworkFaults::reliable());
-    sim.one(b"final", nodes, true);
+    let members = if reconfigures(seed) {
+        retire_non_members(&mut sim)
+    } else {
+        nodes
+    };
+    sim.one(b"final", members, true);
     sim.run_ticks(10);
     sim.check_all_hold_committed();
     sim.trace_hash()
@@ -109,6 +133,52 @@ fn chaos_step(sim: &mut Simulation, next_command: &mut u64) {
     } else if roll < 0.16 {
         sim.heal_all();
     }
+}
+
+/// Asks whoever leads for one random single-server change; refusals (a change pending, a
+/// learner behind, not the leader) are part of the game.
+fn reconfigure(sim: &mut Simulation) {
+    let Some(&(leader, _)) = sim.leaders().first() else {
+        return;
+    };
+    let Some(conf) = sim.conf_state(leader) else {
+        return;
+    };
+    let outsiders: Vec<u64> = sim
+        .ids()
+        .into_iter()
+        .filter(|&id| !conf.is_member(id))
+        .collect();
+    let roll: f64 = sim.rng().random();
+    let change = if roll < 0.5 && !conf.learners.is_empty() {
+        MembershipChange::PromoteLearner(
+            conf.learners[sim.rng().random_range(0..conf.learners.len())],
+        )
+    } else if roll < 0.8 && !outsiders.is_empty() {
+        MembershipChange::AddLearner(outsiders[sim.rng().random_range(0..outsiders.len())])
+    } else if conf.voters.len() > 2 {
+        MembershipChange::RemoveNode(conf.voters[sim.rng().random_range(0..conf.voters.len())])
+    } else {
+        return;
+    };
+    sim.propose_conf_change(leader, change);
+}
+
+/// The operator's side of removal: once the group has a leader again, nodes outside its
+/// configuration are shut down (a removed node that missed its removal would otherwise keep
+/// campaigning, which seeds without pre-vote or check-quorum do not defend against). Returns
+/// how many members remain.
+fn retire_non_members(sim: &mut Simulation) -> usize {
+    let leader = sim.check_one_leader();
+    sim.run_ticks(20);
+    let leader = sim.leaders().first().map_or(leader, |&(id, _)| id);
+    let conf = sim.conf_state(leader).expect("a running leader");
+    for id in sim.ids() {
+        if !conf.is_member(id) {
+            sim.crash(id);
+        }
+    }
+    conf.members().len()
 }
 
 fn run_seeds(offset: u64) {

@@ -41,7 +41,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use crate::config::Config;
-use crate::message::{Entry, Message, MessageBody, NodeId};
+use crate::message::{ConfState, Entry, MembershipChange, Message, MessageBody, NodeId};
 use crate::node::{Node, Status};
 use crate::read_index::ReadState;
 use crate::storage::MemStorage;
@@ -88,7 +88,9 @@ pub struct SimConfig {
     /// Group size; nodes get ids `1..=nodes`.
     pub nodes: usize,
     pub seed: u64,
-    /// Template for every node: `id`, `voters` and `seed` are filled in per node.
+    /// Template for every node: `id` and `seed` are filled in per node. `voters` is the founding
+    /// configuration (all nodes, unless a test changes it): nodes outside it start with an
+    /// empty configuration, waiting to be added (see [`Simulation::propose_conf_change`]).
     pub raft: Config,
     pub faults: NetworkFaults,
     /// A `Ready` is handled between 0 and this many steps after the input that produced it.
@@ -344,7 +346,9 @@ impl Simulation {
                     | crate::Error::EmptyProposal
                     | crate::Error::TooManyUncommitted { .. }
                     | crate::Error::TooManyPendingReads { .. }
-                    | crate::Error::TransferringLeadership { .. })
+                    | crate::Error::TransferringLeadership { .. }
+                    | crate::Error::ConfChange(_)
+                    | crate::Error::NotAVoter(_))
         );
         if let (false, Err(error)) = (expected, &result) {
             self.fail(&format!("node {id} failed: {error}"));
@@ -417,10 +421,38 @@ impl Simulation {
         Some(index)
     }
 
-    /// Checks that every running node holds the whole committed log. For the end of a run,
-    /// once the group has had time to catch everyone up.
+    /// Proposes a membership change at node `id`; returns the index of its configuration entry
+    /// if the node is a running leader that accepts it.
+    pub fn propose_conf_change(&mut self, id: NodeId, change: MembershipChange) -> Option<u64> {
+        if !self.is_running(id) {
+            return None;
+        }
+        let index = self
+            .with_node(id, |node| node.propose_conf_change(change))
+            .ok()?;
+        self.record(TraceEvent::ConfChange {
+            node: id,
+            index,
+            change,
+        });
+        Some(index)
+    }
+
+    /// The configuration in force on a running node.
+    pub fn conf_state(&self, id: NodeId) -> Option<ConfState> {
+        let node = self.nodes[self.slot(id)].node.as_ref()?;
+        Some(node.conf_state().clone())
+    }
+
+    /// Checks that every running member holds the whole committed log. For the end of a run,
+    /// once the group has had time to catch everyone up. Members are those of the configuration
+    /// of the latest leader (all nodes if there is none): removed nodes stop receiving the log.
     pub fn check_all_hold_committed(&self) {
-        for id in self.ids() {
+        let latest_leader = self.leaders().into_iter().max_by_key(|&(_, term)| term);
+        let members = latest_leader
+            .and_then(|(leader, _)| self.conf_state(leader))
+            .map_or_else(|| self.ids(), |conf| conf.members());
+        for id in members {
             let Some(node) = self.nodes[self.slot(id)].node.as_ref() else {
                 continue;
             };

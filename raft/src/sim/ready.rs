@@ -118,14 +118,22 @@ impl Simulation {
         };
         let machine = &self.nodes[self.slot(id)].state_machine;
         let index = machine.applied_index();
-        let storage = node.storage_mut();
-        let snapshot_index = storage.snapshot().map_or(0, |snapshot| snapshot.index);
+        let snapshot_index = node
+            .storage()
+            .snapshot()
+            .map_or(0, |snapshot| snapshot.index);
         if index < snapshot_index + interval {
             return;
         }
         let data = machine.snapshot_data();
+        let Some(conf_state) = node.conf_state_at(index).cloned() else {
+            self.fail(&format!(
+                "node {id} does not know its configuration at {index}"
+            ));
+        };
+        let storage = node.storage_mut();
         let compacted = storage
-            .create_snapshot(index, data)
+            .create_snapshot(index, conf_state, data)
             .and_then(|()| storage.compact(index));
         if let Err(error) = compacted {
             self.fail(&format!("node {id} compaction: {error}"));
