@@ -24,6 +24,7 @@ impl<S: Storage> Raft<S> {
         }
         self.leader = Some(leader);
         self.election_elapsed = 0;
+        self.lease_guard_on_start = false;
         true
     }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use crate::config::Config;
+use crate::config::{Config, ReadMode};
 use crate::error::{Error, Result};
 use crate::log::RaftLog;
 use crate::message::{ConfState, HardState, Message, MessageBody, NodeId};
@@ -75,6 +75,13 @@ pub(crate) struct Raft<S> {
     /// campaign began for a candidate, since the last quorum check for a leader.
     pub(crate) election_elapsed: u32,
     heartbeat_elapsed: u32,
+    /// Ticks since this node started: the clock lease reads are measured on.
+    pub(crate) ticks: u64,
+    /// With lease reads, a node that just (re)started behaves for one election timeout as if it
+    /// followed a leader: before the crash it may have acknowledged a heartbeat that some leader
+    /// now counts in its lease, and it must not help elect a successor while that lease may
+    /// last. Cleared once it hears from a leader or an election timeout passes.
+    pub(crate) lease_guard_on_start: bool,
     /// This term's election timeout, drawn from `[election_tick, 2 * election_tick)`.
     randomized_election_timeout: u32,
     rng: Xoshiro256PlusPlus,
@@ -108,6 +115,8 @@ impl<S: Storage> Raft<S> {
             votes: BTreeMap::new(),
             election_elapsed: 0,
             heartbeat_elapsed: 0,
+            ticks: 0,
+            lease_guard_on_start: matches!(config.read_mode, ReadMode::Lease { .. }),
             randomized_election_timeout: config.election_tick,
             rng,
             outbox: Vec::new(),
@@ -207,6 +216,7 @@ impl<S: Storage> Raft<S> {
 
     /// The caller's clock: one tick of logical time.
     pub(crate) fn tick(&mut self) -> Result<()> {
+        self.ticks += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -217,6 +227,9 @@ impl<S: Storage> Raft<S> {
     /// section 5.2).
     fn tick_election(&mut self) -> Result<()> {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.election_elapsed >= self.config.election_tick {
+            self.lease_guard_on_start = false;
+        }
         if self.election_elapsed < self.randomized_election_timeout || !self.is_voter() {
             return Ok(());
         }
@@ -246,6 +259,10 @@ impl<S: Storage> Raft<S> {
         self.tick_transfer();
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
             self.heartbeat_elapsed = 0;
+            if matches!(self.config.read_mode, ReadMode::Lease { .. }) {
+                // Each heartbeat is its own round, so its answers can renew the lease.
+                self.start_heartbeat_round();
+            }
             self.broadcast_heartbeat();
         }
         Ok(())
@@ -254,9 +271,12 @@ impl<S: Storage> Raft<S> {
     /// Whether this node heard from a leader less than an election timeout ago. Inside such a
     /// lease a node ignores vote requests for a higher term: a server that was cut off (or is
     /// being removed) must not depose a leader the majority still follows (paper, section 6).
+    ///
+    /// Lease reads (see `read_index.rs`) rest on this refusal: a node that answered a leader's
+    /// heartbeat helps elect nobody else for an election timeout after it.
     pub(crate) fn in_lease(&self) -> bool {
         self.config.check_quorum
-            && self.leader.is_some()
+            && (self.leader.is_some() || self.lease_guard_on_start)
             && self.election_elapsed < self.config.election_tick
     }
 

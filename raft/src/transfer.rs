@@ -60,6 +60,9 @@ impl<S: Storage> Raft<S> {
             return Ok(false);
         }
         self.send(peer, MessageBody::TimeoutNow);
+        // The successor's vote requests bypass the followers' leases (they are marked as a
+        // transfer), so this leader's lease no longer holds.
+        self.reads.lease_revoked = true;
         Ok(true)
     }
 

@@ -3,9 +3,12 @@
 //! was asked for; these scenarios make sure reads are confirmed when they should be, and only
 //! then.
 
+use raft::ReadMode;
 use raft::sim::{SimConfig, Simulation};
 
 const ELECTION_TIMEOUT_TICKS: u64 = 20;
+/// Lease length for the lease-read tests: two ticks short of the minimum election timeout.
+const LEASE_TICKS: u32 = 8;
 
 fn command(n: u64) -> Vec<u8> {
     n.to_le_bytes().to_vec()
@@ -83,4 +86,67 @@ fn a_node_without_a_leader_refuses_reads() {
         !sim.read_index(1, b"too early".to_vec()),
         "no leader is known at start"
     );
+}
+
+fn lease_simulation(nodes: usize, seed: u64) -> Simulation {
+    let mut config = SimConfig::new(nodes, seed);
+    config.raft.read_mode = ReadMode::Lease {
+        lease_ticks: LEASE_TICKS,
+    };
+    Simulation::new(config)
+}
+
+/// Lease reads (dissertation, section 6.4.1): a leader whose lease is fresh answers a read
+/// without asking anyone. Cut off right after a heartbeat round, it still confirms a read, which
+/// a ReadIndex leader in the same position never does (see the test above).
+#[test]
+fn a_lease_read_needs_no_round_trip() {
+    let mut sim = lease_simulation(3, 43);
+    let last = sim.one(&command(1), 3, true);
+    sim.run_ticks(2);
+    let leader = sim.check_one_leader();
+    sim.disconnect(leader);
+    assert!(sim.read_index(leader, b"from the lease".to_vec()));
+    sim.run_steps(raft::sim::DEFAULT_MAX_PERSIST_DELAY_STEPS + 1);
+    let reads = sim.read_states(leader);
+    assert_eq!(reads.len(), 1, "the lease read was not answered at once");
+    assert!(reads[0].index >= last);
+}
+
+/// The lease runs out before anyone else can lead: an isolated leader asked for a read at every
+/// step answers from its lease for a while, then stops, and only after its last answer does
+/// the majority elect a successor. Meanwhile the successor's writes are checked against every
+/// read the old leader confirmed (the checker's linearizability rule).
+#[test]
+fn a_lease_expires_before_a_successor_is_elected() {
+    for seed in raft::sim::seeds_from_env(20) {
+        let mut sim = lease_simulation(5, seed);
+        sim.one(&command(1), 5, true);
+        sim.run_ticks(2);
+        let old = sim.check_one_leader();
+        sim.disconnect(old);
+        let mut last_answer_tick = None;
+        let mut successor_tick = None;
+        for step in 0..3 * ELECTION_TIMEOUT_TICKS * raft::sim::STEPS_PER_TICK {
+            let context = format!("read {step}").into_bytes();
+            let answered = sim.read_states(old).len();
+            sim.read_index(old, context);
+            sim.run_steps(1);
+            if sim.read_states(old).len() > answered {
+                last_answer_tick = Some(sim.now_ticks());
+            }
+            if successor_tick.is_none() && sim.leaders().iter().any(|&(id, _)| id != old) {
+                successor_tick = Some(sim.now_ticks());
+                let successor = sim.check_one_leader();
+                sim.propose(successor, command(2));
+            }
+        }
+        let last_answer = last_answer_tick.expect("the lease answered no read");
+        let successor = successor_tick.expect("no successor was elected");
+        assert!(
+            last_answer < successor,
+            "seed {seed}: lease read at tick {last_answer}, successor at tick {successor}"
+        );
+        sim.one(&command(3), 4, true);
+    }
 }
