@@ -87,6 +87,7 @@ mod read_index;
 pub mod sim;
 mod storage;
 mod transfer;
+mod wal_storage;
 
 pub use config::{
     Config, ConfigError, DEFAULT_ELECTION_TICK, DEFAULT_HEARTBEAT_TICK,
@@ -103,3 +104,4 @@ pub use node::{Node, Ready, Status};
 pub use raft::Role;
 pub use read_index::ReadState;
 pub use storage::{MemStorage, Storage};
+pub use wal_storage::WalStorage;

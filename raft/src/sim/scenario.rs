@@ -14,7 +14,9 @@ const LEADER_CHECK_ATTEMPTS: u64 = 10;
 /// Ticks between two of those attempts.
 const LEADER_CHECK_INTERVAL_TICKS: u64 = 5;
 /// How long [`Simulation::one`] keeps trying before it fails.
-const ONE_TIMEOUT_TICKS: u64 = 100;
+/// Generous: on a lossy network a group that needs every remaining vote (four voters, one down)
+/// can take several election rounds.
+const ONE_TIMEOUT_TICKS: u64 = 300;
 /// How long [`Simulation::one`] waits for one proposal to commit before trying again.
 const ONE_ATTEMPT_TICKS: u64 = 20;
 /// How long [`Simulation::change_membership`] keeps trying before it fails.
