@@ -20,6 +20,8 @@ use rand::RngExt;
 const DEFAULT_SEEDS_PER_TEST: u64 = 500;
 /// Ticks of chaos per seed.
 const CHAOS_TICKS: u64 = 400;
+/// How long the final phase of a reconfiguring run waits for a leader.
+const LEADER_WAIT_TICKS: u64 = 300;
 
 /// Whether a seed's run changes membership.
 fn reconfigures(seed: u64) -> bool {
@@ -176,6 +178,14 @@ fn reconfigure(sim: &mut Simulation) {
 /// campaigning, which seeds without pre-vote or check-quorum do not defend against). Returns
 /// how many members remain.
 fn retire_non_members(sim: &mut Simulation) -> usize {
+    // Two voters that restarted together can split their votes a few times running (each needs
+    // the other's vote): give the election longer than `check_one_leader` alone does.
+    for _ in 0..LEADER_WAIT_TICKS {
+        if !sim.leaders().is_empty() {
+            break;
+        }
+        sim.run_ticks(1);
+    }
     let leader = sim.check_one_leader();
     sim.run_ticks(20);
     let leader = sim.leaders().first().map_or(leader, |&(id, _)| id);
