@@ -47,7 +47,7 @@ impl<S: Storage> Raft<S> {
             append.prev_log_index,
             append.prev_log_term,
             append.leader_commit,
-            &append.entries,
+            append.entries,
         )?;
         let response = match appended {
             Some(match_index) => AppendResponse::Accepted { match_index },

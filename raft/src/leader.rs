@@ -157,7 +157,7 @@ impl<S: Storage> Raft<S> {
                 }
             })
             .collect();
-        self.log.append(&entries)?;
+        self.log.append(entries)?;
         self.sync_progress_with_conf()?;
         // The leader counts its own copy now, though it is not yet on disk: no message that could
         // let a follower acknowledge these entries leaves before the same Ready persists them.

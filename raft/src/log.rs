@@ -177,27 +177,31 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Appends entries that follow on from the log or replace part of its tail, truncating
-    /// whatever they overlap.
-    pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<()> {
+    /// whatever they overlap. Takes them by value: they move into the unstable tail uncopied.
+    pub(crate) fn append(&mut self, mut entries: Vec<Entry>) -> Result<()> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
+        let first_index = first.index;
         assert!(
-            first.index > self.committed,
-            "truncating committed entry {}",
-            first.index
+            first_index > self.committed,
+            "truncating committed entry {first_index}"
         );
-        self.membership.on_append(entries);
+        self.membership.on_append(&entries);
         let after_unstable = self.unstable_offset + self.unstable.len() as u64;
-        if first.index == after_unstable {
-            self.unstable.extend_from_slice(entries);
-        } else if first.index <= self.unstable_offset {
-            self.unstable_offset = first.index;
-            self.unstable = entries.to_vec();
-        } else {
+        if first_index <= self.unstable_offset {
+            self.unstable_offset = first_index;
+            self.unstable = entries;
+            return Ok(());
+        }
+        if first_index < after_unstable {
             self.unstable
-                .truncate((first.index - self.unstable_offset) as usize);
-            self.unstable.extend_from_slice(entries);
+                .truncate((first_index - self.unstable_offset) as usize);
+        }
+        if self.unstable.is_empty() {
+            self.unstable = entries;
+        } else {
+            self.unstable.append(&mut entries);
         }
         Ok(())
     }
@@ -211,19 +215,22 @@ impl<S: Storage> RaftLog<S> {
         prev_index: u64,
         prev_term: u64,
         leader_commit: u64,
-        entries: &[Entry],
+        mut entries: Vec<Entry>,
     ) -> Result<Option<u64>> {
         if self.term_if_present(prev_index)? != Some(prev_term) {
             return Ok(None);
         }
         let last_new_index = prev_index + entries.len() as u64;
-        if let Some(conflict) = self.first_conflict(entries)? {
+        if let Some(conflict) = self.first_conflict(&entries)? {
             assert!(
                 conflict > self.committed,
                 "entry {conflict} conflicts with a committed entry"
             );
             let skip = (conflict - prev_index - 1) as usize;
-            self.append(&entries[skip..])?;
+            if skip > 0 {
+                entries.drain(..skip);
+            }
+            self.append(entries)?;
         }
         // Only up to the last entry this message vouches for: past it, our log may still hold
         // entries from a deposed leader (paper, Figure 2, receiver step 5).
@@ -364,7 +371,7 @@ mod tests {
     #[test]
     fn a_conflicting_suffix_in_storage_is_shadowed_until_persisted() {
         let mut log = persisted(&entries(1..=3, 1));
-        let reply = log.maybe_append(1, 1, 0, &entries(2..=2, 2)).unwrap();
+        let reply = log.maybe_append(1, 1, 0, entries(2..=2, 2)).unwrap();
         assert_eq!(reply, Some(2));
         assert_eq!(log.last_index().unwrap(), 2);
         assert_eq!(log.term(2).unwrap(), 2);
@@ -376,9 +383,9 @@ mod tests {
     #[test]
     fn a_stale_shorter_append_does_not_truncate() {
         let mut log = persisted(&[]);
-        log.maybe_append(0, 0, 0, &entries(1..=3, 1)).unwrap();
+        log.maybe_append(0, 0, 0, entries(1..=3, 1)).unwrap();
         assert_eq!(
-            log.maybe_append(0, 0, 0, &entries(1..=1, 1)).unwrap(),
+            log.maybe_append(0, 0, 0, entries(1..=1, 1)).unwrap(),
             Some(1)
         );
         assert_eq!(log.last_index().unwrap(), 3);
@@ -387,14 +394,14 @@ mod tests {
     #[test]
     fn consistency_check_fails_on_a_missing_or_different_previous_entry() {
         let mut log = persisted(&entries(1..=2, 1));
-        assert_eq!(log.maybe_append(3, 1, 0, &[]).unwrap(), None);
-        assert_eq!(log.maybe_append(2, 2, 0, &[]).unwrap(), None);
+        assert_eq!(log.maybe_append(3, 1, 0, Vec::new()).unwrap(), None);
+        assert_eq!(log.maybe_append(2, 2, 0, Vec::new()).unwrap(), None);
     }
 
     #[test]
     fn commit_stops_at_the_last_entry_the_message_vouches_for() {
         let mut log = persisted(&entries(1..=5, 1));
-        log.maybe_append(2, 1, 5, &[]).unwrap();
+        log.maybe_append(2, 1, 5, Vec::new()).unwrap();
         assert_eq!(log.committed, 2);
     }
 
@@ -422,7 +429,7 @@ mod tests {
         assert_eq!(log.term(7).unwrap(), 2);
         assert!(log.term(3).is_err());
         assert_eq!(
-            log.maybe_append(7, 2, 8, &entries(8..=8, 2)).unwrap(),
+            log.maybe_append(7, 2, 8, entries(8..=8, 2)).unwrap(),
             Some(8)
         );
         assert_eq!(log.committed, 8);
