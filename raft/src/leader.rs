@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result, StorageError};
 use crate::message::{
-    AppendEntries, AppendResponse, Entry, EntryKind, MessageBody, NodeId, Rejection,
+    AppendEntries, AppendResponse, ConfChange, Entry, EntryKind, MessageBody, NodeId, Rejection,
 };
 use crate::progress::{Progress, ProgressState};
 use crate::quorum::{committed_index, majority};
@@ -37,7 +37,17 @@ impl<S: Storage> Raft<S> {
         // Entries of earlier terms cannot be committed by counting replicas (section 5.4.2), so
         // without an entry of its own term a leader could not commit, nor learn what is
         // committed, until a client wrote (paper, section 8).
-        self.append_and_broadcast(vec![(Vec::new(), EntryKind::Command)])?;
+        let no_op = if self.log.membership.current_index() == 0 {
+            // The group's first leader: the founding configuration, known so far only from
+            // `Config::voters`, goes into the log (see `membership.rs`).
+            EntryKind::ConfChange(ConfChange {
+                change: None,
+                conf_state: self.conf().clone(),
+            })
+        } else {
+            EntryKind::Command
+        };
+        self.append_and_broadcast(vec![(Vec::new(), no_op)])?;
         Ok(())
     }
 

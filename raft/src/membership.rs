@@ -53,7 +53,9 @@
 //! not only the change, so a server needs nothing before it to know its membership: a node that
 //! joins with an empty log learns the group from the first configuration entry or snapshot the
 //! leader sends it. A snapshot records the configuration as of its last index (paper, Figure 12).
-//! The first configuration of a group, before any entry, is [`crate::Config::voters`].
+//! The first configuration of a group, before any entry, is [`crate::Config::voters`]; the
+//! group's first leader writes it into the log as its no-op (`Raft::become_leader`), so a node
+//! that joins later and replays the log from index 1 knows the membership at every index.
 
 use thiserror::Error;
 
@@ -120,7 +122,10 @@ impl<S: Storage> Raft<S> {
             }
         }
         self.check_uncommitted_limit(1)?;
-        let kind = EntryKind::ConfChange(ConfChange { change, conf_state });
+        let kind = EntryKind::ConfChange(ConfChange {
+            change: Some(change),
+            conf_state,
+        });
         self.append_and_broadcast(vec![(Vec::new(), kind)])
     }
 
@@ -285,7 +290,7 @@ mod tests {
             index,
             data: Vec::new(),
             kind: EntryKind::ConfChange(ConfChange {
-                change: MembershipChange::AddLearner(9),
+                change: Some(MembershipChange::AddLearner(9)),
                 conf_state,
             }),
         }
@@ -342,6 +347,36 @@ mod tests {
             refusal(&mut raft, AddLearner(5)),
             ConfChangeError::Pending { index: 2 }
         );
+    }
+
+    #[test]
+    fn the_first_leader_writes_the_founding_configuration_for_later_joiners() {
+        let leader = new_leader();
+        let first = leader.log.entries(1, 2, u64::MAX).unwrap().remove(0);
+        let founding = ConfState::with_voters(vec![1, 2, 3]);
+        assert_eq!(
+            first.conf_change().map(|c| (&c.change, &c.conf_state)),
+            Some((&None, &founding))
+        );
+        // A node joining with an empty configuration learns it from that entry.
+        let mut joiner =
+            Raft::new(crate::Config::new(4, Vec::new()), crate::MemStorage::new()).unwrap();
+        let append = crate::AppendEntries {
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![first],
+            leader_commit: 0,
+        };
+        joiner
+            .step(crate::Message {
+                from: 1,
+                to: 4,
+                term: 1,
+                body: MessageBody::AppendEntries(append),
+            })
+            .unwrap();
+        assert_eq!(joiner.log.membership.at(1), Some(&founding));
+        assert!(!joiner.is_voter());
     }
 
     #[test]

@@ -52,7 +52,10 @@ pub enum EntryKind {
 /// empty log and learn the group from whatever the leader sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConfChange {
-    pub change: MembershipChange,
+    /// The change asked for; `None` for the founding configuration, which a group's first leader
+    /// writes into the log as its no-op, so that the log alone tells the whole membership
+    /// history.
+    pub change: Option<MembershipChange>,
     pub conf_state: ConfState,
 }
 
