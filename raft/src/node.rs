@@ -6,7 +6,8 @@
 //!   loop {
 //!       node.tick()              every tick interval (e.g. 100 ms)
 //!       node.step(message)       for every message that arrives from a peer
-//!       node.propose(command)    for every client write (on the leader)
+//!       node.propose(command)    for every client write (on the leader; propose_batch for many)
+//!       node.propose_conf_change(change)   to add a learner, promote it, or remove a node
 //!       node.read_index(context) for every client read that must be linearizable
 //!       if node.has_ready() {
 //!           let ready = node.ready();
@@ -19,7 +20,8 @@
 //!       }
 //!
 //!   and, from time to time, take a snapshot of the state machine at an applied index and
-//!   compact the log up to it (for MemStorage: create_snapshot, then compact).
+//!   compact the log up to it (create_snapshot with node.conf_state_at(index), then compact;
+//!   MemStorage and WalStorage both have these).
 //!   }
 //! ```
 //!
@@ -63,8 +65,10 @@ pub struct Ready {
     /// Messages to deliver to peers, after persisting. Delivery may fail, be late, reordered or
     /// duplicated: the algorithm tolerates all of that.
     pub messages: Vec<Message>,
-    /// Newly committed entries, to apply to the state machine in index order. Entries with empty
-    /// `data` are leader no-ops and carry no command.
+    /// Newly committed entries, to apply to the state machine in index order. Entries of kind
+    /// [`crate::EntryKind::Command`] with empty `data` are leader no-ops and carry no command;
+    /// [`crate::EntryKind::ConfChange`] entries tell the application who joined or left (Raft
+    /// already acts on them: a configuration is in force from the moment it is appended).
     pub committed_entries: Vec<Entry>,
     /// Confirmed reads: serve each once the state machine has applied its `index`.
     pub read_states: Vec<ReadState>,

@@ -2,8 +2,9 @@
 //!
 //! [`Storage`] is the read side the algorithm needs. Writing is the application's job, done while
 //! handling a [`crate::Ready`] (append its entries, save its hard state), so the trait does not
-//! name it: a write-ahead log, a database or [`MemStorage`] each write in their own way. The only
-//! contract is that once `Ready` is handled, the reads below see what was written.
+//! name it: [`crate::WalStorage`] (the write-ahead log, durable), a database or [`MemStorage`]
+//! (tests and the simulation) each write in their own way. The only contract is that once
+//! `Ready` is handled, the reads below see what was written.
 //!
 //! The log as storage sees it, once the application has taken a snapshot and compacted the log
 //! (paper, section 7):
@@ -33,7 +34,8 @@ pub trait Storage {
     /// The last index held (`first_index() - 1` when empty).
     fn last_index(&self) -> Result<u64, StorageError>;
     /// The latest snapshot (index 0 and no data before the first one), for a leader to send to
-    /// a follower that needs compacted entries.
+    /// a follower that needs compacted entries, and for a restarting node to learn its
+    /// membership from (its `conf_state`).
     fn snapshot(&self) -> Result<Snapshot, StorageError>;
 }
 

@@ -24,6 +24,14 @@
 //! everything not yet persisted, and none of those messages ever leave. A restarted node is
 //! built from its `MemStorage` alone, with an empty state machine.
 //!
+//! # Membership
+//!
+//! The founding voters are [`SimConfig::raft`]'s `voters` (all nodes by default); the other
+//! nodes run from the start with an empty configuration and wait to be added with
+//! [`Simulation::propose_conf_change`] or [`Simulation::change_membership`]. Election Safety is
+//! what a wrong membership change would break (two leaders elected under two configurations
+//! whose majorities do not overlap), and the checker watches it on every event as before.
+//!
 //! # Replaying
 //!
 //! [`seeds_from_env`] reads `RAFT_SIM_SEED=N` (replay exactly seed N) and `RAFT_SIM_SEEDS=N` (run
