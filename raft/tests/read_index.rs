@@ -150,3 +150,47 @@ fn a_lease_expires_before_a_successor_is_elected() {
         sim.one(&command(3), 4, true);
     }
 }
+
+/// A follower that restarts forgets which leader it followed, and so whose lease it is keeping.
+/// Here a leader's lease rests on two followers' answers; the leader is then cut off, both
+/// followers restart, and a third node campaigns at once. If the restarted pair voted for it,
+/// a new leader would commit while the old one still answers reads from its lease: stale reads,
+/// which the checker would report. With lease reads on, a starting node refuses votes for its
+/// first election timeout, so the old lease runs out first.
+#[test]
+fn followers_that_restart_do_not_elect_a_successor_inside_the_lease() {
+    for seed in raft::sim::seeds_from_env(10) {
+        let mut sim = lease_simulation(5, seed);
+        sim.one(&command(1), 5, true);
+        let old = sim.check_one_leader();
+        let [a, b, c, d] = [1, 2, 3, 4].map(|k| (old + k - 1) % 5 + 1);
+        // c and d lose the leader for good; old keeps its majority (and lease) through a and b.
+        sim.cut(old, c);
+        sim.cut(old, d);
+        sim.run_ticks(ELECTION_TIMEOUT_TICKS + 5);
+        assert_eq!(sim.check_one_leader(), old, "seed {seed}");
+        sim.disconnect(old);
+        sim.restart(a);
+        sim.restart(b);
+        sim.campaign(c);
+        let mut lease_reads = 0;
+        let mut successor_at = None;
+        for step in 0..2 * ELECTION_TIMEOUT_TICKS * raft::sim::STEPS_PER_TICK {
+            let answered = sim.read_states(old).len();
+            sim.read_index(old, format!("read {step}").into_bytes());
+            sim.run_steps(1);
+            lease_reads += sim.read_states(old).len() - answered;
+            if successor_at.is_none()
+                && let Some(&(id, _)) = sim.leaders().iter().find(|&&(id, _)| id != old)
+            {
+                successor_at = Some(sim.now_ticks());
+                sim.propose(id, command(2));
+            }
+        }
+        assert!(
+            lease_reads > 0,
+            "seed {seed}: the cut-off leader answered no read from its lease"
+        );
+        assert!(successor_at.is_some(), "seed {seed}: no successor");
+    }
+}

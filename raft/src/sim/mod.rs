@@ -405,6 +405,14 @@ impl Simulation {
         self.with_node(id, |node| node.read_index(context)).is_ok()
     }
 
+    /// Makes node `id` start an election now (with pre-vote, if configured), as if its election
+    /// timeout had passed.
+    pub fn campaign(&mut self, id: NodeId) {
+        if self.is_running(id) {
+            self.with_node(id, Node::campaign).ok();
+        }
+    }
+
     /// Asks node `id`, if it leads, to hand leadership to `to`; returns whether it took the
     /// request.
     pub fn transfer_leadership(&mut self, id: NodeId, to: NodeId) -> bool {
