@@ -186,11 +186,14 @@ impl<S: Storage> Raft<S> {
 
     /// The latest round a majority of voters has answered (the leader answers its own at once)
     /// renews the lease from the tick it was sent.
-    fn renew_lease(&mut self, conf: &crate::message::ConfState) {
+    fn renew_lease(&mut self) {
         let ReadMode::Lease { lease_ticks } = self.config.read_mode else {
             return;
         };
-        let answered: Vec<u64> = conf
+        let answered: Vec<u64> = self
+            .log
+            .membership
+            .current()
             .voters
             .iter()
             .map(|&id| match id == self.id {
@@ -222,23 +225,28 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn confirm_reads(&mut self, from: NodeId, round: u64) {
         let acked = self.reads.acked_round.entry(from).or_default();
         *acked = (*acked).max(round);
+        self.renew_lease();
         // Only voters count, the leader too only if it is one (it may be leading its own
-        // removal, dissertation, section 4.2.2).
-        let conf = self.conf().clone();
-        self.renew_lease(&conf);
+        // removal, dissertation, section 4.2.2). Reads are in round order, so the confirmed
+        // ones are a prefix.
+        let conf = self.log.membership.current();
         let needed = majority(conf.voters.len());
         let own = usize::from(conf.is_voter(self.id));
-        while let Some(read) = self.reads.pending.front() {
-            let peers_acked = self
-                .reads
-                .acked_round
-                .iter()
-                .filter(|&(&id, &r)| r >= read.round && conf.is_voter(id))
-                .count();
-            if own + peers_acked < needed {
-                break;
-            }
-            let read = self.reads.pending.pop_front().expect("checked by the loop");
+        let acked = &self.reads.acked_round;
+        let confirmed = self
+            .reads
+            .pending
+            .iter()
+            .take_while(|read| {
+                let peers = acked
+                    .iter()
+                    .filter(|&(&id, &r)| r >= read.round && conf.is_voter(id))
+                    .count();
+                own + peers >= needed
+            })
+            .count();
+        let released: Vec<PendingRead> = self.reads.pending.drain(..confirmed).collect();
+        for read in released {
             self.release_read(read.requester, read.index, read.context);
         }
     }

@@ -156,18 +156,23 @@ impl MemStorage {
     }
 
     fn check_range(&self, index: u64) -> Result<(), StorageError> {
-        if index < self.offset_index {
-            return Err(StorageError::Compacted {
-                index,
-                first_index: self.offset_index + 1,
-            });
-        }
-        let last_index = self.last_index_held();
-        if index > last_index {
-            return Err(StorageError::Unavailable { index, last_index });
-        }
-        Ok(())
+        check_held(index, self.offset_index, self.last_index_held())
     }
+}
+
+/// Whether a storage holding entries `offset + 1..=last_index` (and the term of `offset`) can
+/// answer for `index`; the error says which side it falls off.
+pub(crate) fn check_held(index: u64, offset: u64, last_index: u64) -> Result<(), StorageError> {
+    if index < offset {
+        return Err(StorageError::Compacted {
+            index,
+            first_index: offset + 1,
+        });
+    }
+    if index > last_index {
+        return Err(StorageError::Unavailable { index, last_index });
+    }
+    Ok(())
 }
 
 impl Storage for MemStorage {

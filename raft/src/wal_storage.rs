@@ -64,7 +64,7 @@ use wal::{Wal, WalOptions};
 use crate::error::StorageError;
 use crate::message::{ConfState, Entry, HardState, Snapshot};
 use crate::node::Ready;
-use crate::storage::{Storage, limit_size};
+use crate::storage::{Storage, check_held, limit_size};
 
 const WAL_DIR: &str = "wal";
 const SNAPSHOT_FILE: &str = "snapshot";
@@ -288,17 +288,7 @@ impl WalStorage {
     }
 
     fn check_range(&self, index: u64) -> Result<(), StorageError> {
-        if index < self.offset {
-            return Err(StorageError::Compacted {
-                index,
-                first_index: self.offset + 1,
-            });
-        }
-        let last_index = self.last_index_held();
-        if index > last_index {
-            return Err(StorageError::Unavailable { index, last_index });
-        }
-        Ok(())
+        check_held(index, self.offset, self.last_index_held())
     }
 }
 
