@@ -96,16 +96,9 @@ impl<S: Storage> Raft<S> {
     /// Appends client commands to the leader's log and starts replicating them. Returns the index
     /// of the last one.
     pub(crate) fn propose(&mut self, data: Vec<u8>) -> Result<u64> {
-        if self.role != Role::Leader {
-            return Err(Error::NotLeader {
-                leader: self.leader,
-            });
-        }
+        self.check_can_propose()?;
         if data.is_empty() {
             return Err(Error::EmptyProposal);
-        }
-        if let Some(transfer) = &self.transfer {
-            return Err(Error::TransferringLeadership { to: transfer.to });
         }
         self.check_uncommitted_limit(1)?;
         self.append_and_broadcast(vec![(data, EntryKind::Command)])
