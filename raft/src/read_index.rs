@@ -40,6 +40,8 @@
 //!   of any follower's (one tick goes to rounding: a follower may tick right after it resets its
 //!   timer). Choose the gap between them for the worst drift expected; a paused VM or a stalled
 //!   leader process breaks the assumption outright, which is why ReadIndex is the default.
+//!   `tests/read_index.rs` runs a leader whose clock is 10% slow (safe with `lease_ticks` 8 of
+//!   10) and one three times slow (the checker catches its stale reads).
 //! - **Nothing else bypasses the followers' refusal.** Leadership transfer does (its vote
 //!   requests are honoured inside the lease), so a leader that sent TimeoutNow stops using its
 //!   lease for the rest of the term. A follower that restarts forgets whom it followed, so with

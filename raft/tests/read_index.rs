@@ -3,8 +3,10 @@
 //! was asked for; these scenarios make sure reads are confirmed when they should be, and only
 //! then.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use raft::ReadMode;
-use raft::sim::{SimConfig, Simulation};
+use raft::sim::{STEPS_PER_TICK, SimConfig, Simulation};
 
 const ELECTION_TIMEOUT_TICKS: u64 = 20;
 /// Lease length for the lease-read tests: two ticks short of the minimum election timeout.
@@ -192,5 +194,72 @@ fn followers_that_restart_do_not_elect_a_successor_inside_the_lease() {
             "seed {seed}: the cut-off leader answered no read from its lease"
         );
         assert!(successor_at.is_some(), "seed {seed}: no successor");
+    }
+}
+
+/// The cut-off-leader scenario of `a_lease_expires_before_a_successor_is_elected`, with the old
+/// leader's clock ticking every `leader_period` steps (the others tick every
+/// `STEPS_PER_TICK`, 10): reads at the old leader every step, writes at its successor once there
+/// is one. Returns the checker's complaint, if it had one.
+fn cut_off_leader_with_clock(seed: u64, leader_period: u64) -> Option<String> {
+    let run = || {
+        let mut sim = lease_simulation(5, seed);
+        sim.one(&command(1), 5, true);
+        let old = sim.check_one_leader();
+        sim.set_clock_period(old, leader_period);
+        sim.run_ticks(3);
+        sim.disconnect(old);
+        let mut successor = None;
+        for step in 0..4 * ELECTION_TIMEOUT_TICKS * STEPS_PER_TICK {
+            sim.read_index(old, format!("read {step}").into_bytes());
+            sim.run_steps(1);
+            if successor.is_none() {
+                successor = sim
+                    .leaders()
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .find(|&id| id != old);
+            }
+            if let Some(id) = successor {
+                sim.propose(id, command(1000 + step));
+            }
+        }
+    };
+    let payload = catch_unwind(AssertUnwindSafe(run)).err()?;
+    Some(
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+/// The clock assumption, inside its margin: a leader whose clock runs 10% slow holds a lease of
+/// 8 of its ticks (88 steps), still shorter than the 9 ticks (90 steps) a follower waits at the
+/// least before it votes again. Every read stays linearizable.
+#[test]
+fn a_lease_is_safe_while_clock_drift_stays_inside_its_margin() {
+    for seed in raft::sim::seeds_from_env(10) {
+        if let Some(complaint) = cut_off_leader_with_clock(seed, 11) {
+            panic!("seed {seed}: {complaint}");
+        }
+    }
+}
+
+/// The clock assumption broken: a leader whose clock runs three times slow believes in its
+/// lease long after the others have elected a successor and moved on, and answers stale reads.
+/// The checker catches it (which is why ReadIndex, needing no clock, is the default).
+#[test]
+fn a_lease_on_a_clock_slower_than_its_margin_serves_stale_reads() {
+    let complaints: Vec<String> = raft::sim::seeds_from_env(10)
+        .into_iter()
+        .filter_map(|seed| cut_off_leader_with_clock(seed, 3 * STEPS_PER_TICK))
+        .collect();
+    assert!(
+        !complaints.is_empty(),
+        "no stale read although the lease outlived its margin"
+    );
+    for complaint in &complaints {
+        assert!(complaint.contains("linearizability"), "{complaint}");
     }
 }

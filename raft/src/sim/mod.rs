@@ -139,6 +139,9 @@ struct SimNode {
     unpersisted: Option<(crate::Ready, u64)>,
     /// The step within each tick at which this node's clock ticks.
     tick_phase: u64,
+    /// Steps between two of this node's ticks: [`STEPS_PER_TICK`] unless a test makes its clock
+    /// run fast or slow ([`Simulation::set_clock_period`]).
+    tick_period: u64,
     /// The application: restored from the disk's snapshot on (re)start.
     state_machine: StateMachine,
     /// Reads confirmed on this node, oldest first.
@@ -177,6 +180,7 @@ impl Simulation {
                 persist_at: None,
                 unpersisted: None,
                 tick_phase,
+                tick_period: STEPS_PER_TICK,
                 state_machine: StateMachine::default(),
                 read_states: Vec::new(),
                 last_role: None,
@@ -259,6 +263,15 @@ impl Simulation {
         self.is_running(id) && self.network.is_connected(id)
     }
 
+    /// Makes node `id`'s clock tick every `steps` steps instead of [`STEPS_PER_TICK`]: slower
+    /// with more, faster with fewer. Real clocks drift; lease reads are only as safe as the
+    /// bound on that drift (see [`crate::ReadMode::Lease`]).
+    pub fn set_clock_period(&mut self, id: NodeId, steps: u64) {
+        assert!(steps > 0, "a clock must tick");
+        let slot = self.slot(id);
+        self.nodes[slot].tick_period = steps;
+    }
+
     /// Runs the group for `ticks` ticks.
     pub fn run_ticks(&mut self, ticks: u64) {
         for _ in 0..ticks * STEPS_PER_TICK {
@@ -278,10 +291,11 @@ impl Simulation {
         while let Some(arrival) = self.network.pop_due(self.now) {
             self.arrive(arrival);
         }
-        let phase = self.now % STEPS_PER_TICK;
         for id in self.ids() {
-            let slot = self.slot(id);
-            if self.nodes[slot].tick_phase == phase && self.nodes[slot].node.is_some() {
+            let node = &self.nodes[self.slot(id)];
+            let ticks_now = self.now >= node.tick_phase
+                && (self.now - node.tick_phase).is_multiple_of(node.tick_period);
+            if ticks_now && node.node.is_some() {
                 self.with_node(id, Node::tick).ok();
             }
         }
