@@ -3,7 +3,8 @@
 //! unreliable network, checked after every event by the simulation's safety checker, and at the
 //! end for liveness (once everything heals, a new command commits on every member).
 //!
-//! Three seeds in seven answer reads from leader leases instead of ReadIndex rounds.
+//! Three seeds in seven answer reads from leader leases instead of ReadIndex rounds. One seed in
+//! three runs each node's clock at its own rate, up to 10% fast or slow.
 //!
 //! One seed in five runs membership changes: five node slots, of which three found the group;
 //! the others are added as learners, promoted, and voters (the leader included) removed, one
@@ -12,7 +13,7 @@
 //! `RAFT_SIM_SEEDS=100000 cargo test -p raft --release --test random` runs more seeds;
 //! `RAFT_SIM_SEED=N cargo test -p raft --test random` replays one. A failure prints its seed.
 
-use raft::sim::{NetworkFaults, SimConfig, Simulation, seeds_from_env};
+use raft::sim::{NetworkFaults, STEPS_PER_TICK, SimConfig, Simulation, seeds_from_env};
 use raft::{MembershipChange, ReadMode};
 use rand::RngExt;
 
@@ -26,6 +27,11 @@ const LEADER_WAIT_TICKS: u64 = 300;
 /// Whether a seed's run changes membership.
 fn reconfigures(seed: u64) -> bool {
     seed % 5 == 4
+}
+
+/// Whether a seed's nodes run on clocks of different rates (10% fast, true or 10% slow).
+fn drifts(seed: u64) -> bool {
+    seed % 3 == 2
 }
 
 /// One randomized run; returns the trace hash.
@@ -47,9 +53,12 @@ fn run_seed(seed: u64) -> u64 {
     config.raft.pre_vote = seed % 4 != 1;
     config.raft.check_quorum = seed % 8 != 3;
     // Three seeds in seven serve reads from leases (which need check-quorum); the checker holds
-    // every read to linearizability either way.
+    // every read to linearizability either way. With clocks drifting by up to 10% either way, a
+    // lease of 6 ticks (66 steps at the slowest) stays inside the 9 ticks a follower waits (81
+    // steps at the fastest).
     if config.raft.check_quorum && seed % 7 < 3 {
-        config.raft.read_mode = ReadMode::Lease { lease_ticks: 8 };
+        let lease_ticks = if drifts(seed) { 6 } else { 8 };
+        config.raft.read_mode = ReadMode::Lease { lease_ticks };
     }
     config.raft.max_inflight_msgs = 4;
     // Half the runs send one entry per message, so that a new leader's old entries can reach a
@@ -64,6 +73,14 @@ fn run_seed(seed: u64) -> u64 {
     // Long enough that crashes often catch a node with a Ready it has not persisted.
     config.max_persist_delay_steps = 8;
     let mut sim = Simulation::new(config);
+    if drifts(seed) {
+        for id in sim.ids() {
+            let period = sim
+                .rng()
+                .random_range(STEPS_PER_TICK - 1..=STEPS_PER_TICK + 1);
+            sim.set_clock_period(id, period);
+        }
+    }
     let mut next_command = 0u64;
     for _ in 0..CHAOS_TICKS {
         sim.run_ticks(1);
