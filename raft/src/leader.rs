@@ -40,10 +40,10 @@ impl<S: Storage> Raft<S> {
         let no_op = if self.log.membership.current_index() == 0 {
             // The group's first leader: the founding configuration, known so far only from
             // `Config::voters`, goes into the log (see `membership.rs`).
-            EntryKind::ConfChange(ConfChange {
+            EntryKind::ConfChange(Box::new(ConfChange {
                 change: None,
                 conf_state: self.conf().clone(),
-            })
+            }))
         } else {
             EntryKind::Command
         };

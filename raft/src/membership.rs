@@ -122,10 +122,10 @@ impl<S: Storage> Raft<S> {
             }
         }
         self.check_uncommitted_limit(1)?;
-        let kind = EntryKind::ConfChange(ConfChange {
+        let kind = EntryKind::ConfChange(Box::new(ConfChange {
             change: Some(change),
             conf_state,
-        });
+        }));
         self.append_and_broadcast(vec![(Vec::new(), kind)])
     }
 
@@ -289,10 +289,10 @@ mod tests {
             term: 1,
             index,
             data: Vec::new(),
-            kind: EntryKind::ConfChange(ConfChange {
+            kind: EntryKind::ConfChange(Box::new(ConfChange {
                 change: Some(MembershipChange::AddLearner(9)),
                 conf_state,
-            }),
+            })),
         }
     }
 

@@ -42,8 +42,9 @@ pub enum EntryKind {
     #[default]
     Command,
     /// A membership change (see `membership.rs`). Every node switches to `conf_state` as soon as
-    /// the entry is in its log, committed or not (dissertation, section 4.1).
-    ConfChange(ConfChange),
+    /// the entry is in its log, committed or not (dissertation, section 4.1). Boxed: changes are
+    /// rare, and inline they would triple the size of every entry.
+    ConfChange(Box<ConfChange>),
 }
 
 /// A membership change as it travels in the log: the change asked for, and the whole
@@ -296,4 +297,20 @@ pub struct Rejection {
     /// The first index the follower holds for `conflict_term` (never at or below its commit
     /// index), or its last index + 1 when its log is too short.
     pub conflict_index: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_stays_small_whatever_its_kind() {
+        // Entries are copied between the log, storage and messages by the million; the rare
+        // configuration payload lives behind a box so it does not widen every one of them.
+        assert!(
+            std::mem::size_of::<Entry>() <= 48,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+    }
 }
