@@ -53,6 +53,32 @@
 //!
 //! Memory: eight bytes per entry held (its term, so that `term` needs no disk read), plus the
 //! latest snapshot, kept whole since a leader may need to send it at any time.
+//!
+//! Errors: every failure is [`StorageError::Backend`]. After an I/O error on a write the wal
+//! refuses further writes (a failed fsync cannot be retried safely); the node must be restarted,
+//! and `open` reads back what really reached the disk.
+//!
+//! # Example: a group of one, restarted
+//!
+//! ```
+//! use raft::{Config, Node, WalStorage};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let open = || WalStorage::open(dir.path(), wal::WalOptions::default());
+//! let mut node = Node::new(Config::new(1, vec![1]), open()?)?;
+//! node.campaign()?;
+//! node.propose(b"set x 1".to_vec())?;
+//! let ready = node.ready()?;
+//! node.storage_mut().persist(&ready)?; // durable before anything is sent or applied
+//! // ... send ready.messages, apply ready.committed_entries ...
+//! node.advance();
+//! drop(node);
+//!
+//! let restarted = Node::new(Config::new(1, vec![1]), open()?)?;
+//! assert_eq!(restarted.status().last_index, 2); // the no-op and the command
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
