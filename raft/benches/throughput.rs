@@ -21,7 +21,10 @@
 //!   one `Ready`. Raft's group commit is this: every entry that arrived while the last fsync ran
 //!   goes into the next `Ready`, and one fsync covers them all.
 //! - **on WalStorage, batch B**: the three-node group, each node on its own `WalStorage`, every
-//!   `Ready` persisted with one fsync before its messages leave (the persistence contract).
+//!   `Ready` persisted with one fsync before its messages leave (the persistence contract). The
+//!   three nodes' fsyncs run one after another in one thread, as the lockstep loop has it; on
+//!   three machines they overlap. Since the leader keeps `BATCHES_AHEAD` batches in flight, even
+//!   at batch 1 a `Ready` often carries several entries: Raft's own group commit.
 //!
 //! For the wal crate's own group commit (many async appenders sharing fsyncs through its writer
 //! thread), see `cargo bench -p wal --bench append`.
