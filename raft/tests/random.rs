@@ -187,7 +187,8 @@ fn reconfigure(sim: &mut Simulation) {
     } else {
         return;
     };
-    sim.propose_conf_change(leader, change);
+    // A refusal (a change pending, a learner behind) is one of the outcomes being tested.
+    let _ = sim.propose_conf_change(leader, change);
 }
 
 /// The operator's side of removal: once the group has a leader again, nodes outside its

@@ -451,21 +451,23 @@ impl Simulation {
         Some(index)
     }
 
-    /// Proposes a membership change at node `id`; returns the index of its configuration entry
-    /// if the node is a running leader that accepts it.
-    pub fn propose_conf_change(&mut self, id: NodeId, change: MembershipChange) -> Option<u64> {
+    /// Proposes a membership change at node `id`: the index of its configuration entry, or the
+    /// node's refusal (a crashed node refuses as a node that knows no leader).
+    pub fn propose_conf_change(
+        &mut self,
+        id: NodeId,
+        change: MembershipChange,
+    ) -> crate::Result<u64> {
         if !self.is_running(id) {
-            return None;
+            return Err(crate::Error::NotLeader { leader: None });
         }
-        let index = self
-            .with_node(id, |node| node.propose_conf_change(change))
-            .ok()?;
+        let index = self.with_node(id, |node| node.propose_conf_change(change))?;
         self.record(TraceEvent::ConfChange {
             node: id,
             index,
             change,
         });
-        Some(index)
+        Ok(index)
     }
 
     /// The configuration in force on a running node.

@@ -179,7 +179,7 @@ impl Simulation {
                 return index;
             }
             let leader = self.leaders().into_iter().max_by_key(|&(_, term)| term);
-            let Some(index) = leader.and_then(|(id, _)| self.propose_conf_change(id, change))
+            let Some(index) = leader.and_then(|(id, _)| self.propose_conf_change(id, change).ok())
             else {
                 self.run_ticks(1);
                 continue;
