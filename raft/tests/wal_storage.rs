@@ -277,36 +277,38 @@ fn a_node_on_wal_storage_restarts_where_it_left_off() {
     assert_eq!(replayed, applied);
 }
 
+fn start_node(dirs: &[tempfile::TempDir], id: u64) -> Node<WalStorage> {
+    let storage = open(dirs[id as usize - 1].path());
+    Node::new(Config::new(id, vec![1, 2, 3]), storage).unwrap()
+}
+
+/// Lockstep rounds: every node with work persists its `Ready` (one fsync), sends, advances; then
+/// every message is delivered. The leader (node 1) ticks once per round, so heartbeats flow.
+fn settle(nodes: &mut [Node<WalStorage>]) {
+    for _ in 0..20 {
+        nodes[0].tick().unwrap();
+        let mut mail: Vec<Message> = Vec::new();
+        for node in nodes.iter_mut() {
+            if node.has_ready() {
+                let ready = node.ready().unwrap();
+                node.storage_mut().persist(&ready).unwrap();
+                mail.extend(ready.messages);
+                node.advance();
+            }
+        }
+        for message in mail {
+            nodes[message.to as usize - 1].step(message).unwrap();
+        }
+    }
+}
+
 /// Three nodes on WAL storage, driven in lockstep (every message delivered at once): a follower
 /// restarted from its directory rejoins and holds every committed entry.
 #[test]
 fn a_group_of_three_on_wal_storage_survives_a_follower_restart() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let start = |id: u64| {
-        Node::new(
-            Config::new(id, vec![1, 2, 3]),
-            open(dirs[id as usize - 1].path()),
-        )
-        .unwrap()
-    };
-    let mut nodes: Vec<Node<WalStorage>> = (1..=3).map(start).collect();
+    let mut nodes: Vec<Node<WalStorage>> = (1..=3).map(|id| start_node(&dirs, id)).collect();
     nodes[0].campaign().unwrap();
-    let settle = |nodes: &mut Vec<Node<WalStorage>>| {
-        for _ in 0..20 {
-            let mut mail: Vec<Message> = Vec::new();
-            for node in nodes.iter_mut() {
-                if node.has_ready() {
-                    let ready = node.ready().unwrap();
-                    node.storage_mut().persist(&ready).unwrap();
-                    mail.extend(ready.messages);
-                    node.advance();
-                }
-            }
-            for message in mail {
-                nodes[message.to as usize - 1].step(message).unwrap();
-            }
-        }
-    };
     settle(&mut nodes);
     for n in 0..10u8 {
         nodes[0].propose(vec![n + 1]).unwrap();
@@ -314,16 +316,77 @@ fn a_group_of_three_on_wal_storage_survives_a_follower_restart() {
     settle(&mut nodes);
     let committed = nodes[0].status().commit;
     drop(nodes.remove(2));
-    nodes.push(start(3));
-    let restarted = &nodes[2];
-    assert!(restarted.storage().last_index().unwrap() >= committed);
+    nodes.push(start_node(&dirs, 3));
+    assert!(nodes[2].storage().last_index().unwrap() >= committed);
     nodes[0].propose(b"after".to_vec()).unwrap();
-    for _ in 0..3 {
-        nodes[0].tick().unwrap();
-        settle(&mut nodes);
-    }
+    settle(&mut nodes);
     assert_eq!(nodes[2].status().commit, nodes[0].status().commit);
     assert!(nodes[2].status().commit > committed);
+}
+
+/// A follower writes the entries of a `Ready` but crashes before the fsync (so it never
+/// acknowledged them); the crash leaves its segment cut anywhere past the last sync. Restarted,
+/// it rejoins, and its log ends up identical to the leader's.
+#[test]
+fn a_follower_that_crashes_before_syncing_rejoins_and_catches_up() {
+    for seed in raft::sim::seeds_from_env(5) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut nodes: Vec<Node<WalStorage>> = (1..=3).map(|id| start_node(&dirs, id)).collect();
+        nodes[0].campaign().unwrap();
+        settle(&mut nodes);
+        for n in 0..5u8 {
+            nodes[0].propose(vec![n + 1]).unwrap();
+        }
+        settle(&mut nodes);
+        let synced_len = std::fs::metadata(active_segment(dirs[2].path()))
+            .unwrap()
+            .len();
+
+        nodes[0]
+            .propose_batch((6..=10u8).map(|n| vec![n]).collect())
+            .unwrap();
+        let ready = nodes[0].ready().unwrap();
+        nodes[0].storage_mut().persist(&ready).unwrap();
+        nodes[0].advance();
+        for message in ready.messages {
+            nodes[message.to as usize - 1].step(message).unwrap();
+        }
+        let doomed = nodes[2].ready().unwrap();
+        assert!(!doomed.entries.is_empty(), "seed {seed}: nothing to lose");
+        nodes[2].storage_mut().append(&doomed.entries).unwrap();
+        drop(nodes.remove(2));
+        let segment = active_segment(dirs[2].path());
+        let written_len = std::fs::metadata(&segment).unwrap().len();
+        let cut = rng.random_range(synced_len..=written_len);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.set_len(cut).unwrap();
+        drop(file);
+
+        nodes.push(start_node(&dirs, 3));
+        nodes[0].propose(b"after".to_vec()).unwrap();
+        settle(&mut nodes);
+        let leader_last = nodes[0].storage().last_index().unwrap();
+        assert_eq!(
+            nodes[2].status().commit,
+            nodes[0].status().commit,
+            "seed {seed}"
+        );
+        assert_eq!(
+            nodes[2]
+                .storage()
+                .entries(1, leader_last + 1, u64::MAX)
+                .unwrap(),
+            nodes[0]
+                .storage()
+                .entries(1, leader_last + 1, u64::MAX)
+                .unwrap(),
+            "seed {seed}: cut at {cut} of {written_len}"
+        );
+    }
 }
 
 /// Compares everything the `Storage` trait answers.
