@@ -24,10 +24,14 @@ pub const DEFAULT_MAX_APPLY_BYTES_PER_READY: u64 = 64 * 1024 * 1024;
 /// tick is by how often it calls [`crate::Node::tick`] (100 ms is a common choice).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// This node's id; non-zero and one of `voters`.
+    /// This node's id; non-zero, and one of `voters` unless `voters` is empty.
     pub id: NodeId,
-    /// Every voting member, this node included. Fixed for the life of the group until membership
-    /// changes (paper, section 6) are built.
+    /// The group's first configuration: every voting member of a new group, this node included,
+    /// the same list on every founding member. It counts only until the log or a snapshot says
+    /// otherwise (see `membership.rs`), so a founding member restarts with the same list whatever
+    /// changed since. A node that joins an existing group passes an empty list: it learns the
+    /// membership from the leader (it is added as a learner first, see
+    /// [`crate::MembershipChange`]).
     pub voters: Vec<NodeId>,
     /// Ticks without hearing from a leader before a follower campaigns. Each node draws its real
     /// timeout uniformly from `[election_tick, 2 * election_tick)` after every role change, so
@@ -60,6 +64,9 @@ pub struct Config {
     /// followers ignore vote requests while they believe a leader is alive (paper, section 6, on
     /// disruptive servers). Default true.
     pub check_quorum: bool,
+    /// How a leader confirms a linearizable read (see `read_index.rs`). Default
+    /// [`ReadMode::Safe`].
+    pub read_mode: ReadMode,
     /// Seed of this node's random election timeouts. The node mixes its id in, so nodes given the
     /// same seed still draw different timeouts; the same seed and id always replay the same draws.
     pub seed: u64,
@@ -80,6 +87,7 @@ impl Config {
             max_pending_reads: DEFAULT_MAX_PENDING_READS,
             pre_vote: true,
             check_quorum: true,
+            read_mode: ReadMode::Safe,
             seed: 0,
         }
     }
@@ -92,7 +100,7 @@ impl Config {
         if self.voters.contains(&0) {
             return Err(ConfigError::ZeroVoter);
         }
-        if !self.voters.contains(&self.id) {
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter(self.id));
         }
         let mut sorted = self.voters.clone();
@@ -117,6 +125,17 @@ impl Config {
         }
         if self.max_pending_reads == 0 {
             return Err(ConfigError::ZeroMaxPendingReads);
+        }
+        if let ReadMode::Lease { lease_ticks } = self.read_mode {
+            if !self.check_quorum {
+                return Err(ConfigError::LeaseWithoutCheckQuorum);
+            }
+            if lease_ticks == 0 || lease_ticks >= self.election_tick {
+                return Err(ConfigError::LeaseTooLong {
+                    lease_ticks,
+                    election_tick: self.election_tick,
+                });
+            }
         }
         Ok(())
     }
@@ -148,6 +167,32 @@ pub enum ConfigError {
     ZeroMaxUncommittedEntries,
     #[error("max_pending_reads must be at least 1")]
     ZeroMaxPendingReads,
+    #[error("read_mode Lease needs check_quorum: followers must refuse votes while they follow")]
+    LeaseWithoutCheckQuorum,
+    #[error(
+        "read_mode Lease: lease_ticks ({lease_ticks}) must be in 1..election_tick ({election_tick})"
+    )]
+    LeaseTooLong {
+        lease_ticks: u32,
+        election_tick: u32,
+    },
+}
+
+/// How a leader makes sure it still leads before it answers a read (see `read_index.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadMode {
+    /// ReadIndex: every read waits for a round of heartbeats answered by a majority. Safe
+    /// whatever the clocks do; costs a round trip per read (reads arriving together share one).
+    #[default]
+    Safe,
+    /// Lease reads: a leader that heard from a majority within the last `lease_ticks` ticks
+    /// answers at once, with no message. **Correct only under a clock assumption**: no node's
+    /// clock runs so much faster than the leader's that `lease_ticks` of the leader's ticks last
+    /// longer than `election_tick - 1` of the follower's. Must be shorter than `election_tick`;
+    /// the gap is the margin for clock drift (e.g. `election_tick` 10 and `lease_ticks` 8
+    /// tolerate followers' clocks running about 10% fast). Needs `check_quorum`, whose vote
+    /// refusals the lease rests on.
+    Lease { lease_ticks: u32 },
 }
 
 #[cfg(test)]
@@ -207,6 +252,24 @@ mod tests {
                     ..base.clone()
                 },
                 ConfigError::ZeroMaxInflightMsgs,
+            ),
+            (
+                Config {
+                    read_mode: ReadMode::Lease { lease_ticks: 10 },
+                    ..base.clone()
+                },
+                ConfigError::LeaseTooLong {
+                    lease_ticks: 10,
+                    election_tick: 10,
+                },
+            ),
+            (
+                Config {
+                    read_mode: ReadMode::Lease { lease_ticks: 5 },
+                    check_quorum: false,
+                    ..base.clone()
+                },
+                ConfigError::LeaseWithoutCheckQuorum,
             ),
         ];
         for (config, expected) in cases {

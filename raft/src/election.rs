@@ -17,8 +17,12 @@ use crate::raft::{Campaign, Raft, Role, VoteRound};
 use crate::storage::Storage;
 
 impl<S: Storage> Raft<S> {
-    /// Starts a round of an election and asks every other voter.
+    /// Starts a round of an election and asks every other voter. A node that is not a voter in
+    /// its own configuration (a learner, or a removed node) does not campaign.
     pub(crate) fn campaign(&mut self, campaign: Campaign) -> Result<()> {
+        if !self.is_voter() {
+            return Ok(());
+        }
         let (round, term) = match campaign {
             Campaign::PreVote => {
                 self.become_pre_candidate();

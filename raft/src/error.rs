@@ -4,6 +4,7 @@
 use thiserror::Error;
 
 use crate::config::ConfigError;
+use crate::membership::ConfChangeError;
 use crate::message::NodeId;
 
 /// Result of the fallible operations of this crate.
@@ -31,8 +32,15 @@ pub enum Error {
     /// The leader is already confirming `limit` reads ([`crate::Config::max_pending_reads`]).
     #[error("{limit} reads are already waiting for confirmation")]
     TooManyPendingReads { limit: usize },
-    #[error("message from {0}, which is not a member of this group")]
+    /// A message claiming to come from this node itself or from id 0.
+    #[error("node {0} is not a valid peer here")]
     UnknownPeer(NodeId),
+    /// Leadership can only go to a voter of the configuration in force.
+    #[error("node {0} is not a voter")]
+    NotAVoter(NodeId),
+    /// A membership change the leader refused (see `membership.rs`).
+    #[error("membership change refused: {0}")]
+    ConfChange(#[from] ConfChangeError),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
 }

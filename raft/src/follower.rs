@@ -24,6 +24,7 @@ impl<S: Storage> Raft<S> {
         }
         self.leader = Some(leader);
         self.election_elapsed = 0;
+        self.lease_guard_on_start = false;
         true
     }
 
@@ -46,7 +47,7 @@ impl<S: Storage> Raft<S> {
             append.prev_log_index,
             append.prev_log_term,
             append.leader_commit,
-            &append.entries,
+            append.entries,
         )?;
         let response = match appended {
             Some(match_index) => AppendResponse::Accepted { match_index },
@@ -139,6 +140,7 @@ mod tests {
                 index,
                 term,
                 data: vec![1],
+                ..Entry::default()
             })
             .collect();
         storage.append(&entries).unwrap();
@@ -205,6 +207,7 @@ mod tests {
             index: 2,
             term: 3,
             data: vec![7],
+            ..Entry::default()
         }];
         let response = append(&mut raft, (1, 1), new);
         assert_eq!(response, AppendResponse::Accepted { match_index: 2 });

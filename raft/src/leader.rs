@@ -8,7 +8,9 @@
 //! window, and their replies restart a stalled follower.
 
 use crate::error::{Error, Result, StorageError};
-use crate::message::{AppendEntries, AppendResponse, Entry, MessageBody, NodeId, Rejection};
+use crate::message::{
+    AppendEntries, AppendResponse, ConfChange, Entry, EntryKind, MessageBody, NodeId, Rejection,
+};
 use crate::progress::{Progress, ProgressState};
 use crate::quorum::{committed_index, majority};
 use crate::raft::{Raft, Role};
@@ -26,69 +28,151 @@ impl<S: Storage> Raft<S> {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         let next = self.log.last_index()? + 1;
-        let window = self.config.max_inflight_msgs;
-        self.progress = self
-            .voters()
-            .iter()
-            .map(|&id| (id, Progress::new(next, window)))
-            .collect();
-        let own = self
-            .progress
-            .get_mut(&self.id)
-            .expect("a leader is a voter");
+        self.progress.clear();
+        self.conf_version = self.log.membership.version;
+        self.add_missing_progress(next);
+        let own = self.progress.get_mut(&self.id).expect("added above");
         own.on_accepted(next - 1);
         own.become_replicate();
         // Entries of earlier terms cannot be committed by counting replicas (section 5.4.2), so
         // without an entry of its own term a leader could not commit, nor learn what is
         // committed, until a client wrote (paper, section 8).
-        self.append_and_broadcast(vec![Vec::new()])?;
+        let no_op = if self.log.membership.current_index() == 0 {
+            // The group's first leader: the founding configuration, known so far only from
+            // `Config::voters`, goes into the log (see `membership.rs`).
+            EntryKind::ConfChange(Box::new(ConfChange {
+                change: None,
+                conf_state: self.conf().clone(),
+            }))
+        } else {
+            EntryKind::Command
+        };
+        self.append_and_broadcast(vec![(Vec::new(), no_op)])?;
         Ok(())
+    }
+
+    /// A `Progress` for every member (and the leader itself, whose `matched` is its own log),
+    /// starting at `next` (paper, Figure 2: nextIndex starts after the leader's last entry).
+    fn add_missing_progress(&mut self, next: u64) {
+        let window = self.config.max_inflight_msgs;
+        let mut members = self.conf().members();
+        members.push(self.id);
+        for id in members {
+            self.progress
+                .entry(id)
+                .or_insert_with(|| Progress::new(next, window));
+        }
+    }
+
+    /// After the leader's configuration changed (it appended a configuration entry): track the
+    /// new members, forget the removed ones, and abandon a transfer to a node no longer a voter.
+    pub(crate) fn sync_progress_with_conf(&mut self) -> Result<()> {
+        if self.role != Role::Leader || self.conf_version == self.log.membership.version {
+            return Ok(());
+        }
+        self.conf_version = self.log.membership.version;
+        let (own_id, conf) = (self.id, self.conf().clone());
+        self.progress
+            .retain(|&id, _| id == own_id || conf.is_member(id));
+        self.add_missing_progress(self.log.last_index()? + 1);
+        if self
+            .transfer
+            .is_some_and(|transfer| !conf.is_voter(transfer.to))
+        {
+            self.transfer = None;
+        }
+        Ok(())
+    }
+
+    /// Everyone the leader replicates to: voters and learners but itself, in id order.
+    pub(crate) fn replication_targets(&self) -> Vec<NodeId> {
+        self.progress
+            .keys()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect()
     }
 
     /// Appends client commands to the leader's log and starts replicating them. Returns the index
     /// of the last one.
     pub(crate) fn propose(&mut self, data: Vec<u8>) -> Result<u64> {
+        self.check_can_propose()?;
+        if data.is_empty() {
+            return Err(Error::EmptyProposal);
+        }
+        self.check_uncommitted_limit(1)?;
+        self.append_and_broadcast(vec![(data, EntryKind::Command)])
+    }
+
+    /// Appends many commands at once: one log append and one round of AppendEntries for the
+    /// lot, where [`Raft::propose`] in a loop would send a message per command (until flow
+    /// control holds them back). All or nothing: refused as a whole if any command is empty or
+    /// the batch would exceed `max_uncommitted_entries`. Returns the index of the last one.
+    pub(crate) fn propose_batch(&mut self, commands: Vec<Vec<u8>>) -> Result<u64> {
+        self.check_can_propose()?;
+        if commands.iter().any(Vec::is_empty) {
+            return Err(Error::EmptyProposal);
+        }
+        self.check_uncommitted_limit(commands.len() as u64)?;
+        let entries = commands
+            .into_iter()
+            .map(|data| (data, EntryKind::Command))
+            .collect();
+        self.append_and_broadcast(entries)
+    }
+
+    /// Leader and not handing over: the conditions every proposal shares.
+    pub(crate) fn check_can_propose(&self) -> Result<()> {
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
                 leader: self.leader,
             });
         }
-        if data.is_empty() {
-            return Err(Error::EmptyProposal);
-        }
         if let Some(transfer) = &self.transfer {
             return Err(Error::TransferringLeadership { to: transfer.to });
         }
-        let limit = self.config.max_uncommitted_entries;
-        if self.log.last_index()? - self.log.committed >= limit {
-            return Err(Error::TooManyUncommitted { limit });
-        }
-        self.append_and_broadcast(vec![data])
+        Ok(())
     }
 
-    fn append_and_broadcast(&mut self, commands: Vec<Vec<u8>>) -> Result<u64> {
+    pub(crate) fn check_uncommitted_limit(&self, adding: u64) -> Result<()> {
+        let limit = self.config.max_uncommitted_entries;
+        let uncommitted = self.log.last_index()? - self.log.committed;
+        if uncommitted + adding > limit {
+            return Err(Error::TooManyUncommitted { limit });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn append_and_broadcast(
+        &mut self,
+        payloads: Vec<(Vec<u8>, EntryKind)>,
+    ) -> Result<u64> {
         let mut index = self.log.last_index()?;
-        let entries: Vec<Entry> = commands
+        let entries: Vec<Entry> = payloads
             .into_iter()
-            .map(|data| {
+            .map(|(data, kind)| {
                 index += 1;
                 Entry {
                     term: self.term,
                     index,
                     data,
+                    kind,
                 }
             })
             .collect();
-        self.log.append(&entries)?;
+        self.log.append(entries)?;
+        self.sync_progress_with_conf()?;
         // The leader counts its own copy now, though it is not yet on disk: no message that could
         // let a follower acknowledge these entries leaves before the same Ready persists them.
         let own = self
             .progress
             .get_mut(&self.id)
-            .expect("a leader is a voter");
+            .expect("a leader tracks itself");
         own.on_accepted(index);
         self.maybe_commit()?;
-        self.broadcast_append()?;
+        if self.role == Role::Leader {
+            self.broadcast_append()?;
+        }
         Ok(index)
     }
 
@@ -96,23 +180,31 @@ impl<S: Storage> Raft<S> {
     /// (paper, section 5.4.2 and Figure 8): an entry of an earlier term on a majority can still
     /// be overwritten by a leader that never saw it. Earlier entries commit with it, by the Log
     /// Matching property.
+    ///
+    /// Only the voters of the configuration in force count (dissertation, section 4.1), the
+    /// leader included only if it is one of them (section 4.2.2). Committing may complete the
+    /// leader's own removal, in which case it steps down.
     pub(crate) fn maybe_commit(&mut self) -> Result<bool> {
-        let matched = self
+        let matched: Vec<u64> = self
             .voters()
             .iter()
-            .map(|id| self.progress[id].matched)
+            .map(|id| self.progress.get(id).map_or(0, |progress| progress.matched))
             .collect();
+        if matched.is_empty() {
+            return Ok(false);
+        }
         let index = committed_index(matched);
         if index <= self.log.committed || self.log.term(index)? != self.term {
             return Ok(false);
         }
         self.log.commit_to(index);
         self.start_reads_awaiting_commit()?;
+        self.step_down_if_removed()?;
         Ok(true)
     }
 
     pub(crate) fn broadcast_append(&mut self) -> Result<()> {
-        for peer in self.peers() {
+        for peer in self.replication_targets() {
             self.send_append(peer, true)?;
         }
         Ok(())
@@ -158,7 +250,7 @@ impl<S: Storage> Raft<S> {
     /// section 7), and nothing else until it answers.
     fn send_snapshot(&mut self, to: NodeId) -> Result<bool> {
         let snapshot = self.log.snapshot()?;
-        let progress = self.progress.get_mut(&to).expect("peer is a voter");
+        let progress = self.progress.get_mut(&to).expect("a replication target");
         progress.become_snapshot(snapshot.index);
         self.send(to, MessageBody::InstallSnapshot(snapshot));
         Ok(true)
@@ -167,7 +259,7 @@ impl<S: Storage> Raft<S> {
     /// A heartbeat tells each follower to commit only what it is known to hold (see
     /// [`MessageBody::Heartbeat`]).
     pub(crate) fn broadcast_heartbeat(&mut self) {
-        for peer in self.peers() {
+        for peer in self.replication_targets() {
             let commit = self.progress[&peer].matched.min(self.log.committed);
             let read_round = self.reads.round;
             self.send(peer, MessageBody::Heartbeat { commit, read_round });
@@ -182,10 +274,10 @@ impl<S: Storage> Raft<S> {
         if self.role != Role::Leader {
             return Ok(());
         }
-        self.progress
-            .get_mut(&from)
-            .expect("peer is a voter")
-            .recent_active = true;
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return Ok(());
+        };
+        progress.recent_active = true;
         match response {
             AppendResponse::Accepted { match_index } => self.on_append_accepted(from, match_index),
             AppendResponse::Rejected(rejection) => self.on_append_rejected(from, rejection),
@@ -193,7 +285,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn on_append_accepted(&mut self, from: NodeId, match_index: u64) -> Result<()> {
-        let progress = self.progress.get_mut(&from).expect("peer is a voter");
+        let progress = self.progress.get_mut(&from).expect("checked by the caller");
         if !progress.on_accepted(match_index) {
             return Ok(());
         }
@@ -209,6 +301,9 @@ impl<S: Storage> Raft<S> {
         // section 5.3), within a heartbeat interval. Telling them at once, as etcd does, would
         // cost a message and its reply per follower per commit: double the traffic per command.
         self.maybe_commit()?;
+        if self.role != Role::Leader {
+            return Ok(());
+        }
         while self.send_append(from, false)? {}
         self.maybe_hand_over(from)?;
         Ok(())
@@ -216,7 +311,7 @@ impl<S: Storage> Raft<S> {
 
     fn on_append_rejected(&mut self, from: NodeId, rejection: Rejection) -> Result<()> {
         let hinted_next = self.next_after_rejection(&rejection)?;
-        let progress = self.progress.get_mut(&from).expect("peer is a voter");
+        let progress = self.progress.get_mut(&from).expect("checked by the caller");
         if progress.on_rejected(rejection.rejected_index, hinted_next) {
             self.send_append(from, true)?;
         }
@@ -247,9 +342,12 @@ impl<S: Storage> Raft<S> {
         if self.role != Role::Leader {
             return Ok(());
         }
-        self.confirm_reads(from, read_round);
-        let progress = self.progress.get_mut(&from).expect("peer is a voter");
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return Ok(());
+        };
         progress.on_heartbeat_response();
+        self.confirm_reads(from, read_round);
+        let progress = &self.progress[&from];
         if progress.matched < self.log.last_index()? {
             self.send_append(from, true)?;
         }
@@ -261,14 +359,15 @@ impl<S: Storage> Raft<S> {
     /// accepting writes that can never commit. Clears the marks for the next round.
     pub(crate) fn quorum_recently_active(&mut self) -> bool {
         let own_id = self.id;
+        let conf = self.log.membership.current();
         let mut active = 0;
         for (&id, progress) in &mut self.progress {
-            if id == own_id || progress.recent_active {
+            if conf.is_voter(id) && (id == own_id || progress.recent_active) {
                 active += 1;
             }
             progress.recent_active = false;
         }
-        active >= majority(self.voters().len())
+        active >= majority(conf.voters.len())
     }
 }
 
@@ -289,6 +388,7 @@ mod tests {
                 index,
                 term,
                 data: vec![1],
+                ..Entry::default()
             })
             .collect();
         storage.append(&entries).unwrap();

@@ -4,8 +4,10 @@
 //! commands in the same order to its own copy of a state machine, and the group keeps working
 //! while a majority of it is up and can talk. The reference throughout is Ongaro and Ousterhout,
 //! *In Search of an Understandable Consensus Algorithm (Extended Version)*, 2014 ("paper, section
-//! N"), and for pre-vote and ReadIndex, Ongaro's PhD dissertation, *Consensus: Bridging Theory
-//! and Practice*, 2014 ("dissertation, section N").
+//! N"), and for what the paper leaves out (membership changes one server at a time, pre-vote,
+//! ReadIndex and lease reads, leadership transfer), Ongaro's PhD dissertation, *Consensus:
+//! Bridging Theory and Practice*, 2014 ("dissertation, section N"). `ARCHITECTURE.md` in this
+//! crate lists every rule with its section and the function that keeps it.
 //!
 //! # The algorithm in one page
 //!
@@ -41,12 +43,26 @@
 //!
 //! **Reads** (section 8). A read is linearizable if it reflects every write committed before it
 //! began. ReadIndex gets that without writing to the log: the leader notes its commit index, and
-//! one round of heartbeats answered by a majority proves it was still the leader then.
+//! one round of heartbeats answered by a majority proves it was still the leader then. Lease
+//! reads (dissertation, section 6.4.1, opt-in) skip even that round for as long as recent
+//! heartbeats prove nobody else can have been elected, which holds only if clocks drift
+//! boundedly: see [`ReadMode::Lease`].
+//!
+//! **Membership changes** (section 6; dissertation, chapter 4). One server at a time: adding or
+//! removing a single voter keeps every old majority overlapping every new one, so no joint
+//! configuration is needed. A configuration is a log entry and takes effect as soon as it is
+//! appended, committed or not; a leader allows one uncommitted change at a time; new servers
+//! join as non-voting learners and are promoted once caught up; a removed leader steps down once
+//! its removal commits. See `membership.rs`.
+//!
+//! **Leadership transfer** (dissertation, section 3.10). The leader catches a chosen follower up
+//! and tells it to start an election at once, which it wins. See `transfer.rs`.
 //!
 //! # How to drive it
 //!
 //! A [`Node`] is a pure state machine: no threads, sockets or clocks. The application calls
-//! [`Node::tick`], [`Node::step`], [`Node::propose`] and [`Node::read_index`], then takes a
+//! [`Node::tick`], [`Node::step`], [`Node::propose`] (or [`Node::propose_batch`]),
+//! [`Node::propose_conf_change`] and [`Node::read_index`], then takes a
 //! [`Ready`], persists, sends and applies what it holds, and calls [`Node::advance`] (see
 //! [`node`] for the loop). The same seed ([`Config::seed`]) and the same sequence of calls give
 //! the same behaviour, which is what lets [`sim`] replay any run from one `u64`.
@@ -58,15 +74,13 @@
 //!   the handlers, by role; `read_index.rs`: linearizable reads ([`ReadState`]);
 //!   `transfer.rs`: handing leadership to a chosen node.
 //! - `log.rs`: the log as the node sees it: stable storage, then the unstable tail.
-//! - `storage.rs`: the [`Storage`] trait and [`MemStorage`].
-//! - `progress.rs`: the leader's per-follower replication state and flow control.
+//! - `storage.rs`: the [`Storage`] trait and [`MemStorage`]; `wal_storage.rs`: [`WalStorage`],
+//!   durable storage on the `wal` crate (the only module that does I/O).
+//! - `membership.rs`: single-server membership changes, learners, [`ConfState`].
+//! - `progress.rs`: the leader's per-member replication state and flow control.
 //! - `quorum.rs`: majorities.
 //! - `message.rs`: what travels between nodes; `config.rs`: [`Config`]; `error.rs`: [`Error`].
 //! - `sim/`: the deterministic cluster simulation and its safety checker.
-//!
-//! # Not built yet
-//!
-//! Membership changes (section 6): the voter set is fixed in [`Config`].
 
 mod config;
 mod election;
@@ -74,6 +88,7 @@ mod error;
 mod follower;
 mod leader;
 mod log;
+mod membership;
 mod message;
 pub mod node;
 mod progress;
@@ -83,18 +98,21 @@ mod read_index;
 pub mod sim;
 mod storage;
 mod transfer;
+mod wal_storage;
 
 pub use config::{
     Config, ConfigError, DEFAULT_ELECTION_TICK, DEFAULT_HEARTBEAT_TICK,
     DEFAULT_MAX_APPLY_BYTES_PER_READY, DEFAULT_MAX_INFLIGHT_MSGS, DEFAULT_MAX_PENDING_READS,
-    DEFAULT_MAX_SIZE_PER_MSG, DEFAULT_MAX_UNCOMMITTED_ENTRIES,
+    DEFAULT_MAX_SIZE_PER_MSG, DEFAULT_MAX_UNCOMMITTED_ENTRIES, ReadMode,
 };
 pub use error::{Error, Result, StorageError};
+pub use membership::ConfChangeError;
 pub use message::{
-    AppendEntries, AppendResponse, Entry, HardState, Message, MessageBody, NodeId, Rejection,
-    Snapshot, VoteRequest,
+    AppendEntries, AppendResponse, ConfChange, ConfState, Entry, EntryKind, HardState,
+    MembershipChange, Message, MessageBody, NodeId, Rejection, Snapshot, VoteRequest,
 };
 pub use node::{Node, Ready, Status};
 pub use raft::Role;
 pub use read_index::ReadState;
 pub use storage::{MemStorage, Storage};
+pub use wal_storage::WalStorage;

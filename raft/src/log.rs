@@ -22,8 +22,12 @@
 //! section 5.4.3).
 
 use crate::error::{Result, StorageError};
-use crate::message::{Entry, Snapshot};
+use crate::membership::Membership;
+use crate::message::{ConfState, Entry, Snapshot};
 use crate::storage::Storage;
+
+/// Bytes of entries read at a time when a restarting node scans its log for configurations.
+const CONF_SCAN_BATCH_BYTES: u64 = 1024 * 1024;
 
 pub(crate) struct RaftLog<S> {
     storage: S,
@@ -34,19 +38,44 @@ pub(crate) struct RaftLog<S> {
     pending_snapshot: Option<Snapshot>,
     /// Highest index known to be committed (paper, Figure 2, commitIndex).
     pub(crate) committed: u64,
+    /// The configurations along this log; the last is in force (see `membership.rs`).
+    pub(crate) membership: Membership,
 }
 
 impl<S: Storage> RaftLog<S> {
-    pub(crate) fn new(storage: S) -> Result<Self> {
+    /// The log as `storage` left it. Its configuration comes from the storage's snapshot, or
+    /// `bootstrap` if it has none, followed by every configuration entry stored after it.
+    pub(crate) fn new(storage: S, bootstrap: ConfState) -> Result<Self> {
         let hard_state = storage.initial_state()?;
         let unstable_offset = storage.last_index()? + 1;
-        Ok(RaftLog {
+        let snapshot = storage.snapshot()?;
+        let membership = if snapshot.index > 0 {
+            Membership::new(snapshot.index, snapshot.conf_state)
+        } else {
+            Membership::new(0, bootstrap)
+        };
+        let mut log = RaftLog {
             storage,
             unstable_offset,
             unstable: Vec::new(),
             pending_snapshot: None,
-            committed: hard_state.commit,
-        })
+            committed: hard_state.commit.max(snapshot.index),
+            membership,
+        };
+        log.scan_configurations(snapshot.index + 1)?;
+        Ok(log)
+    }
+
+    /// Replays the configuration entries stored from `from` on into `membership`.
+    fn scan_configurations(&mut self, from: u64) -> Result<()> {
+        let mut next = from.max(self.storage.first_index()?);
+        let end = self.storage.last_index()? + 1;
+        while next < end {
+            let batch = self.storage.entries(next, end, CONF_SCAN_BATCH_BYTES)?;
+            next += batch.len() as u64;
+            self.membership.on_append(&batch);
+        }
+        Ok(())
     }
 
     pub(crate) fn storage(&self) -> &S {
@@ -148,26 +177,31 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Appends entries that follow on from the log or replace part of its tail, truncating
-    /// whatever they overlap.
-    pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<()> {
+    /// whatever they overlap. Takes them by value: they move into the unstable tail uncopied.
+    pub(crate) fn append(&mut self, mut entries: Vec<Entry>) -> Result<()> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
+        let first_index = first.index;
         assert!(
-            first.index > self.committed,
-            "truncating committed entry {}",
-            first.index
+            first_index > self.committed,
+            "truncating committed entry {first_index}"
         );
+        self.membership.on_append(&entries);
         let after_unstable = self.unstable_offset + self.unstable.len() as u64;
-        if first.index == after_unstable {
-            self.unstable.extend_from_slice(entries);
-        } else if first.index <= self.unstable_offset {
-            self.unstable_offset = first.index;
-            self.unstable = entries.to_vec();
-        } else {
+        if first_index <= self.unstable_offset {
+            self.unstable_offset = first_index;
+            self.unstable = entries;
+            return Ok(());
+        }
+        if first_index < after_unstable {
             self.unstable
-                .truncate((first.index - self.unstable_offset) as usize);
-            self.unstable.extend_from_slice(entries);
+                .truncate((first_index - self.unstable_offset) as usize);
+        }
+        if self.unstable.is_empty() {
+            self.unstable = entries;
+        } else {
+            self.unstable.append(&mut entries);
         }
         Ok(())
     }
@@ -181,19 +215,22 @@ impl<S: Storage> RaftLog<S> {
         prev_index: u64,
         prev_term: u64,
         leader_commit: u64,
-        entries: &[Entry],
+        mut entries: Vec<Entry>,
     ) -> Result<Option<u64>> {
         if self.term_if_present(prev_index)? != Some(prev_term) {
             return Ok(None);
         }
         let last_new_index = prev_index + entries.len() as u64;
-        if let Some(conflict) = self.first_conflict(entries)? {
+        if let Some(conflict) = self.first_conflict(&entries)? {
             assert!(
                 conflict > self.committed,
                 "entry {conflict} conflicts with a committed entry"
             );
             let skip = (conflict - prev_index - 1) as usize;
-            self.append(&entries[skip..])?;
+            if skip > 0 {
+                entries.drain(..skip);
+            }
+            self.append(entries)?;
         }
         // Only up to the last entry this message vouches for: past it, our log may still hold
         // entries from a deposed leader (paper, Figure 2, receiver step 5).
@@ -262,6 +299,8 @@ impl<S: Storage> RaftLog<S> {
         self.committed = snapshot.index;
         self.unstable.clear();
         self.unstable_offset = snapshot.index + 1;
+        self.membership
+            .restore(snapshot.index, snapshot.conf_state.clone());
         self.pending_snapshot = Some(snapshot);
     }
 
@@ -318,6 +357,7 @@ mod tests {
                 index,
                 term,
                 data: vec![1],
+                ..Entry::default()
             })
             .collect()
     }
@@ -325,13 +365,13 @@ mod tests {
     fn persisted(log: &[Entry]) -> RaftLog<MemStorage> {
         let mut storage = MemStorage::new();
         storage.append(log).unwrap();
-        RaftLog::new(storage).unwrap()
+        RaftLog::new(storage, ConfState::with_voters(vec![1])).unwrap()
     }
 
     #[test]
     fn a_conflicting_suffix_in_storage_is_shadowed_until_persisted() {
         let mut log = persisted(&entries(1..=3, 1));
-        let reply = log.maybe_append(1, 1, 0, &entries(2..=2, 2)).unwrap();
+        let reply = log.maybe_append(1, 1, 0, entries(2..=2, 2)).unwrap();
         assert_eq!(reply, Some(2));
         assert_eq!(log.last_index().unwrap(), 2);
         assert_eq!(log.term(2).unwrap(), 2);
@@ -343,9 +383,9 @@ mod tests {
     #[test]
     fn a_stale_shorter_append_does_not_truncate() {
         let mut log = persisted(&[]);
-        log.maybe_append(0, 0, 0, &entries(1..=3, 1)).unwrap();
+        log.maybe_append(0, 0, 0, entries(1..=3, 1)).unwrap();
         assert_eq!(
-            log.maybe_append(0, 0, 0, &entries(1..=1, 1)).unwrap(),
+            log.maybe_append(0, 0, 0, entries(1..=1, 1)).unwrap(),
             Some(1)
         );
         assert_eq!(log.last_index().unwrap(), 3);
@@ -354,14 +394,14 @@ mod tests {
     #[test]
     fn consistency_check_fails_on_a_missing_or_different_previous_entry() {
         let mut log = persisted(&entries(1..=2, 1));
-        assert_eq!(log.maybe_append(3, 1, 0, &[]).unwrap(), None);
-        assert_eq!(log.maybe_append(2, 2, 0, &[]).unwrap(), None);
+        assert_eq!(log.maybe_append(3, 1, 0, Vec::new()).unwrap(), None);
+        assert_eq!(log.maybe_append(2, 2, 0, Vec::new()).unwrap(), None);
     }
 
     #[test]
     fn commit_stops_at_the_last_entry_the_message_vouches_for() {
         let mut log = persisted(&entries(1..=5, 1));
-        log.maybe_append(2, 1, 5, &[]).unwrap();
+        log.maybe_append(2, 1, 5, Vec::new()).unwrap();
         assert_eq!(log.committed, 2);
     }
 
@@ -380,7 +420,7 @@ mod tests {
         log.restore(Snapshot {
             index: 7,
             term: 2,
-            data: Vec::new(),
+            ..Snapshot::default()
         });
         assert_eq!(
             (log.first_index().unwrap(), log.last_index().unwrap()),
@@ -389,7 +429,7 @@ mod tests {
         assert_eq!(log.term(7).unwrap(), 2);
         assert!(log.term(3).is_err());
         assert_eq!(
-            log.maybe_append(7, 2, 8, &entries(8..=8, 2)).unwrap(),
+            log.maybe_append(7, 2, 8, entries(8..=8, 2)).unwrap(),
             Some(8)
         );
         assert_eq!(log.committed, 8);

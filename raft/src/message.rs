@@ -27,20 +27,126 @@ pub type NodeId = u64;
 pub struct Entry {
     pub term: u64,
     pub index: u64,
-    /// The application's command. Empty only for the no-op a new leader appends (paper, section
-    /// 8): applications skip empty entries. [`crate::Node::propose`] refuses empty commands so the
-    /// two can never be confused.
+    /// The application's command. Empty for the no-op a new leader appends (paper, section 8)
+    /// and for configuration entries: applications skip empty entries of kind
+    /// [`EntryKind::Command`]. [`crate::Node::propose`] refuses empty commands so the two can
+    /// never be confused.
     pub data: Vec<u8>,
+    pub kind: EntryKind,
+}
+
+/// What an entry carries besides its command bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A command for the application's state machine (or, with empty data, a leader's no-op).
+    #[default]
+    Command,
+    /// A membership change (see `membership.rs`). Every node switches to `conf_state` as soon as
+    /// the entry is in its log, committed or not (dissertation, section 4.1). Boxed: changes are
+    /// rare, and inline they would triple the size of every entry.
+    ConfChange(Box<ConfChange>),
+}
+
+/// A membership change as it travels in the log: the change asked for, and the whole
+/// configuration it produces. Carrying the whole configuration means a node never needs the
+/// history before the entry to know its membership, which is what lets a new node start with an
+/// empty log and learn the group from whatever the leader sends it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConfChange {
+    /// The change asked for; `None` for the founding configuration, which a group's first leader
+    /// writes into the log as its no-op, so that the log alone tells the whole membership
+    /// history.
+    pub change: Option<MembershipChange>,
+    pub conf_state: ConfState,
+}
+
+/// One single-server change (dissertation, section 4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Adds a non-voting member that receives the log (dissertation, section 4.2.1).
+    AddLearner(NodeId),
+    /// Makes a learner a voter. The leader accepts it only once the learner holds the committed
+    /// log, so that the new voter does not stall commitment while it catches up.
+    PromoteLearner(NodeId),
+    /// Removes a voter or a learner. Removing the leader itself is allowed: it steps down once
+    /// the change commits (dissertation, section 4.2.2).
+    RemoveNode(NodeId),
+}
+
+impl MembershipChange {
+    /// The node the change is about.
+    pub fn node(&self) -> NodeId {
+        match *self {
+            MembershipChange::AddLearner(id)
+            | MembershipChange::PromoteLearner(id)
+            | MembershipChange::RemoveNode(id) => id,
+        }
+    }
+}
+
+/// A group's membership: who votes and who only listens. Both lists are sorted and disjoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConfState {
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
+
+impl ConfState {
+    /// A configuration of `voters` only, sorted.
+    pub fn with_voters(mut voters: Vec<NodeId>) -> Self {
+        voters.sort_unstable();
+        ConfState {
+            voters,
+            learners: Vec::new(),
+        }
+    }
+
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.binary_search(&id).is_ok()
+    }
+
+    pub fn is_learner(&self, id: NodeId) -> bool {
+        self.learners.binary_search(&id).is_ok()
+    }
+
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.is_learner(id)
+    }
+
+    /// Voters and learners, in id order.
+    pub fn members(&self) -> Vec<NodeId> {
+        let mut members = [&self.voters[..], &self.learners[..]].concat();
+        members.sort_unstable();
+        members
+    }
 }
 
 /// Bytes an entry is charged for against [`crate::Config::max_size_per_msg`]: its command plus
 /// the index and term that travel with it.
 const ENTRY_HEADER_BYTES: u64 = 16;
 
+/// Bytes a configuration entry is charged for per member it lists.
+const CONF_MEMBER_BYTES: u64 = 8;
+
 impl Entry {
     /// The size used for flow control and batching limits.
     pub fn size_bytes(&self) -> u64 {
-        self.data.len() as u64 + ENTRY_HEADER_BYTES
+        let conf = match &self.kind {
+            EntryKind::Command => 0,
+            EntryKind::ConfChange(change) => {
+                let members = change.conf_state.voters.len() + change.conf_state.learners.len();
+                CONF_MEMBER_BYTES * (members as u64 + 1)
+            }
+        };
+        self.data.len() as u64 + ENTRY_HEADER_BYTES + conf
+    }
+
+    /// The configuration this entry switches to, if it is a configuration entry.
+    pub fn conf_change(&self) -> Option<&ConfChange> {
+        match &self.kind {
+            EntryKind::ConfChange(change) => Some(change),
+            EntryKind::Command => None,
+        }
     }
 }
 
@@ -139,11 +245,14 @@ impl MessageBody {
 
 /// The state machine as of `index`: what replaces entries `1..=index` after compaction (paper,
 /// section 7). `term` is the term of entry `index`, kept for the AppendEntries consistency check
-/// of the entry after it.
+/// of the entry after it; `conf_state` is the membership as of `index` (the latest configuration
+/// entry at or before it), which the compacted entries can no longer tell (paper, Figure 12,
+/// "last config").
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Snapshot {
     pub index: u64,
     pub term: u64,
+    pub conf_state: ConfState,
     /// The application's serialized state machine.
     pub data: Vec<u8>,
 }
@@ -188,4 +297,20 @@ pub struct Rejection {
     /// The first index the follower holds for `conflict_term` (never at or below its commit
     /// index), or its last index + 1 when its log is too short.
     pub conflict_index: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_stays_small_whatever_its_kind() {
+        // Entries are copied between the log, storage and messages by the million; the rare
+        // configuration payload lives behind a box so it does not widen every one of them.
+        assert!(
+            std::mem::size_of::<Entry>() <= 48,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+    }
 }

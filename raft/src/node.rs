@@ -6,7 +6,8 @@
 //!   loop {
 //!       node.tick()              every tick interval (e.g. 100 ms)
 //!       node.step(message)       for every message that arrives from a peer
-//!       node.propose(command)    for every client write (on the leader)
+//!       node.propose(command)    for every client write (on the leader; propose_batch for many)
+//!       node.propose_conf_change(change)   to add a learner, promote it, or remove a node
 //!       node.read_index(context) for every client read that must be linearizable
 //!       if node.has_ready() {
 //!           let ready = node.ready();
@@ -19,7 +20,8 @@
 //!       }
 //!
 //!   and, from time to time, take a snapshot of the state machine at an applied index and
-//!   compact the log up to it (for MemStorage: create_snapshot, then compact).
+//!   compact the log up to it (create_snapshot with node.conf_state_at(index), then compact;
+//!   MemStorage and WalStorage both have these).
 //!   }
 //! ```
 //!
@@ -44,7 +46,7 @@
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::message::{Entry, HardState, Message, NodeId, Snapshot};
+use crate::message::{ConfState, Entry, HardState, MembershipChange, Message, NodeId, Snapshot};
 use crate::raft::{Raft, Role};
 use crate::read_index::ReadState;
 use crate::storage::Storage;
@@ -63,8 +65,10 @@ pub struct Ready {
     /// Messages to deliver to peers, after persisting. Delivery may fail, be late, reordered or
     /// duplicated: the algorithm tolerates all of that.
     pub messages: Vec<Message>,
-    /// Newly committed entries, to apply to the state machine in index order. Entries with empty
-    /// `data` are leader no-ops and carry no command.
+    /// Newly committed entries, to apply to the state machine in index order. Entries of kind
+    /// [`crate::EntryKind::Command`] with empty `data` are leader no-ops and carry no command;
+    /// [`crate::EntryKind::ConfChange`] entries tell the application who joined or left (Raft
+    /// already acts on them: a configuration is in force from the moment it is appended).
     pub committed_entries: Vec<Entry>,
     /// Confirmed reads: serve each once the state machine has applied its `index`.
     pub read_states: Vec<ReadState>,
@@ -142,6 +146,32 @@ impl<S: Storage> Node<S> {
     /// if leadership changes first, so clients retry, and a command may then appear twice.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<u64> {
         self.raft.propose(data)
+    }
+
+    /// Appends several commands at once and returns the index of the last; they travel in the
+    /// same AppendEntries. All or nothing (see [`Node::propose`] for the conditions).
+    pub fn propose_batch(&mut self, commands: Vec<Vec<u8>>) -> Result<u64> {
+        self.raft.propose_batch(commands)
+    }
+
+    /// Proposes a membership change (see `membership.rs`), if this node is the leader, and
+    /// returns the index of its configuration entry. The new configuration is in force on this
+    /// node at once; the change is done when the entry commits, and only then is the next change
+    /// accepted. Refusals are [`crate::Error::ConfChange`].
+    pub fn propose_conf_change(&mut self, change: MembershipChange) -> Result<u64> {
+        self.raft.propose_conf_change(change)
+    }
+
+    /// The configuration in force on this node: the latest in its log, committed or not.
+    pub fn conf_state(&self) -> &ConfState {
+        self.raft.conf()
+    }
+
+    /// The configuration in force at `index`, for the snapshot the application takes at an
+    /// applied index (a snapshot records its membership, paper, Figure 12). `None` for an index
+    /// older than the storage's first index.
+    pub fn conf_state_at(&self, index: u64) -> Option<&ConfState> {
+        self.raft.log.membership.at(index)
     }
 
     /// Asks for a linearizable read (see `read_index.rs`): a [`ReadState`] carrying `context`
@@ -227,6 +257,9 @@ impl<S: Storage> Node<S> {
         }
         self.applied = handed.applied;
         self.persisted_hard_state = handed.hard_state;
+        if let Ok(first_index) = self.raft.log.storage().first_index() {
+            self.raft.log.membership.forget_before(first_index - 1);
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -309,6 +342,29 @@ mod tests {
         let status = restarted.status();
         assert_eq!((status.term, status.commit, status.last_index), (1, 2, 2));
         assert_eq!(status.role, Role::Follower);
+    }
+
+    #[test]
+    fn a_node_initialized_from_a_snapshot_takes_its_membership_and_index() {
+        // A joining node (empty `voters`) whose storage holds only a snapshot, as after
+        // installing one and restarting: membership and log position come from the snapshot.
+        let mut storage = MemStorage::new();
+        let snapshot = Snapshot {
+            index: 12,
+            term: 3,
+            conf_state: ConfState::with_voters(vec![1, 2, 4]),
+            data: b"state".to_vec(),
+        };
+        storage.apply_snapshot(snapshot).unwrap();
+        let node = Node::new(Config::new(4, Vec::new()), storage).unwrap();
+        assert_eq!(node.conf_state().voters, vec![1, 2, 4]);
+        let status = node.status();
+        assert_eq!(
+            (status.commit, status.applied, status.last_index),
+            (12, 12, 12)
+        );
+        assert_eq!(node.log_term(12), Some(3));
+        assert!(!node.has_ready(), "nothing to re-apply below the snapshot");
     }
 
     #[test]

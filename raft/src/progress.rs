@@ -1,4 +1,5 @@
-//! What a leader knows about each follower's log, and how fast it may send to it.
+//! What a leader knows about each follower's log (voters and learners alike), and how fast it may
+//! send to it.
 //!
 //! The paper keeps two numbers per follower (Figure 2, "Volatile state on leaders"): `nextIndex`,
 //! the next entry to send, and `matchIndex`, the highest entry known to be replicated. Sending one

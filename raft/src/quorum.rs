@@ -4,8 +4,10 @@
 //! both safety arguments of Raft: two candidates cannot both win a term (each voter votes once,
 //! paper section 5.2), and a committed entry is on at least one voter of every future majority,
 //! so the election restriction puts it in every future leader's log (paper, section 5.4).
-//! Joint consensus (paper, section 6) will replace "a majority of one set" with "a majority of
-//! each of two sets" here and nowhere else.
+//! Membership changes keep that fact true across configurations by changing one server at a
+//! time (see `membership.rs`): any majority of the old voter set and any majority of the new one
+//! still share a member, so one voter set and one majority rule are all this module needs. (Joint
+//! consensus, paper section 6, would instead need "a majority of each of two sets" here.)
 
 use std::collections::BTreeMap;
 

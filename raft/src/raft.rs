@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use crate::config::Config;
+use crate::config::{Config, ReadMode};
 use crate::error::{Error, Result};
 use crate::log::RaftLog;
-use crate::message::{HardState, Message, MessageBody, NodeId};
+use crate::message::{ConfState, HardState, Message, MessageBody, NodeId};
 use crate::progress::Progress;
 use crate::read_index::{ReadQueue, ReadState};
 use crate::storage::Storage;
@@ -64,14 +64,24 @@ pub(crate) struct Raft<S> {
     /// The leader of `term`, once known.
     pub(crate) leader: Option<NodeId>,
     pub(crate) config: Config,
-    /// Per-voter replication state; meaningful only while leader.
+    /// Per-member replication state (voters, learners, and the leader itself); meaningful only
+    /// while leader.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// The `Membership::version` that `progress` reflects.
+    pub(crate) conf_version: u64,
     /// Answers received in the current (pre-)election.
     pub(crate) votes: BTreeMap<NodeId, bool>,
     /// Ticks since the last reset: since hearing from the leader for a follower, since the
     /// campaign began for a candidate, since the last quorum check for a leader.
     pub(crate) election_elapsed: u32,
     heartbeat_elapsed: u32,
+    /// Ticks since this node started: the clock lease reads are measured on.
+    pub(crate) ticks: u64,
+    /// With lease reads, a node that just (re)started behaves for one election timeout as if it
+    /// followed a leader: before the crash it may have acknowledged a heartbeat that some leader
+    /// now counts in its lease, and it must not help elect a successor while that lease may
+    /// last. Cleared once it hears from a leader or an election timeout passes.
+    pub(crate) lease_guard_on_start: bool,
     /// This term's election timeout, drawn from `[election_tick, 2 * election_tick)`.
     randomized_election_timeout: u32,
     rng: Xoshiro256PlusPlus,
@@ -89,7 +99,8 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn new(config: Config, storage: S) -> Result<Self> {
         config.validate()?;
         let hard_state = storage.initial_state()?;
-        let log = RaftLog::new(storage)?;
+        let bootstrap = ConfState::with_voters(config.voters.clone());
+        let log = RaftLog::new(storage, bootstrap)?;
         let rng =
             Xoshiro256PlusPlus::seed_from_u64(config.seed ^ config.id.wrapping_mul(SEED_ID_MIX));
         let mut raft = Raft {
@@ -100,9 +111,12 @@ impl<S: Storage> Raft<S> {
             role: Role::Follower,
             leader: None,
             progress: BTreeMap::new(),
+            conf_version: 0,
             votes: BTreeMap::new(),
             election_elapsed: 0,
             heartbeat_elapsed: 0,
+            ticks: 0,
+            lease_guard_on_start: matches!(config.read_mode, ReadMode::Lease { .. }),
             randomized_election_timeout: config.election_tick,
             rng,
             outbox: Vec::new(),
@@ -123,14 +137,24 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// The configuration in force: the latest in this node's log (see `membership.rs`).
+    pub(crate) fn conf(&self) -> &ConfState {
+        self.log.membership.current()
+    }
+
     pub(crate) fn voters(&self) -> &[NodeId] {
-        &self.config.voters
+        &self.conf().voters
+    }
+
+    /// Whether this node may campaign and vote counts for it: it is a voter in its own
+    /// configuration (learners and removed nodes never campaign, dissertation, section 4.2.3).
+    pub(crate) fn is_voter(&self) -> bool {
+        self.conf().is_voter(self.id)
     }
 
     /// The other voters, in id order (an owned list, so the caller may mutate `self` meanwhile).
     pub(crate) fn peers(&self) -> Vec<NodeId> {
-        self.config
-            .voters
+        self.voters()
             .iter()
             .copied()
             .filter(|&id| id != self.id)
@@ -192,6 +216,7 @@ impl<S: Storage> Raft<S> {
 
     /// The caller's clock: one tick of logical time.
     pub(crate) fn tick(&mut self) -> Result<()> {
+        self.ticks += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -201,8 +226,11 @@ impl<S: Storage> Raft<S> {
     /// A follower or candidate that hears nothing for its election timeout campaigns (paper,
     /// section 5.2).
     fn tick_election(&mut self) -> Result<()> {
-        self.election_elapsed += 1;
-        if self.election_elapsed < self.randomized_election_timeout {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.election_elapsed >= self.config.election_tick {
+            self.lease_guard_on_start = false;
+        }
+        if self.election_elapsed < self.randomized_election_timeout || !self.is_voter() {
             return Ok(());
         }
         self.election_elapsed = 0;
@@ -231,6 +259,10 @@ impl<S: Storage> Raft<S> {
         self.tick_transfer();
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
             self.heartbeat_elapsed = 0;
+            if matches!(self.config.read_mode, ReadMode::Lease { .. }) {
+                // Each heartbeat is its own round, so its answers can renew the lease.
+                self.start_heartbeat_round();
+            }
             self.broadcast_heartbeat();
         }
         Ok(())
@@ -239,15 +271,23 @@ impl<S: Storage> Raft<S> {
     /// Whether this node heard from a leader less than an election timeout ago. Inside such a
     /// lease a node ignores vote requests for a higher term: a server that was cut off (or is
     /// being removed) must not depose a leader the majority still follows (paper, section 6).
+    ///
+    /// Lease reads (see `read_index.rs`) rest on this refusal: a node that answered a leader's
+    /// heartbeat helps elect nobody else for an election timeout after it.
     pub(crate) fn in_lease(&self) -> bool {
         self.config.check_quorum
-            && self.leader.is_some()
+            && (self.leader.is_some() || self.lease_guard_on_start)
             && self.election_elapsed < self.config.election_tick
     }
 
     /// Feeds one message from a peer through the term rules, then to its handler.
+    ///
+    /// Messages from nodes outside this node's configuration are handled too: a node being added
+    /// hears from the leader before it holds the entry that adds it, and a leader may hear from
+    /// a node whose addition it has not yet appended or whose removal it has. Handlers that need
+    /// per-member state ignore senders they hold none for.
     pub(crate) fn step(&mut self, message: Message) -> Result<()> {
-        if !self.voters().contains(&message.from) || message.from == self.id {
+        if message.from == 0 || message.from == self.id {
             return Err(Error::UnknownPeer(message.from));
         }
         if message.term > self.term && !self.step_higher_term(&message) {

@@ -22,14 +22,40 @@
 //! Heartbeats carry a round number. A read registered in round R is confirmed once a majority
 //! has answered a heartbeat of round R or later: heartbeats are sent after the read registered,
 //! so each of those answers comes from a node that still followed this leader afterwards.
+//!
+//! # Lease reads (an option, with a clock assumption)
+//!
+//! With [`crate::ReadMode::Lease`] (dissertation, section 6.4.1) the leader skips the round
+//! while it holds a lease. Every heartbeat is then a round, and the leader notes the tick at
+//! which it sent each. When a majority has answered round R, sent at tick T, no other leader
+//! can be elected before the followers' clocks have counted an election timeout since they got
+//! it: with check-quorum, a follower that heard from its leader less than `election_tick` ago
+//! refuses to vote (`Raft::in_lease`), and any new leader needs one of that majority's votes.
+//! So until tick `T + lease_ticks` on the leader's clock, with `lease_ticks < election_tick`,
+//! its commit index is still the latest, and it answers a read at once.
+//!
+//! That inference is only as good as the clocks:
+//!
+//! - **Bounded drift.** `lease_ticks` of the leader's ticks must not outlast `election_tick - 1`
+//!   of any follower's (one tick goes to rounding: a follower may tick right after it resets its
+//!   timer). Choose the gap between them for the worst drift expected; a paused VM or a stalled
+//!   leader process breaks the assumption outright, which is why ReadIndex is the default.
+//!   `tests/read_index.rs` runs a leader whose clock is 10% slow (safe with `lease_ticks` 8 of
+//!   10) and one three times slow (the checker catches its stale reads).
+//! - **Nothing else bypasses the followers' refusal.** Leadership transfer does (its vote
+//!   requests are honoured inside the lease), so a leader that sent TimeoutNow stops using its
+//!   lease for the rest of the term. A follower that restarts forgets whom it followed, so with
+//!   lease reads a starting node refuses votes for its first election timeout
+//!   (`Raft::lease_guard_on_start`).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::ReadMode;
 use crate::error::{Error, Result};
 use crate::message::{MessageBody, NodeId};
-use crate::quorum::majority;
+use crate::quorum::{committed_index, majority};
 use crate::raft::{Raft, Role};
 use crate::storage::Storage;
 
@@ -62,6 +88,13 @@ pub(crate) struct ReadQueue {
     acked_round: BTreeMap<NodeId, u64>,
     /// Requests that arrived before this leader committed an entry of its term (step 1).
     awaiting_commit: Vec<(NodeId, Vec<u8>)>,
+    /// With lease reads: `(round, tick sent)` of the heartbeat rounds that could still renew
+    /// the lease, oldest first.
+    round_sent_at: VecDeque<(u64, u64)>,
+    /// With lease reads: the tick at which the lease runs out (0: none held).
+    lease_expires_tick: u64,
+    /// A leadership transfer was started: no lease for the rest of the term.
+    pub(crate) lease_revoked: bool,
 }
 
 impl ReadQueue {
@@ -112,12 +145,11 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         let index = self.log.committed;
-        if self.voters().len() == 1 {
+        if self.voters() == [self.id] || self.holds_lease() {
             self.release_read(requester, index, context);
             return Ok(());
         }
-        self.reads.round += 1;
-        let round = self.reads.round;
+        let round = self.start_heartbeat_round();
         self.reads.pending.push_back(PendingRead {
             round,
             index,
@@ -126,6 +158,61 @@ impl<S: Storage> Raft<S> {
         });
         self.broadcast_heartbeat();
         Ok(())
+    }
+
+    /// Starts a new heartbeat round (the caller broadcasts it) and returns its number.
+    pub(crate) fn start_heartbeat_round(&mut self) -> u64 {
+        self.reads.round += 1;
+        let round = self.reads.round;
+        if let ReadMode::Lease { lease_ticks } = self.config.read_mode {
+            let now = self.ticks;
+            let sent_at = &mut self.reads.round_sent_at;
+            // A round sent `lease_ticks` ago or earlier can no longer extend the lease.
+            while sent_at
+                .front()
+                .is_some_and(|&(_, tick)| tick + u64::from(lease_ticks) <= now)
+            {
+                sent_at.pop_front();
+            }
+            sent_at.push_back((round, now));
+        }
+        round
+    }
+
+    /// Whether this leader may answer a read from its lease, without a heartbeat round.
+    fn holds_lease(&self) -> bool {
+        matches!(self.config.read_mode, ReadMode::Lease { .. })
+            && !self.reads.lease_revoked
+            && self.ticks < self.reads.lease_expires_tick
+    }
+
+    /// The latest round a majority of voters has answered (the leader answers its own at once)
+    /// renews the lease from the tick it was sent.
+    fn renew_lease(&mut self) {
+        let ReadMode::Lease { lease_ticks } = self.config.read_mode else {
+            return;
+        };
+        let answered: Vec<u64> = self
+            .log
+            .membership
+            .current()
+            .voters
+            .iter()
+            .map(|&id| match id == self.id {
+                true => self.reads.round,
+                false => self.reads.acked_round.get(&id).copied().unwrap_or(0),
+            })
+            .collect();
+        if answered.is_empty() {
+            return;
+        }
+        // The highest round answered by a majority: the same "majority-th highest" as a commit.
+        let quorum_round = committed_index(answered);
+        let sent_at = &self.reads.round_sent_at;
+        if let Ok(position) = sent_at.binary_search_by_key(&quorum_round, |&(round, _)| round) {
+            let expires = sent_at[position].1 + u64::from(lease_ticks);
+            self.reads.lease_expires_tick = self.reads.lease_expires_tick.max(expires);
+        }
     }
 
     /// Called when the leader commits: reads that waited for an entry of this term may start.
@@ -140,18 +227,28 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn confirm_reads(&mut self, from: NodeId, round: u64) {
         let acked = self.reads.acked_round.entry(from).or_default();
         *acked = (*acked).max(round);
-        let needed = majority(self.voters().len());
-        while let Some(read) = self.reads.pending.front() {
-            let peers_acked = self
-                .reads
-                .acked_round
-                .values()
-                .filter(|&&r| r >= read.round)
-                .count();
-            if 1 + peers_acked < needed {
-                break;
-            }
-            let read = self.reads.pending.pop_front().expect("checked by the loop");
+        self.renew_lease();
+        // Only voters count, the leader too only if it is one (it may be leading its own
+        // removal, dissertation, section 4.2.2). Reads are in round order, so the confirmed
+        // ones are a prefix.
+        let conf = self.log.membership.current();
+        let needed = majority(conf.voters.len());
+        let own = usize::from(conf.is_voter(self.id));
+        let acked = &self.reads.acked_round;
+        let confirmed = self
+            .reads
+            .pending
+            .iter()
+            .take_while(|read| {
+                let peers = acked
+                    .iter()
+                    .filter(|&(&id, &r)| r >= read.round && conf.is_voter(id))
+                    .count();
+                own + peers >= needed
+            })
+            .count();
+        let released: Vec<PendingRead> = self.reads.pending.drain(..confirmed).collect();
+        for read in released {
             self.release_read(read.requester, read.index, read.context);
         }
     }

@@ -2,8 +2,9 @@
 //!
 //! [`Storage`] is the read side the algorithm needs. Writing is the application's job, done while
 //! handling a [`crate::Ready`] (append its entries, save its hard state), so the trait does not
-//! name it: a write-ahead log, a database or [`MemStorage`] each write in their own way. The only
-//! contract is that once `Ready` is handled, the reads below see what was written.
+//! name it: [`crate::WalStorage`] (the write-ahead log, durable), a database or [`MemStorage`]
+//! (tests and the simulation) each write in their own way. The only contract is that once
+//! `Ready` is handled, the reads below see what was written.
 //!
 //! The log as storage sees it, once the application has taken a snapshot and compacted the log
 //! (paper, section 7):
@@ -17,7 +18,7 @@
 //! AppendEntries that starts at `first_index` needs it as `prev_log_term`.
 
 use crate::error::StorageError;
-use crate::message::{Entry, HardState, Snapshot};
+use crate::message::{ConfState, Entry, HardState, Snapshot};
 
 /// The read side of stable storage.
 pub trait Storage {
@@ -33,7 +34,8 @@ pub trait Storage {
     /// The last index held (`first_index() - 1` when empty).
     fn last_index(&self) -> Result<u64, StorageError>;
     /// The latest snapshot (index 0 and no data before the first one), for a leader to send to
-    /// a follower that needs compacted entries.
+    /// a follower that needs compacted entries, and for a restarting node to learn its
+    /// membership from (its `conf_state`).
     fn snapshot(&self) -> Result<Snapshot, StorageError>;
 }
 
@@ -84,10 +86,16 @@ impl MemStorage {
         Ok(())
     }
 
-    /// Records a snapshot of the state machine as of `index` (which the application has applied).
-    /// Entries stay until [`MemStorage::compact`]: keeping a tail lets a follower that is only a
-    /// little behind catch up from entries rather than a whole snapshot.
-    pub fn create_snapshot(&mut self, index: u64, data: Vec<u8>) -> Result<(), StorageError> {
+    /// Records a snapshot of the state machine as of `index` (which the application has applied),
+    /// with the membership in force there ([`crate::Node::conf_state_at`]). Entries stay until
+    /// [`MemStorage::compact`]: keeping a tail lets a follower that is only a little behind catch
+    /// up from entries rather than a whole snapshot.
+    pub fn create_snapshot(
+        &mut self,
+        index: u64,
+        conf_state: ConfState,
+        data: Vec<u8>,
+    ) -> Result<(), StorageError> {
         if index <= self.snapshot.index {
             return Err(StorageError::SnapshotOutOfDate {
                 index,
@@ -95,7 +103,12 @@ impl MemStorage {
             });
         }
         let term = self.term(index)?;
-        self.snapshot = Snapshot { index, term, data };
+        self.snapshot = Snapshot {
+            index,
+            term,
+            conf_state,
+            data,
+        };
         Ok(())
     }
 
@@ -143,18 +156,23 @@ impl MemStorage {
     }
 
     fn check_range(&self, index: u64) -> Result<(), StorageError> {
-        if index < self.offset_index {
-            return Err(StorageError::Compacted {
-                index,
-                first_index: self.offset_index + 1,
-            });
-        }
-        let last_index = self.last_index_held();
-        if index > last_index {
-            return Err(StorageError::Unavailable { index, last_index });
-        }
-        Ok(())
+        check_held(index, self.offset_index, self.last_index_held())
     }
+}
+
+/// Whether a storage holding entries `offset + 1..=last_index` (and the term of `offset`) can
+/// answer for `index`; the error says which side it falls off.
+pub(crate) fn check_held(index: u64, offset: u64, last_index: u64) -> Result<(), StorageError> {
+    if index < offset {
+        return Err(StorageError::Compacted {
+            index,
+            first_index: offset + 1,
+        });
+    }
+    if index > last_index {
+        return Err(StorageError::Unavailable { index, last_index });
+    }
+    Ok(())
 }
 
 impl Storage for MemStorage {
@@ -223,6 +241,7 @@ mod tests {
             index,
             term,
             data: vec![index as u8],
+            ..Entry::default()
         }
     }
 
@@ -274,7 +293,9 @@ mod tests {
         storage
             .append(&[entry(1, 1), entry(2, 2), entry(3, 2)])
             .unwrap();
-        storage.create_snapshot(2, b"state".to_vec()).unwrap();
+        storage
+            .create_snapshot(2, ConfState::default(), b"state".to_vec())
+            .unwrap();
         storage.compact(2).unwrap();
         assert_eq!(storage.first_index().unwrap(), 3);
         assert_eq!(storage.term(2).unwrap(), 2);
@@ -296,7 +317,9 @@ mod tests {
         storage
             .append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
             .unwrap();
-        storage.create_snapshot(3, Vec::new()).unwrap();
+        storage
+            .create_snapshot(3, ConfState::default(), Vec::new())
+            .unwrap();
         assert_eq!(storage.first_index().unwrap(), 1);
         assert_eq!(storage.entries(2, 3, u64::MAX).unwrap(), vec![entry(2, 1)]);
         storage.compact(1).unwrap();
@@ -314,7 +337,7 @@ mod tests {
             .apply_snapshot(Snapshot {
                 index: 5,
                 term: 3,
-                data: Vec::new(),
+                ..Snapshot::default()
             })
             .unwrap();
         assert_eq!(

@@ -33,7 +33,7 @@ impl<S: Storage> Raft<S> {
             });
         }
         if !self.voters().contains(&to) {
-            return Err(Error::UnknownPeer(to));
+            return Err(Error::NotAVoter(to));
         }
         if to == self.id {
             return Ok(());
@@ -60,6 +60,9 @@ impl<S: Storage> Raft<S> {
             return Ok(false);
         }
         self.send(peer, MessageBody::TimeoutNow);
+        // The successor's vote requests bypass the followers' leases (they are marked as a
+        // transfer), so this leader's lease no longer holds.
+        self.reads.lease_revoked = true;
         Ok(true)
     }
 
@@ -76,7 +79,7 @@ impl<S: Storage> Raft<S> {
 
     /// Our leader hands over to us. Honoured only from the leader we follow.
     pub(crate) fn handle_timeout_now(&mut self, from: NodeId) -> Result<()> {
-        if self.role != Role::Follower || self.leader != Some(from) {
+        if self.role != Role::Follower || self.leader != Some(from) || !self.is_voter() {
             return Ok(());
         }
         self.campaign(Campaign::Transfer)

@@ -132,3 +132,60 @@ fn an_isolated_leader_steps_down() {
     let status = sim.status(leader).unwrap();
     assert_ne!(status.role, raft::Role::Leader);
 }
+
+/// Splits the five nodes into the leader plus one follower, and the other three, `rounds` times,
+/// healing in between. Returns, per round, whether the old leader still believed it led when
+/// the partition had lasted two election timeouts.
+fn flap_the_leader(config: SimConfig, rounds: u64) -> Vec<bool> {
+    let mut sim = Simulation::new(config);
+    let mut stale_leaders = Vec::new();
+    let mut next_command = 0u64;
+    for round in 0..rounds {
+        let leader = sim.check_one_leader();
+        let buddy = leader % 5 + 1;
+        let majority: Vec<u64> = sim
+            .ids()
+            .into_iter()
+            .filter(|&id| id != leader && id != buddy)
+            .collect();
+        for &id in &majority {
+            sim.cut(leader, id);
+            sim.cut(buddy, id);
+        }
+        sim.run_ticks(2 * ELECTION_TIMEOUT_TICKS + 3 * round);
+        let role = sim.status(leader).expect("running").role;
+        stale_leaders.push(role == raft::Role::Leader);
+        // The majority side elects its own leader and commits.
+        next_command += 1;
+        sim.one(&next_command.to_le_bytes(), 3, true);
+        sim.heal_all();
+        next_command += 1;
+        sim.one(&next_command.to_le_bytes(), 5, true);
+    }
+    stale_leaders
+}
+
+/// Check-quorum under a flapping partition: every time the leader is cut off with a minority, it
+/// steps down within two election timeouts instead of leading a side that can commit nothing,
+/// and every heal brings back one leader that all five follow.
+#[test]
+fn check_quorum_deposes_a_leader_cut_off_by_a_flapping_partition() {
+    let stale = flap_the_leader(SimConfig::new(5, 6), 6);
+    assert!(
+        stale.iter().all(|&s| !s),
+        "a cut-off leader kept leading: {stale:?}"
+    );
+}
+
+/// The contrast: without check-quorum the cut-off leader goes on believing it leads (and would
+/// accept writes it can never commit) until it hears of the new term.
+#[test]
+fn without_check_quorum_a_cut_off_leader_keeps_leading() {
+    let mut config = SimConfig::new(5, 6);
+    config.raft.check_quorum = false;
+    let stale = flap_the_leader(config, 6);
+    assert!(
+        stale.iter().all(|&s| s),
+        "a cut-off leader stepped down: {stale:?}"
+    );
+}

@@ -37,7 +37,11 @@ impl Simulation {
     pub(super) fn start_node(&mut self, id: NodeId) {
         let mut config = self.config.raft.clone();
         config.id = id;
-        config.voters = self.ids();
+        // Founding members start with the founding voters; the others join later, with an
+        // empty configuration that the leader's log or snapshot fills in.
+        if !config.voters.contains(&id) {
+            config.voters = Vec::new();
+        }
         config.seed = self.rng.random();
         let slot = self.slot(id);
         let disk = self.nodes[slot].disk.clone();

@@ -24,6 +24,14 @@
 //! everything not yet persisted, and none of those messages ever leave. A restarted node is
 //! built from its `MemStorage` alone, with an empty state machine.
 //!
+//! # Membership
+//!
+//! The founding voters are [`SimConfig::raft`]'s `voters` (all nodes by default); the other
+//! nodes run from the start with an empty configuration and wait to be added with
+//! [`Simulation::propose_conf_change`] or [`Simulation::change_membership`]. Election Safety is
+//! what a wrong membership change would break (two leaders elected under two configurations
+//! whose majorities do not overlap), and the checker watches it on every event as before.
+//!
 //! # Replaying
 //!
 //! [`seeds_from_env`] reads `RAFT_SIM_SEED=N` (replay exactly seed N) and `RAFT_SIM_SEEDS=N` (run
@@ -41,7 +49,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use crate::config::Config;
-use crate::message::{Entry, Message, MessageBody, NodeId};
+use crate::message::{ConfState, Entry, MembershipChange, Message, MessageBody, NodeId};
 use crate::node::{Node, Status};
 use crate::read_index::ReadState;
 use crate::storage::MemStorage;
@@ -88,7 +96,9 @@ pub struct SimConfig {
     /// Group size; nodes get ids `1..=nodes`.
     pub nodes: usize,
     pub seed: u64,
-    /// Template for every node: `id`, `voters` and `seed` are filled in per node.
+    /// Template for every node: `id` and `seed` are filled in per node. `voters` is the founding
+    /// configuration (all nodes, unless a test changes it): nodes outside it start with an
+    /// empty configuration, waiting to be added (see [`Simulation::propose_conf_change`]).
     pub raft: Config,
     pub faults: NetworkFaults,
     /// A `Ready` is handled between 0 and this many steps after the input that produced it.
@@ -129,6 +139,9 @@ struct SimNode {
     unpersisted: Option<(crate::Ready, u64)>,
     /// The step within each tick at which this node's clock ticks.
     tick_phase: u64,
+    /// Steps between two of this node's ticks: [`STEPS_PER_TICK`] unless a test makes its clock
+    /// run fast or slow ([`Simulation::set_clock_period`]).
+    tick_period: u64,
     /// The application: restored from the disk's snapshot on (re)start.
     state_machine: StateMachine,
     /// Reads confirmed on this node, oldest first.
@@ -167,6 +180,7 @@ impl Simulation {
                 persist_at: None,
                 unpersisted: None,
                 tick_phase,
+                tick_period: STEPS_PER_TICK,
                 state_machine: StateMachine::default(),
                 read_states: Vec::new(),
                 last_role: None,
@@ -249,6 +263,15 @@ impl Simulation {
         self.is_running(id) && self.network.is_connected(id)
     }
 
+    /// Makes node `id`'s clock tick every `steps` steps instead of [`STEPS_PER_TICK`]: slower
+    /// with more, faster with fewer. Real clocks drift; lease reads are only as safe as the
+    /// bound on that drift (see [`crate::ReadMode::Lease`]).
+    pub fn set_clock_period(&mut self, id: NodeId, steps: u64) {
+        assert!(steps > 0, "a clock must tick");
+        let slot = self.slot(id);
+        self.nodes[slot].tick_period = steps;
+    }
+
     /// Runs the group for `ticks` ticks.
     pub fn run_ticks(&mut self, ticks: u64) {
         for _ in 0..ticks * STEPS_PER_TICK {
@@ -268,10 +291,11 @@ impl Simulation {
         while let Some(arrival) = self.network.pop_due(self.now) {
             self.arrive(arrival);
         }
-        let phase = self.now % STEPS_PER_TICK;
         for id in self.ids() {
-            let slot = self.slot(id);
-            if self.nodes[slot].tick_phase == phase && self.nodes[slot].node.is_some() {
+            let node = &self.nodes[self.slot(id)];
+            let ticks_now = self.now >= node.tick_phase
+                && (self.now - node.tick_phase).is_multiple_of(node.tick_period);
+            if ticks_now && node.node.is_some() {
                 self.with_node(id, Node::tick).ok();
             }
         }
@@ -344,7 +368,9 @@ impl Simulation {
                     | crate::Error::EmptyProposal
                     | crate::Error::TooManyUncommitted { .. }
                     | crate::Error::TooManyPendingReads { .. }
-                    | crate::Error::TransferringLeadership { .. })
+                    | crate::Error::TransferringLeadership { .. }
+                    | crate::Error::ConfChange(_)
+                    | crate::Error::NotAVoter(_))
         );
         if let (false, Err(error)) = (expected, &result) {
             self.fail(&format!("node {id} failed: {error}"));
@@ -393,6 +419,14 @@ impl Simulation {
         self.with_node(id, |node| node.read_index(context)).is_ok()
     }
 
+    /// Makes node `id` start an election now (with pre-vote, if configured), as if its election
+    /// timeout had passed.
+    pub fn campaign(&mut self, id: NodeId) {
+        if self.is_running(id) {
+            self.with_node(id, Node::campaign).ok();
+        }
+    }
+
     /// Asks node `id`, if it leads, to hand leadership to `to`; returns whether it took the
     /// request.
     pub fn transfer_leadership(&mut self, id: NodeId, to: NodeId) -> bool {
@@ -417,10 +451,40 @@ impl Simulation {
         Some(index)
     }
 
-    /// Checks that every running node holds the whole committed log. For the end of a run,
-    /// once the group has had time to catch everyone up.
+    /// Proposes a membership change at node `id`: the index of its configuration entry, or the
+    /// node's refusal (a crashed node refuses as a node that knows no leader).
+    pub fn propose_conf_change(
+        &mut self,
+        id: NodeId,
+        change: MembershipChange,
+    ) -> crate::Result<u64> {
+        if !self.is_running(id) {
+            return Err(crate::Error::NotLeader { leader: None });
+        }
+        let index = self.with_node(id, |node| node.propose_conf_change(change))?;
+        self.record(TraceEvent::ConfChange {
+            node: id,
+            index,
+            change,
+        });
+        Ok(index)
+    }
+
+    /// The configuration in force on a running node.
+    pub fn conf_state(&self, id: NodeId) -> Option<ConfState> {
+        let node = self.nodes[self.slot(id)].node.as_ref()?;
+        Some(node.conf_state().clone())
+    }
+
+    /// Checks that every running member holds the whole committed log. For the end of a run,
+    /// once the group has had time to catch everyone up. Members are those of the configuration
+    /// of the latest leader (all nodes if there is none): removed nodes stop receiving the log.
     pub fn check_all_hold_committed(&self) {
-        for id in self.ids() {
+        let latest_leader = self.leaders().into_iter().max_by_key(|&(_, term)| term);
+        let members = latest_leader
+            .and_then(|(leader, _)| self.conf_state(leader))
+            .map_or_else(|| self.ids(), |conf| conf.members());
+        for id in members {
             let Some(node) = self.nodes[self.slot(id)].node.as_ref() else {
                 continue;
             };

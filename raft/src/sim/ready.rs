@@ -118,14 +118,25 @@ impl Simulation {
         };
         let machine = &self.nodes[self.slot(id)].state_machine;
         let index = machine.applied_index();
-        let storage = node.storage_mut();
-        let snapshot_index = storage.snapshot().map_or(0, |snapshot| snapshot.index);
+        let snapshot_index = node
+            .storage()
+            .snapshot()
+            .map_or(0, |snapshot| snapshot.index);
         if index < snapshot_index + interval {
             return;
         }
         let data = machine.snapshot_data();
+        // Every log starts with the founding configuration (the first leader's no-op), so every
+        // node, joiners included, knows the membership at every index it can snapshot.
+        let conf_state = match node.conf_state_at(index) {
+            Some(conf) if !conf.voters.is_empty() => conf.clone(),
+            other => self.fail(&format!(
+                "node {id} would snapshot index {index} with membership {other:?}"
+            )),
+        };
+        let storage = node.storage_mut();
         let compacted = storage
-            .create_snapshot(index, data)
+            .create_snapshot(index, conf_state, data)
             .and_then(|()| storage.compact(index));
         if let Err(error) = compacted {
             self.fail(&format!("node {id} compaction: {error}"));

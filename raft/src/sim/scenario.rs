@@ -4,7 +4,7 @@
 //!
 //! Waiting is always bounded in ticks; none of these loop forever.
 
-use crate::message::NodeId;
+use crate::message::{MembershipChange, NodeId};
 use crate::raft::Role;
 
 use super::Simulation;
@@ -14,9 +14,13 @@ const LEADER_CHECK_ATTEMPTS: u64 = 10;
 /// Ticks between two of those attempts.
 const LEADER_CHECK_INTERVAL_TICKS: u64 = 5;
 /// How long [`Simulation::one`] keeps trying before it fails.
-const ONE_TIMEOUT_TICKS: u64 = 100;
+/// Generous: on a lossy network a group that needs every remaining vote (four voters, one down)
+/// can take several election rounds.
+const ONE_TIMEOUT_TICKS: u64 = 300;
 /// How long [`Simulation::one`] waits for one proposal to commit before trying again.
 const ONE_ATTEMPT_TICKS: u64 = 20;
+/// How long [`Simulation::change_membership`] keeps trying before it fails.
+const CHANGE_TIMEOUT_TICKS: u64 = 400;
 
 impl Simulation {
     /// Connected nodes that believe they lead, with their terms.
@@ -158,5 +162,51 @@ impl Simulation {
             self.run_ticks(1);
         }
         None
+    }
+
+    /// Submits a membership change to whoever leads until a leader's configuration shows it
+    /// with its entry committed, and returns the entry's index. Refusals (a change still
+    /// pending, a learner still catching up, no leader) are retried each tick; fails after a
+    /// bounded time.
+    pub fn change_membership(&mut self, change: MembershipChange) -> u64 {
+        let deadline = self.now_ticks() + CHANGE_TIMEOUT_TICKS;
+        let mut proposed_at = None;
+        while self.now_ticks() < deadline {
+            if let Some(index) = proposed_at
+                && self.n_committed(index).0 > 0
+                && self.change_in_force(change)
+            {
+                return index;
+            }
+            let leader = self.leaders().into_iter().max_by_key(|&(_, term)| term);
+            let Some(index) = leader.and_then(|(id, _)| self.propose_conf_change(id, change).ok())
+            else {
+                self.run_ticks(1);
+                continue;
+            };
+            proposed_at = Some(index);
+            for _ in 0..ONE_ATTEMPT_TICKS {
+                self.run_ticks(1);
+                if self.n_committed(index).0 > 0 && self.change_in_force(change) {
+                    return index;
+                }
+            }
+        }
+        self.fail(&format!("membership change {change:?} not done in time"))
+    }
+
+    /// Whether the latest leader's configuration reflects `change`.
+    fn change_in_force(&self, change: MembershipChange) -> bool {
+        let Some((leader, _)) = self.leaders().into_iter().max_by_key(|&(_, term)| term) else {
+            return false;
+        };
+        let Some(conf) = self.conf_state(leader) else {
+            return false;
+        };
+        match change {
+            MembershipChange::AddLearner(id) => conf.is_learner(id),
+            MembershipChange::PromoteLearner(id) => conf.is_voter(id),
+            MembershipChange::RemoveNode(id) => !conf.is_member(id),
+        }
     }
 }

@@ -35,6 +35,7 @@ impl StateMachine {
                 term,
                 index,
                 data: after_length[..length].to_vec(),
+                ..Entry::default()
             });
             rest = &after_length[length..];
         }
@@ -48,13 +49,18 @@ impl StateMachine {
         Ok(StateMachine { applied })
     }
 
+    /// Remembers `entry`'s term and command. Its kind is dropped, as in the snapshot format:
+    /// membership is Raft's business, tracked by the node itself.
     pub(crate) fn apply(&mut self, entry: Entry) {
         debug_assert_eq!(
             entry.index,
             self.applied.len() as u64 + 1,
             "applied out of order"
         );
-        self.applied.push(entry);
+        self.applied.push(Entry {
+            kind: crate::message::EntryKind::Command,
+            ..entry
+        });
     }
 
     pub(crate) fn applied(&self) -> &[Entry] {
@@ -101,17 +107,19 @@ mod tests {
         machine.apply(Entry {
             term: 1,
             index: 1,
-            data: Vec::new(),
+            ..Entry::default()
         });
         machine.apply(Entry {
             term: 2,
             index: 2,
             data: b"set x".to_vec(),
+            ..Entry::default()
         });
         let snapshot = Snapshot {
             index: 2,
             term: 2,
             data: machine.snapshot_data(),
+            ..Snapshot::default()
         };
         let restored = StateMachine::restore(&snapshot).unwrap();
         assert_eq!(restored.applied(), machine.applied());

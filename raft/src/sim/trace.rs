@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt::Write;
 use std::hash::{Hash, Hasher};
 
-use crate::message::NodeId;
+use crate::message::{MembershipChange, NodeId};
 use crate::raft::Role;
 use crate::sim::network::DropReason;
 
@@ -41,6 +41,11 @@ pub enum TraceEvent {
     Propose {
         node: NodeId,
         index: u64,
+    },
+    ConfChange {
+        node: NodeId,
+        index: u64,
+        change: MembershipChange,
     },
     RoleChange {
         node: NodeId,
