@@ -3,4 +3,15 @@
 //! See `ARCHITECTURE.md` in this crate for the map: how a command travels from the socket
 //! through the keyspace and the write-ahead log to the reply.
 
+pub mod clock;
+pub mod command;
+pub mod config;
+pub mod db;
+pub mod expiry;
+pub mod glob;
+pub mod memory;
+pub mod metrics;
+pub mod node;
 pub mod resp;
+pub mod server;
+pub mod store;

@@ -25,7 +25,7 @@ mod encode;
 mod frame;
 pub mod request;
 
-pub use encode::encode;
+pub use encode::{encode, format_double};
 pub use frame::Frame;
 pub use request::{Limits, ProtocolError};
 
