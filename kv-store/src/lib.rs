@@ -7,6 +7,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod db;
+pub mod eviction;
 pub mod expiry;
 pub mod glob;
 pub mod memory;

@@ -28,6 +28,9 @@ pub struct Node {
 impl Node {
     /// Recovers the keyspace from `config.data_dir` and starts the log writer.
     pub fn open(config: &Config, clock: Clock) -> Result<Node, StoreError> {
+        if config.maxmemory > 0 && crate::memory::allocated_bytes().is_none() {
+            return Err(StoreError::NoMemoryAccounting);
+        }
         let data_dir = &config.data_dir;
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.clone(),

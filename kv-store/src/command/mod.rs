@@ -4,7 +4,7 @@
 //! How one command runs ([`execute`]):
 //!
 //! ```text
-//!  args ─▶ look up the name ─▶ arity ─▶ authenticated?
+//!  args ─▶ look up the name ─▶ arity ─▶ authenticated? ─▶ memory (evict, or -OOM)
 //!       ─▶ expire its keys lazily (each expiry becomes a DEL record for the log)
 //!       ─▶ run the handler on the keyspace ─▶ if it changed anything: a record for the log
 //! ```
@@ -195,6 +195,12 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes], records: &mut Vec<Vec<u8>>) ->
     if !ctx.session.authenticated && !spec.no_auth() && ctx.settings.requirepass.is_some() {
         return Frame::error("NOAUTH Authentication required.");
     }
+    if !ctx.replaying
+        && spec.denies_oom()
+        && let Err(oom) = crate::eviction::make_room(ctx, records)
+    {
+        return oom;
+    }
     if !ctx.replaying {
         if spec.is_write()
             && let Err(failed) = ctx.shared.log_check()
@@ -205,6 +211,12 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes], records: &mut Vec<Vec<u8>>) ->
     }
     ctx.effect = Effect::None;
     let reply = (spec.handler)(ctx, args).unwrap_or_else(|error| error);
+    if !ctx.replaying && crate::eviction::tracks_access(ctx.settings.maxmemory_policy) {
+        for position in spec.key_positions(args.len()) {
+            let policy = ctx.settings.maxmemory_policy;
+            crate::eviction::touch(ctx.db, &args[position], policy, ctx.now_ms, ctx.rng);
+        }
+    }
     match std::mem::take(&mut ctx.effect) {
         Effect::None => {}
         Effect::Changed => records.push(encode_record(args)),

@@ -119,6 +119,12 @@ impl Db {
         Some(entry)
     }
 
+    /// Mutable access for bookkeeping that is not part of the state (the access record):
+    /// does not mark the key dirty.
+    pub fn access_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        self.entries.get_mut(key)
+    }
+
     /// Adds an entry read from the state machine's image at start-up (not dirty: it is stored).
     pub fn insert_loaded(&mut self, key: Bytes, entry: Entry) {
         if entry.expires_at_ms != 0 {

@@ -61,6 +61,11 @@ pub enum StoreError {
     Thread(std::io::Error),
     #[error(transparent)]
     LogFailed(#[from] LogFailed),
+    #[error(
+        "maxmemory is set but memory is not being counted: install \
+         kv_store::memory::CountingAllocator as the global allocator"
+    )]
+    NoMemoryAccounting,
     #[error("checkpoint task stopped: {0}")]
     Join(String),
 }
