@@ -1,7 +1,8 @@
 //! `maxmemory` and its policies: approximate LRU and LFU by sampling, as Redis does.
 //!
 //! Before a command that may grow memory (flag `denyoom`) runs, [`make_room`] compares the
-//! bytes allocated (see `memory`) with `maxmemory`. Over the limit, `noeviction` refuses the
+//! bytes allocated (see `memory`), less the log records waiting to be written (a buffer, not
+//! data; Redis likewise leaves its AOF buffer out), with `maxmemory`. Over the limit, `noeviction` refuses the
 //! command with Redis's `-OOM` error; the other policies evict keys until the server is under
 //! the limit again. Each eviction samples `maxmemory_samples` keys (all keys, or only those with
 //! a TTL for `volatile-*`) and removes the best candidate of the sample: the least recently
@@ -47,7 +48,9 @@ pub const LFU_LOG_FACTOR: u32 = 10;
 /// evicting (a value larger than everything else stored could otherwise empty the keyspace).
 pub const MAX_EVICTIONS_PER_COMMAND: usize = 10_000;
 
-/// Whether the policy keeps access records up to date.
+/// Whether the policy keeps access records up to date. They are kept only while such a policy
+/// is configured (it costs a lookup per key per command), so a switch to an LRU or LFU policy
+/// at run time starts from keys that all look equally old.
 pub fn tracks_access(policy: MaxmemoryPolicy) -> bool {
     matches!(
         policy,
@@ -150,7 +153,11 @@ pub fn make_room(ctx: &mut Ctx<'_>, records: &mut Vec<Vec<u8>>) -> Result<(), Fr
     if limit == 0 {
         return Ok(());
     }
-    let over = || memory::allocated_bytes().is_some_and(|used| used as u64 > limit);
+    let log = ctx.shared.log();
+    let over = || {
+        memory::allocated_bytes()
+            .is_some_and(|used| used.saturating_sub(log.pending_bytes()) as u64 > limit)
+    };
     if !over() {
         return Ok(());
     }

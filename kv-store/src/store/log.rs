@@ -137,6 +137,12 @@ impl Log {
         lock(&self.inner.pending).next_index - 1
     }
 
+    /// Bytes of records submitted and not yet written: memory that is the log's buffer, not
+    /// data, and that `maxmemory` does not count (as Redis does not count its AOF buffer).
+    pub fn pending_bytes(&self) -> usize {
+        self.inner.pending_bytes.load(Ordering::Relaxed)
+    }
+
     /// Index of the last record acknowledged under the policy.
     pub fn last_acked(&self) -> u64 {
         *self.inner.acked.borrow()
