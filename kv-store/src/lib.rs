@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` in this crate for the map: how a command travels from the socket
 //! through the keyspace and the write-ahead log to the reply.
 
+pub mod client;
 pub mod clock;
 pub mod command;
 pub mod config;

@@ -23,6 +23,7 @@
 
 mod encode;
 mod frame;
+pub mod reply;
 pub mod request;
 
 pub use encode::{encode, format_double};
