@@ -122,7 +122,9 @@ pub struct Config {
     pub client_query_buffer_limit: usize,
     /// Active expiry cycles per second, 1 to [`MAX_HZ`]. Default [`DEFAULT_HZ`].
     pub hz: u32,
-    /// Runtime worker threads, 1 to [`MAX_WORKERS`]; 0 means one per CPU (the default).
+    /// Runtime worker threads, 0 to [`MAX_WORKERS`]. Default 1: one thread serves every
+    /// connection, as Redis's does, on a single-threaded runtime; the keyspace lock is then
+    /// never contended. 0 means one per CPU.
     pub workers: usize,
     /// Size at which the log starts a new segment, bytes. Default 64 MiB.
     pub wal_segment_bytes: u64,
@@ -149,7 +151,7 @@ impl Default for Config {
             max_inline_len: request::DEFAULT_MAX_INLINE_BYTES,
             client_query_buffer_limit: request::DEFAULT_QUERY_BUFFER_BYTES,
             hz: DEFAULT_HZ,
-            workers: 0,
+            workers: 1,
             wal_segment_bytes: wal::options::DEFAULT_SEGMENT_BYTES,
             checkpoint_interval_ms: crate::store::DEFAULT_CHECKPOINT_INTERVAL_MS,
         }

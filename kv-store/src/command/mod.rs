@@ -175,8 +175,9 @@ pub fn encode_record(args: &[Bytes]) -> Vec<u8> {
 }
 
 fn put_len(out: &mut Vec<u8>, kind: u8, len: usize) {
+    let mut digits = [0u8; 20];
     out.put_u8(kind);
-    out.put_slice(len.to_string().as_bytes());
+    out.put_slice(crate::resp::format_i64(len as i64, &mut digits));
     out.put_slice(b"\r\n");
 }
 
@@ -222,10 +223,6 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes], records: &mut Vec<Vec<u8>>) ->
         Effect::Changed => records.push(encode_record(args)),
         Effect::Rewritten(commands) => records.extend(commands.iter().map(|c| encode_record(c))),
     }
-    ctx.shared
-        .stats
-        .commands_processed
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     reply
 }
 

@@ -76,7 +76,7 @@ fn itoa_buffer() -> [u8; 20] {
 }
 
 /// Formats `n` in decimal into `buf` without allocating; replies are full of lengths.
-pub(crate) fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+pub fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
     let mut magnitude = n.unsigned_abs();
     let mut at = buf.len();
     loop {

@@ -26,7 +26,7 @@ mod frame;
 pub mod reply;
 pub mod request;
 
-pub use encode::{encode, format_double};
+pub use encode::{encode, format_double, format_i64};
 pub use frame::Frame;
 pub use request::{Limits, ProtocolError};
 

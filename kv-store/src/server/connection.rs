@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use super::{Session, Shared};
 use crate::command::{self, Ctx};
 use crate::resp::{self, Frame, Protocol, request};
+use crate::store::LogFailed;
 
 /// Initial size of a connection's read and write buffers. They grow with the batch and shrink
 /// back to this when a large batch has gone (see [`shrink`]).
@@ -131,7 +132,7 @@ async fn run_batch(
     let now_ms = shared.clock.now_ms();
     let mut replies: Vec<(Frame, Protocol)> = Vec::with_capacity(commands.len());
     let mut records = Vec::new();
-    let mut last_index = None;
+    let mut acked = None;
     {
         let mut state = shared.lock();
         for args in commands {
@@ -143,19 +144,24 @@ async fn run_batch(
             }
         }
         if !records.is_empty() {
-            last_index = Some(log.submit(records));
+            acked = Some(log.submit_and_wait(records));
         }
     }
-    if let Some(index) = last_index
-        && let Err(failed) = log.wait_acked(index).await
-    {
-        let error = Frame::error(failed.to_string());
-        replies
-            .iter_mut()
-            .for_each(|(reply, _)| *reply = error.clone());
+    shared
+        .stats
+        .commands_processed
+        .fetch_add(replies.len() as u64, Ordering::Relaxed);
+    if let Some(acked) = acked {
+        let stopped = || Err(LogFailed("the log writer stopped".into()));
+        if let Err(failed) = acked.await.unwrap_or_else(|_| stopped()) {
+            let error = Frame::error(failed.to_string());
+            replies
+                .iter_mut()
+                .for_each(|(reply, _)| *reply = error.clone());
+        }
     }
-    if let Some(last) = commands.last() {
-        session.info.details().last_command = String::from_utf8_lossy(&last[0]).to_lowercase();
+    if let Some(spec) = commands.last().and_then(|last| command::lookup(&last[0])) {
+        session.info.details().last_command = spec.name;
         session.info.touch();
     }
     for (reply, protocol) in &replies {

@@ -29,7 +29,7 @@ pub struct ClientDetails {
     pub lib_ver: Option<Bytes>,
     pub protocol: Protocol,
     /// Name of the last command run, for `cmd=`.
-    pub last_command: String,
+    pub last_command: &'static str,
 }
 
 impl ClientInfo {

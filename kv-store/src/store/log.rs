@@ -33,7 +33,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use std::collections::VecDeque;
+
+use tokio::sync::{oneshot, watch};
 use wal::Wal;
 
 use crate::config::Fsync;
@@ -51,9 +53,16 @@ pub const EVERYSEC_INTERVAL: Duration = Duration::from_secs(1);
 #[error("MISCONF Errors writing to the write-ahead log: {0}")]
 pub struct LogFailed(pub String);
 
+/// Told when a submitted batch is acknowledged (or the log failed).
+type Waiter = oneshot::Sender<Result<(), LogFailed>>;
+
 #[derive(Debug, Default)]
 struct Pending {
     records: Vec<Vec<u8>>,
+    /// Batches waiting for acknowledgment, by the index of their last record. Submissions come
+    /// in index order, so this is sorted, and the writer answers from the front: one wake per
+    /// batch, not one per waiter per write.
+    waiters: VecDeque<(u64, Waiter)>,
     /// Index of `records[0]`.
     first_index: u64,
     /// Index the next submitted record gets.
@@ -118,6 +127,20 @@ impl Log {
     /// Queues `records` as the next entries of the log and returns the index of the last one.
     /// Called with the keyspace lock held, so log order is apply order; never blocks on I/O.
     pub fn submit(&self, records: Vec<Vec<u8>>) -> u64 {
+        self.enqueue(records, None)
+    }
+
+    /// [`Log::submit`], and a receiver told when the records are acknowledged.
+    pub fn submit_and_wait(
+        &self,
+        records: Vec<Vec<u8>>,
+    ) -> oneshot::Receiver<Result<(), LogFailed>> {
+        let (waiter, acked) = oneshot::channel();
+        self.enqueue(records, Some(waiter));
+        acked
+    }
+
+    fn enqueue(&self, records: Vec<Vec<u8>>, waiter: Option<Waiter>) -> u64 {
         let bytes: usize = records.iter().map(Vec::len).sum();
         self.inner.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
         let mut pending = lock(&self.inner.pending);
@@ -127,6 +150,9 @@ impl Log {
         pending.next_index += records.len() as u64;
         let last = pending.next_index - 1;
         pending.records.extend(records);
+        if let Some(waiter) = waiter {
+            pending.waiters.push_back((last, waiter));
+        }
         drop(pending);
         self.inner.wake.notify_one();
         last
@@ -160,6 +186,9 @@ impl Log {
 
     /// Waits while more than [`MAX_PENDING_BYTES`] are queued: back-pressure from the disk.
     pub async fn wait_for_room(&self) {
+        if self.inner.pending_bytes.load(Ordering::Relaxed) <= MAX_PENDING_BYTES {
+            return;
+        }
         let mut acked = self.inner.acked.subscribe();
         let inner = &self.inner;
         let _ = acked
@@ -228,14 +257,19 @@ fn write_loop(inner: &Inner) {
     let mut unsynced = false;
     loop {
         let (records, first, closing) = take_batch(inner, EVERYSEC_INTERVAL / 4);
-        if !records.is_empty() && !inner.failed.load(Ordering::Acquire) {
+        if !records.is_empty() && inner.failed.load(Ordering::Acquire) {
+            // Nothing more is written after a failure; whoever waits is told so.
+            refuse_waiters(inner);
+        } else if !records.is_empty() {
             let bytes: usize = records.iter().map(Vec::len).sum();
             let result = write(inner, first, &records);
             inner.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
             match result {
                 Ok(()) => {
                     unsynced = inner.fsync != Fsync::Always;
-                    inner.acked.send_replace(first + records.len() as u64 - 1);
+                    let last = first + records.len() as u64 - 1;
+                    inner.acked.send_replace(last);
+                    answer_waiters(inner, last);
                 }
                 Err(err) => fail(inner, &err),
             }
@@ -263,10 +297,37 @@ fn write(inner: &Inner, first: u64, records: &[Vec<u8>]) -> wal::Result<()> {
     Ok(())
 }
 
+/// Tells the batches whose last record is at most `last` that they are acknowledged.
+fn answer_waiters(inner: &Inner, last: u64) {
+    let mut done = Vec::new();
+    {
+        let mut pending = lock(&inner.pending);
+        while pending
+            .waiters
+            .front()
+            .is_some_and(|(index, _)| *index <= last)
+        {
+            done.push(pending.waiters.pop_front().expect("front exists").1);
+        }
+    }
+    for waiter in done {
+        let _ = waiter.send(Ok(()));
+    }
+}
+
+fn refuse_waiters(inner: &Inner) {
+    let reason = lock(&inner.failure).clone().unwrap_or_default();
+    let waiters = std::mem::take(&mut lock(&inner.pending).waiters);
+    for (_, waiter) in waiters {
+        let _ = waiter.send(Err(LogFailed(reason.clone())));
+    }
+}
+
 fn fail(inner: &Inner, err: &wal::Error) {
     tracing::error!(%err, "write-ahead log failed; refusing writes until restart");
     *lock(&inner.failure) = Some(err.to_string());
     inner.failed.store(true, Ordering::Release);
+    refuse_waiters(inner);
     // Wake every waiter so that it sees the failure.
     inner.acked.send_modify(|_| {});
 }
