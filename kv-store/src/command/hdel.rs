@@ -1,0 +1,21 @@
+//! `HDEL key field [field ...]`: answers how many fields were removed.
+
+use bytes::Bytes;
+
+use super::{Ctx, Reply};
+use crate::resp::Frame;
+
+pub fn hdel(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
+    let Some(hash) = ctx.db.hash_mut(&args[1])? else {
+        return Ok(Frame::Integer(0));
+    };
+    let removed = args[2..]
+        .iter()
+        .filter(|field| hash.remove(*field).is_some())
+        .count();
+    if removed > 0 {
+        ctx.db.remove_if_empty(&args[1]);
+        ctx.changed();
+    }
+    Ok(Frame::Integer(removed as i64))
+}

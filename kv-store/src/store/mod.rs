@@ -1,0 +1,226 @@
+//! Durability: the write-ahead log, the state machine's durable image, start-up recovery and
+//! checkpoints.
+//!
+//! ```text
+//!  start-up:  open image (sled) ─▶ applied index A, load keys ─▶ open WAL (torn tail cut, with a
+//!             warning; corruption before it refuses to start, naming file and offset)
+//!             ─▶ replay records A+1.. through the same command code ─▶ serve
+//!  serving:   commands ─▶ keyspace ─▶ records ─▶ Log (WAL) ─▶ reply
+//!  every checkpoint interval, and at shutdown:
+//!             under the keyspace lock: take the dirty keys and their values, and the last
+//!             submitted index N ─▶ wait until the log holds N ─▶ write keys + N to the image in
+//!             one atomic, durable batch ─▶ delete WAL segments wholly below N + 1
+//! ```
+//!
+//! Invariant: the image at index N plus the log records after N is the keyspace. A segment is
+//! deleted only after a durable image covers all its records, so the log never loses a record
+//! the image lacks.
+
+mod codec;
+pub mod log;
+pub mod state_machine;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use wal::{Wal, WalOptions};
+
+pub use log::{Log, LogFailed};
+pub use state_machine::{SledStateMachine, StateMachine, StateMachineError};
+
+use crate::command::{self, Ctx};
+use crate::db::{Db, Entry};
+use crate::resp::request::{Limits, parse_command};
+use crate::server::{Session, Shared};
+
+/// Default time between checkpoints of the state machine: 5 s. Bounds the log replayed at
+/// start-up to about this much writing (plus one segment).
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 5_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    StateMachine(#[from] StateMachineError),
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] wal::Error),
+    #[error(
+        "the write-ahead log starts at index {first}, but the state machine has applied only up \
+         to {applied}: the records in between are missing"
+    )]
+    Gap { first: u64, applied: u64 },
+    #[error("write-ahead log record {index} is not a command")]
+    BadRecord { index: u64 },
+    #[error("cannot start the log writer thread: {0}")]
+    Thread(std::io::Error),
+    #[error(transparent)]
+    LogFailed(#[from] LogFailed),
+    #[error(
+        "maxmemory is set but memory is not being counted: install \
+         kv_store::memory::CountingAllocator as the global allocator"
+    )]
+    NoMemoryAccounting,
+    #[error("checkpoint task stopped: {0}")]
+    Join(String),
+}
+
+/// Subdirectories of `--data-dir`.
+pub fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("wal")
+}
+
+pub fn state_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("state")
+}
+
+/// What start-up recovered, for the log.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Recovered {
+    pub applied_index: u64,
+    pub loaded_keys: usize,
+    pub replayed_records: u64,
+}
+
+/// Opens the image and loads it into a fresh keyspace; returns the applied index.
+pub fn load_image(state_machine: &dyn StateMachine) -> Result<(Db, u64), StoreError> {
+    let applied = state_machine.applied_index()?;
+    let mut db = Db::new();
+    state_machine.load(&mut |key, entry| db.insert_loaded(key, entry))?;
+    Ok((db, applied))
+}
+
+/// Opens the WAL and lines it up with an image at `applied`.
+pub fn open_wal(dir: &Path, segment_bytes: u64, applied: u64) -> Result<Wal, StoreError> {
+    let mut wal = Wal::open(dir, WalOptions { segment_bytes })?;
+    if let Some(tail) = &wal.open_summary().truncated_tail {
+        tracing::warn!(
+            file = %tail.path.display(),
+            offset = tail.offset,
+            bytes_removed = tail.bytes_removed,
+            defect = %tail.defect,
+            "write-ahead log had a torn tail (a write cut short by a crash); truncated it"
+        );
+    }
+    if let Some(first) = wal.first_index()
+        && first > applied + 1
+    {
+        return Err(StoreError::Gap { first, applied });
+    }
+    if wal.next_index() <= applied {
+        // Every record is in the image already (the log was behind when it was checkpointed,
+        // or its tail was lost): start the log after the image.
+        wal.reset(applied + 1)?;
+    }
+    Ok(wal)
+}
+
+/// Applies the log records after `applied` to the keyspace, through the same command code
+/// that produced them. Returns how many were applied.
+pub fn replay(shared: &Shared, wal: &Wal, applied: u64) -> Result<u64, StoreError> {
+    // The records were accepted under the limits of their day; do not refuse them under today's.
+    let limits = Limits {
+        max_bulk_bytes: usize::MAX,
+        max_array_len: usize::MAX,
+        max_inline_bytes: usize::MAX,
+        query_buffer_bytes: usize::MAX,
+    };
+    let mut state = shared.lock();
+    let mut session = Session::internal();
+    let mut ignored = Vec::new();
+    let mut count = 0;
+    for item in wal.iter_from(applied + 1) {
+        let (index, payload) = item?;
+        let mut buf = BytesMut::from(&payload[..]);
+        let args = match parse_command(&mut buf, &limits) {
+            Ok(Some(args)) if !args.is_empty() && buf.is_empty() => args,
+            _ => return Err(StoreError::BadRecord { index }),
+        };
+        let mut ctx = Ctx::new(&mut state, &mut session, shared, shared.clock.now_ms());
+        ctx.replaying = true;
+        let reply = command::execute(&mut ctx, &args, &mut ignored);
+        ignored.clear();
+        if let crate::resp::Frame::Error(error) = reply {
+            tracing::warn!(index, %error, "a logged command failed when replayed");
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Writes the keys changed since the last checkpoint to the image, with the index they reflect,
+/// then deletes the log segments the image now covers. Returns the index checkpointed.
+pub async fn checkpoint(
+    shared: &Arc<Shared>,
+    state_machine: &Arc<dyn StateMachine>,
+) -> Result<u64, StoreError> {
+    let log = shared.log();
+    let (changes, index) = {
+        let mut state = shared.lock();
+        let dirty = state.db.take_dirty();
+        let changes: Vec<(Bytes, Option<Entry>)> = dirty
+            .into_iter()
+            .map(|key| {
+                let entry = state.db.get(&key).cloned();
+                (key, entry)
+            })
+            .collect();
+        (changes, log.last_submitted())
+    };
+    if let Err(err) = log.wait_acked(index).await {
+        restore_dirty(shared, &changes);
+        return Err(err.into());
+    }
+    let (sm, sh) = (Arc::clone(state_machine), Arc::clone(shared));
+    let written = tokio::task::spawn_blocking(move || {
+        let result = sm.checkpoint(&changes, index).map_err(StoreError::from);
+        let dropped = result.and_then(|()| Ok(sh.log().drop_prefix(index + 1)?));
+        (dropped, changes)
+    })
+    .await
+    .map_err(|err| StoreError::Join(err.to_string()))?;
+    match written {
+        (Ok(dropped), changes) => {
+            let keys = changes.len();
+            tracing::debug!(index, keys, segments_deleted = dropped, "checkpoint");
+            shared.set_checkpointed(index);
+            Ok(index)
+        }
+        (Err(err), changes) => {
+            restore_dirty(shared, &changes);
+            Err(err)
+        }
+    }
+}
+
+/// After a failed checkpoint, marks its keys dirty again so the next one writes them.
+fn restore_dirty(shared: &Shared, changes: &[(Bytes, Option<Entry>)]) {
+    let mut state = shared.lock();
+    for (key, _) in changes {
+        state.db.mark_dirty(key.clone());
+    }
+}
+
+/// Checkpoints every `interval` until `stop` resolves.
+pub async fn checkpoint_loop(
+    shared: Arc<Shared>,
+    state_machine: Arc<dyn StateMachine>,
+    interval: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = &mut stop => return,
+        }
+        if let Err(err) = checkpoint(&shared, &state_machine).await {
+            tracing::error!(%err, "checkpoint failed; will retry");
+        }
+    }
+}
