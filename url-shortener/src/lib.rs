@@ -5,7 +5,15 @@
 //! | [`id`] | ids leased in blocks from a counter, scrambled by a Feistel permutation, spelt in base62 |
 //! | [`target`] | which URLs a link may point to |
 //! | [`alias`] | which custom codes a user may choose |
+//! | [`store`] | the [`store::Store`] trait and the embedded sled store |
+//! | [`expiry`] | when links stop redirecting, and the sweep that removes them |
+//! | [`clock`] | wall-clock time behind a seam, for expiry tests |
+//! | [`timestamp`] | RFC 3339 to and from Unix milliseconds |
 
 pub mod alias;
+pub mod clock;
+pub mod expiry;
 pub mod id;
+pub mod store;
 pub mod target;
+pub mod timestamp;
