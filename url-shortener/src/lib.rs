@@ -7,13 +7,21 @@
 //! | [`alias`] | which custom codes a user may choose |
 //! | [`store`] | the [`store::Store`] trait and the embedded sled store |
 //! | [`expiry`] | when links stop redirecting, and the sweep that removes them |
+//! | [`api`] | the HTTP JSON API: routes, handlers, errors, API keys, OpenAPI document |
+//! | [`server`] | [`run`]: the service on a listener the caller bound |
+//! | [`config`] | every setting, its default and its check |
 //! | [`clock`] | wall-clock time behind a seam, for expiry tests |
 //! | [`timestamp`] | RFC 3339 to and from Unix milliseconds |
 
 pub mod alias;
+pub mod api;
 pub mod clock;
+pub mod config;
 pub mod expiry;
 pub mod id;
+pub mod server;
 pub mod store;
 pub mod target;
 pub mod timestamp;
+
+pub use server::{RunError, run};

@@ -45,7 +45,23 @@ pub enum UrlError {
     Blocked { host: String },
 }
 
-/// Checks `url`; `blocklist` holds lower-case host names whose links are refused.
+/// `url` with every non-ASCII byte percent-encoded (RFC 3986 section 2.1), so that it can be
+/// sent in a `Location` header as it is. ASCII is left alone: `%` sequences the client wrote
+/// stay as written.
+pub fn normalize(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for &byte in url.as_bytes() {
+        if byte.is_ascii() {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Checks `url`; `blocklist` holds lower-case host names whose links are refused. Pass the
+/// [`normalize`]d form: the length limit counts its bytes.
 pub fn check(url: &str, blocklist: &[String]) -> Result<(), UrlError> {
     if url.is_empty() {
         return Err(UrlError::Empty);
@@ -259,6 +275,15 @@ mod tests {
         for (url, expected) in cases {
             assert_eq!(check(url, &[]).as_ref(), Err(expected), "{url}");
         }
+    }
+
+    #[test]
+    fn non_ascii_is_percent_encoded_and_the_rest_kept() {
+        assert_eq!(
+            normalize("https://example.com/café?q=%20ü"),
+            "https://example.com/caf%C3%A9?q=%20%C3%BC"
+        );
+        ok(&normalize("https://example.com/日本"));
     }
 
     #[test]
