@@ -14,10 +14,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use service_kit::config::{ConfigError, ServerConfig, Validate};
 
+use crate::cache::{self, CacheLimits};
+use crate::clicks::{self, ClickLimits};
 use crate::id::lease::{DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE};
 use crate::store::DEFAULT_CACHE_BYTES;
 
@@ -26,6 +29,12 @@ pub const MAX_BODY_BYTES_CEILING: u64 = 1024 * 1024;
 
 /// Most entries in `url_blocklist` (checked on every create, linearly).
 pub const MAX_BLOCKLIST_ENTRIES: usize = 10_000;
+
+/// Largest `click_queue_capacity`.
+pub const MAX_CLICK_QUEUE_CAPACITY: usize = 1 << 24;
+
+/// Largest `click_max_pending_codes`.
+pub const MAX_PENDING_CODES_CEILING: usize = 10_000_000;
 
 /// Most API keys.
 pub const MAX_API_KEYS: usize = 1000;
@@ -61,6 +70,24 @@ pub struct Config {
     /// SHA-256 digests (64 hex digits) of the API keys that may write; empty: writes are open.
     /// At most [`MAX_API_KEYS`]. Default empty.
     pub api_key_sha256: Vec<String>,
+    /// Byte bound of the in-process link cache (code, URL and a fixed overhead per entry); 0
+    /// turns the cache off. Default 64 MiB.
+    pub cache_max_bytes: u64,
+    /// How long a found link stays cached, in milliseconds; also the longest another instance
+    /// on a shared store serves a link after it changed. Default 60 000.
+    pub cache_ttl_ms: u64,
+    /// How long an unknown code stays cached as unknown, in milliseconds, at most
+    /// `cache_ttl_ms`. Default 5000.
+    pub cache_negative_ttl_ms: u64,
+    /// Clicks waiting for the aggregator, 1 to [`MAX_CLICK_QUEUE_CAPACITY`]; beyond it clicks
+    /// are dropped and counted. Default 65 536.
+    pub click_queue_capacity: usize,
+    /// Milliseconds between writes of aggregated click counts to the store, at least 10.
+    /// Default 1000.
+    pub click_flush_interval_ms: u64,
+    /// Most distinct codes aggregated between two writes, 1 to [`MAX_PENDING_CODES_CEILING`];
+    /// reaching it writes early. Default 100 000.
+    pub click_max_pending_codes: usize,
 }
 
 impl Default for Config {
@@ -79,6 +106,12 @@ impl Default for Config {
             sweep_interval_ms: 60_000,
             url_blocklist: Vec::new(),
             api_key_sha256: Vec::new(),
+            cache_max_bytes: cache::DEFAULT_MAX_BYTES,
+            cache_ttl_ms: 60_000,
+            cache_negative_ttl_ms: 5_000,
+            click_queue_capacity: clicks::DEFAULT_QUEUE_CAPACITY,
+            click_flush_interval_ms: clicks::DEFAULT_FLUSH_INTERVAL.as_millis() as u64,
+            click_max_pending_codes: clicks::DEFAULT_MAX_PENDING_CODES,
         }
     }
 }
@@ -89,6 +122,22 @@ impl Config {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("http://{listen}"),
+        }
+    }
+
+    pub fn cache_limits(&self) -> CacheLimits {
+        CacheLimits {
+            max_bytes: self.cache_max_bytes,
+            ttl: Duration::from_millis(self.cache_ttl_ms),
+            negative_ttl: Duration::from_millis(self.cache_negative_ttl_ms),
+        }
+    }
+
+    pub fn click_limits(&self) -> ClickLimits {
+        ClickLimits {
+            queue_capacity: self.click_queue_capacity,
+            flush_interval: Duration::from_millis(self.click_flush_interval_ms),
+            max_pending_codes: self.click_max_pending_codes,
         }
     }
 }
@@ -125,11 +174,37 @@ impl Validate for Config {
                 "must be at least 1048576 (1 MiB)",
             ));
         }
+        self.validate_cache_and_clicks()?;
         self.validate_lists()
     }
 }
 
 impl Config {
+    fn validate_cache_and_clicks(&self) -> Result<(), ConfigError> {
+        if self.cache_negative_ttl_ms > self.cache_ttl_ms {
+            let reason = format!(
+                "{} is over cache_ttl_ms ({})",
+                self.cache_negative_ttl_ms, self.cache_ttl_ms
+            );
+            return Err(ConfigError::invalid("cache_negative_ttl_ms", reason));
+        }
+        if !(1..=MAX_CLICK_QUEUE_CAPACITY).contains(&self.click_queue_capacity) {
+            let reason = format!("must be between 1 and {MAX_CLICK_QUEUE_CAPACITY}");
+            return Err(ConfigError::invalid("click_queue_capacity", reason));
+        }
+        if self.click_flush_interval_ms < 10 {
+            return Err(ConfigError::invalid(
+                "click_flush_interval_ms",
+                "must be at least 10",
+            ));
+        }
+        if !(1..=MAX_PENDING_CODES_CEILING).contains(&self.click_max_pending_codes) {
+            let reason = format!("must be between 1 and {MAX_PENDING_CODES_CEILING}");
+            return Err(ConfigError::invalid("click_max_pending_codes", reason));
+        }
+        Ok(())
+    }
+
     fn validate_lists(&self) -> Result<(), ConfigError> {
         if self.url_blocklist.len() > MAX_BLOCKLIST_ENTRIES {
             let reason = format!("has more than {MAX_BLOCKLIST_ENTRIES} entries");

@@ -7,6 +7,8 @@
 //! | [`alias`] | which custom codes a user may choose |
 //! | [`store`] | the [`store::Store`] trait and the embedded sled store |
 //! | [`expiry`] | when links stop redirecting, and the sweep that removes them |
+//! | [`cache`] | cache-aside: a sharded LRU with TTL, byte bound, negative entries, invalidation |
+//! | [`clicks`] | click counts through a bounded queue, aggregated and flushed periodically |
 //! | [`api`] | the HTTP JSON API: routes, handlers, errors, API keys, OpenAPI document |
 //! | [`server`] | [`run`]: the service on a listener the caller bound |
 //! | [`config`] | every setting, its default and its check |
@@ -15,6 +17,8 @@
 
 pub mod alias;
 pub mod api;
+pub mod cache;
+pub mod clicks;
 pub mod clock;
 pub mod config;
 pub mod expiry;

@@ -1,9 +1,11 @@
 //! `run`: the whole service on a listener the caller bound.
 //!
 //! ```text
-//!  run ─▶ App::new (id key from the store, metrics) ─▶ sweeper task ─▶ /readyz ready
+//!  run ─▶ App::new (id key from the store, cache, metrics) ─▶ click aggregator and
+//!      expiry sweeper tasks ─▶ /readyz ready
 //!      ─▶ http1::server::serve(App::handle) ............ until shutdown is triggered
-//!      ─▶ drain in-flight requests (shutdown_timeout_ms) ─▶ stop the sweeper ─▶ return
+//!      ─▶ drain in-flight requests (shutdown_timeout_ms) ─▶ flush pending click counts
+//!      ─▶ stop the sweeper ─▶ return
 //! ```
 
 use std::sync::Arc;
@@ -19,8 +21,8 @@ use crate::api::auth::ApiKeys;
 use crate::api::{App, Settings, StartError};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::expiry;
 use crate::store::Store;
+use crate::{clicks, expiry};
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +58,14 @@ pub async fn run<S: Store>(
             .collect(),
         api_keys: ApiKeys::from_hex(&config.api_key_sha256),
         id_block_size: config.id_block_size,
+        cache: config.cache_limits(),
     };
     let store = Arc::new(store);
     let registry = admin.metrics();
-    let app = Arc::new(App::new(store.clone(), clock.clone(), settings, registry).await?);
+    let (recorder, aggregator) = clicks::pipeline(config.click_limits(), registry)?;
+    let app = App::new(store.clone(), clock.clone(), settings, recorder, registry).await?;
+    let app = Arc::new(app);
+    let aggregator = tokio::spawn(aggregator.run(store.clone()));
 
     let swept = registry.counter(
         "url_shortener_expired_links_swept_total",
@@ -86,9 +92,14 @@ pub async fn run<S: Store>(
     };
     tracing::info!(listen = %listener.local_addr()?, data_dir = %config.data_dir.display(), "serving");
     admin.mark_ready();
-    server::serve(listener, http, handler, shutdown.triggered()).await?;
+    let served = server::serve(listener, http, handler, shutdown.triggered()).await;
+    // `serve` has dropped the handler and with it the last click recorder: the aggregator
+    // flushes what is pending and ends.
+    if aggregator.await.is_err() {
+        tracing::error!("click aggregator panicked");
+    }
     if sweeper.await.is_err() {
         tracing::error!("expiry sweeper panicked");
     }
-    Ok(())
+    Ok(served?)
 }

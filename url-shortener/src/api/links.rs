@@ -89,6 +89,8 @@ impl<S: Store> App<S> {
             }
             None => self.create_with_generated_code(&mut link).await?,
         }
+        // A negative entry may exist if the code was probed before it was created.
+        self.cache.invalidate(&link.code);
         self.metrics.links_created.inc();
         let location = format!("/api/v1/links/{}", link.code);
         let response = json_response(StatusCode::CREATED, &self.view(&link, None, now));
@@ -161,7 +163,10 @@ impl<S: Store> App<S> {
         if body.redirect.is_some() {
             link.permanent = permanent(body.redirect)?;
         }
-        if !self.store.replace(&link).await? {
+        let replaced = self.store.replace(&link).await;
+        // Even after a store error: the write may have landed before the failure.
+        self.cache.invalidate(code);
+        if !replaced? {
             return Err(ApiError::not_found(code));
         }
         let clicks = self.store.clicks(code).await?;
@@ -172,7 +177,12 @@ impl<S: Store> App<S> {
     }
 
     pub(super) async fn delete_link(&self, code: &str) -> Result<Response, ApiError> {
-        if !is_code_shaped(code) || !self.store.delete(code).await? {
+        if !is_code_shaped(code) {
+            return Err(ApiError::not_found(code));
+        }
+        let deleted = self.store.delete(code).await;
+        self.cache.invalidate(code);
+        if !deleted? {
             return Err(ApiError::not_found(code));
         }
         Ok(Response::new(StatusCode::NO_CONTENT, http1::Body::empty()))

@@ -30,9 +30,11 @@ use service_kit::metrics::{
     HistogramVec, IntCounter, IntCounterVec, LATENCY_SECONDS_BUCKETS, MetricsError, Registry,
 };
 
+use crate::cache::{CacheLimits, LinkCache, Lookup};
+use crate::clicks::ClickRecorder;
 use crate::clock::Clock;
 use crate::id::{CODE_SPACE, Feistel, IdAllocator};
-use crate::store::{Store, StoreError};
+use crate::store::{Link, Store, StoreError};
 use auth::ApiKeys;
 use error::ApiError;
 
@@ -147,6 +149,7 @@ pub struct Settings {
     pub url_blocklist: Vec<String>,
     pub api_keys: ApiKeys,
     pub id_block_size: u64,
+    pub cache: CacheLimits,
 }
 
 struct Metrics {
@@ -197,18 +200,24 @@ pub struct App<S> {
     feistel: Feistel,
     settings: Settings,
     metrics: Metrics,
+    cache: LinkCache,
+    clicks: ClickRecorder,
 }
 
 impl<S: Store> App<S> {
-    /// The API over `store`; reads (or makes) the id key, registers the metrics.
+    /// The API over `store`, counting clicks into `clicks`; reads (or makes) the id key,
+    /// registers the metrics.
     pub async fn new(
         store: Arc<S>,
         clock: Arc<dyn Clock>,
         settings: Settings,
+        clicks: ClickRecorder,
         registry: &Registry,
     ) -> Result<App<S>, StartError> {
         let key = store.id_key().await?;
         Ok(App {
+            cache: LinkCache::new(settings.cache, registry)?,
+            clicks,
             ids: IdAllocator::new(settings.id_block_size),
             feistel: Feistel::new(key, CODE_SPACE),
             metrics: Metrics::register(registry)?,
@@ -262,7 +271,7 @@ impl<S: Store> App<S> {
         }
         let code = code.unwrap_or_default();
         match route {
-            Route::Redirect => self.redirect(code).await,
+            Route::Redirect => self.redirect(code, &request.head.method).await,
             Route::CreateLink => self.create_link(request).await,
             Route::ListLinks => self.list_links(request.head.query()).await,
             Route::GetLink => self.get_link(code).await,
@@ -270,6 +279,21 @@ impl<S: Store> App<S> {
             Route::DeleteLink => self.delete_link(code).await,
             Route::OpenApi => Ok(openapi::response()),
         }
+    }
+
+    /// The link with this code, through the cache (cache-aside: a miss reads the store and
+    /// fills the cache, an unknown code included).
+    async fn lookup(&self, code: &str) -> Result<Option<Arc<Link>>, StoreError> {
+        let now = Instant::now();
+        match self.cache.get(code, now) {
+            Lookup::Found(link) => return Ok(Some(link)),
+            Lookup::Absent => return Ok(None),
+            Lookup::Miss => {}
+        }
+        let ticket = self.cache.ticket(code);
+        let link = self.store.get(code).await?.map(Arc::new);
+        self.cache.put(code, link.clone(), ticket, now);
+        Ok(link)
     }
 
     /// The request body as JSON of type `T`.

@@ -13,8 +13,14 @@
 //! freshness): that is why every 301 carries an explicit `max-age`, and why an unknown code is
 //! never answered with a redirect of any kind. bit.ly answers 301 with a short private max-age
 //! for the same reasons.
+//!
+//! # The hot path
+//!
+//! The link comes through the cache (`crate::cache`), the click goes on a bounded queue
+//! (`crate::clicks`) with `try_send`: a cache hit touches neither the store nor any lock but
+//! its cache shard's. HEAD answers the same but is not counted as a click.
 
-use http1::{HeaderValue, Response, StatusCode, header};
+use http1::{HeaderValue, Method, Response, StatusCode, header};
 
 use super::error::ApiError;
 use super::{App, is_code_shaped};
@@ -22,11 +28,11 @@ use crate::store::Store;
 use crate::timestamp;
 
 impl<S: Store> App<S> {
-    pub(super) async fn redirect(&self, code: &str) -> Result<Response, ApiError> {
+    pub(super) async fn redirect(&self, code: &str, method: &Method) -> Result<Response, ApiError> {
         if !is_code_shaped(code) {
             return Err(ApiError::not_found(code));
         }
-        let Some(link) = self.store.get(code).await? else {
+        let Some(link) = self.lookup(code).await? else {
             return Err(ApiError::not_found(code));
         };
         let now = self.clock.now_ms();
@@ -42,6 +48,9 @@ impl<S: Store> App<S> {
             )
         })?;
         self.metrics.redirects.inc();
+        if *method == Method::GET {
+            self.clicks.record(code);
+        }
         let (status, cache_control) = if link.permanent {
             let remaining = link.expires_at_ms.map_or(u64::MAX, |at| (at - now) / 1000);
             let max_age = remaining.min(self.settings.permanent_redirect_max_age_seconds);
