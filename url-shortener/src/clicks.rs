@@ -15,8 +15,8 @@
 //! click). Aggregating before writing turns a hot link's thousand clicks a second into one
 //! store write a second.
 //!
-//! What a crash loses: the clicks in the queue and in `pending` (at most one flush interval),
-//! plus whatever the store itself had not made durable. A store that fails keeps its batch
+//! What a crash loses: the clicks in the queue and in `pending` (at most one flush interval);
+//! a written batch is durable. A store that fails keeps its batch
 //! pending for the next tick; new codes are then dropped once `pending` is full.
 //!
 //! The event carries only the code for now: the fields the analytics topic will carry (time,

@@ -146,7 +146,8 @@ pub trait Store: Send + Sync + 'static {
     /// and the same for every later one.
     fn id_key(&self) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Adds click counts; counts for codes that no longer exist are dropped.
+    /// Adds click counts; counts for codes that no longer exist are dropped. Durable when it
+    /// returns.
     fn add_clicks(&self, counts: &[(String, u64)]) -> impl Future<Output = Result<()>> + Send;
 
     /// The click count of a code (0 if none was recorded).
