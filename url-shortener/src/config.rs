@@ -36,6 +36,9 @@ pub const MAX_CLICK_QUEUE_CAPACITY: usize = 1 << 24;
 /// Largest `click_max_pending_codes`.
 pub const MAX_PENDING_CODES_CEILING: usize = 10_000_000;
 
+/// Most worker threads.
+pub const MAX_WORKERS: usize = 256;
+
 /// Most API keys.
 pub const MAX_API_KEYS: usize = 1000;
 
@@ -44,6 +47,9 @@ pub const MAX_API_KEYS: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    /// Worker threads of the runtime, 1 to [`MAX_WORKERS`]; 1 runs a single-threaded runtime
+    /// (nginx's `worker_processes 1`). Default: the number of CPUs.
+    pub workers: usize,
     /// Directory of the embedded store. Default `url-shortener-data`.
     pub data_dir: PathBuf,
     /// Scheme, host and optional path prefix that short URLs are written with, without a
@@ -96,6 +102,7 @@ impl Default for Config {
         let admin = SocketAddr::from(([127, 0, 0, 1], 9088));
         Config {
             server: ServerConfig::new(listen, admin),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
             data_dir: PathBuf::from("url-shortener-data"),
             public_url: None,
             store_cache_bytes: DEFAULT_CACHE_BYTES,
@@ -145,6 +152,10 @@ impl Config {
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            let reason = format!("must be between 1 and {MAX_WORKERS}");
+            return Err(ConfigError::invalid("workers", reason));
+        }
         if let Some(url) = &self.public_url {
             let lower = url.to_ascii_lowercase();
             if !(lower.starts_with("http://") || lower.starts_with("https://")) {

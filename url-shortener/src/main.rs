@@ -34,12 +34,18 @@ struct Cli {
     /// Prefix of the short URLs the API returns, e.g. https://sho.rt (default: http:// and --listen).
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// Worker threads; 1 runs a single-threaded runtime (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 fn configure(cli: &Cli) -> Result<Config, ConfigError> {
     let mut config: Config = config::load(cli.common.config.as_deref())?;
     cli.common.apply_to(&mut config.server);
     cli.data_dir.apply_to(&mut config.data_dir);
+    if let Some(workers) = cli.workers {
+        config.workers = workers;
+    }
     if let Some(url) = &cli.public_url {
         config.public_url = Some(url.clone());
     }
@@ -60,9 +66,17 @@ fn main() -> ExitCode {
         eprintln!("url-shortener: {err}");
         return ExitCode::from(EXIT_USAGE as u8);
     }
-    let started = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let runtime = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.workers)
+            .enable_all()
+            .build()
+    };
+    let started = runtime
         .context("cannot start the runtime")
         .and_then(|runtime| runtime.block_on(start(config)));
     match started {

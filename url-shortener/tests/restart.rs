@@ -10,7 +10,8 @@ use common::{READY_TIMEOUT, Server, create, eventually, get, send};
 
 #[tokio::test]
 async fn acknowledged_links_survive_sigkill_and_codes_are_never_reused() {
-    let mut server = Server::start("shortener-restart", &[]);
+    // One worker: the single-threaded runtime the benchmark uses.
+    let mut server = Server::start("shortener-restart", &["--workers", "1"]);
     let addr = server.listen;
 
     let mut codes = HashSet::new();
