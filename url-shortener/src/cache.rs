@@ -31,7 +31,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use service_kit::metrics::{IntCounter, IntCounterVec, IntGauge, MetricsError, Registry};
+use service_kit::metrics::{IntCounter, IntGauge, MetricsError, Registry};
 
 use crate::store::Link;
 
@@ -68,7 +68,9 @@ pub struct CacheLimits {
 }
 
 struct CacheMetrics {
-    hits: IntCounterVec,
+    /// The `link` and `absent` series of `url_shortener_cache_hits_total`.
+    link_hits: IntCounter,
+    absent_hits: IntCounter,
     misses: IntCounter,
     evictions: IntCounter,
     bytes: IntGauge,
@@ -85,12 +87,14 @@ pub struct LinkCache {
 impl LinkCache {
     /// An empty cache; registers its metrics (hit ratio = hits / (hits + misses)).
     pub fn new(limits: CacheLimits, registry: &Registry) -> Result<LinkCache, MetricsError> {
+        let hits = registry.counter_vec(
+            "url_shortener_cache_hits_total",
+            "Lookups answered by the cache, by kind (link: a cached link; absent: a cached unknown code).",
+            &["kind"],
+        )?;
         let metrics = CacheMetrics {
-            hits: registry.counter_vec(
-                "url_shortener_cache_hits_total",
-                "Lookups answered by the cache, by kind (link: a cached link; absent: a cached unknown code).",
-                &["kind"],
-            )?,
+            link_hits: hits.with_label_values(&["link"]),
+            absent_hits: hits.with_label_values(&["absent"]),
             misses: registry.counter(
                 "url_shortener_cache_misses_total",
                 "Lookups the cache could not answer, which went to the store.",
@@ -127,8 +131,8 @@ impl LinkCache {
     pub fn get(&self, code: &str, now: Instant) -> Lookup {
         let lookup = self.shard(code).get(code, now);
         match &lookup {
-            Lookup::Found(_) => self.metrics.hits.with_label_values(&["link"]).inc(),
-            Lookup::Absent => self.metrics.hits.with_label_values(&["absent"]).inc(),
+            Lookup::Found(_) => self.metrics.link_hits.inc(),
+            Lookup::Absent => self.metrics.absent_hits.inc(),
             Lookup::Miss => self.metrics.misses.inc(),
         }
         lookup
@@ -342,7 +346,7 @@ mod tests {
         assert_eq!(cache.get("abc", later), Lookup::Found(link("abc")));
         assert_eq!(cache.get("abc", t0 + Duration::from_secs(60)), Lookup::Miss);
         assert_eq!(cache.metrics.misses.get(), 2);
-        assert_eq!(cache.metrics.hits.with_label_values(&["link"]).get(), 2);
+        assert_eq!(cache.metrics.link_hits.get(), 2);
     }
 
     #[test]

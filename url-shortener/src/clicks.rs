@@ -187,18 +187,25 @@ mod tests {
         assert_eq!(store.clicks("bbb").await.unwrap(), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn counts_are_flushed_every_interval() {
+    #[tokio::test]
+    async fn counts_are_flushed_every_interval_while_clicks_keep_coming() {
         let store = store_with(&["aaa"]).await;
         let mut limits = limits(100, 10);
-        limits.flush_interval = Duration::from_millis(500);
+        limits.flush_interval = Duration::from_millis(50);
         let (recorder, aggregator) = pipeline(limits, &Registry::new()).unwrap();
         tokio::spawn(aggregator.run(store.clone()));
         recorder.record("aaa");
         recorder.record("aaa");
-        // Paused time jumps straight to the next timer once every task is idle.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(store.clicks("aaa").await.unwrap(), 2);
+        // The recorder stays alive: only the periodic flush can write these.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.clicks("aaa").await.unwrap() != 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not flushed within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(recorder);
     }
 
     #[tokio::test]

@@ -22,12 +22,12 @@ mod openapi;
 mod redirect;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http1::{Method, Request, Response, StatusCode, header};
 use serde::de::DeserializeOwned;
 use service_kit::metrics::{
-    HistogramVec, IntCounter, IntCounterVec, LATENCY_SECONDS_BUCKETS, MetricsError, Registry,
+    Histogram, IntCounter, LATENCY_SECONDS_BUCKETS, MetricsError, Registry,
 };
 
 use crate::cache::{CacheLimits, LinkCache, Lookup};
@@ -43,6 +43,7 @@ pub use links::MAX_PAGE_LIMIT;
 /// What a request asks for, decided from its method and path alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Route {
+    // The order is that of `Route::ALL`: `r as usize` indexes per-route metrics.
     Redirect,
     CreateLink,
     ListLinks,
@@ -152,27 +153,47 @@ pub struct Settings {
     pub cache: CacheLimits,
 }
 
+/// Label of requests that matched no route.
+const NO_ROUTE: &str = "none";
+
+/// Status classes, the `status` label.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The per-request series, looked up once at start-up: `with_label_values` hashes the labels
+/// and takes a lock, which the redirect path should not pay on every request.
 struct Metrics {
-    requests: IntCounterVec,
-    latency: HistogramVec,
+    /// `[route index][status class]`; the last route index is [`NO_ROUTE`].
+    requests: Vec<[IntCounter; 5]>,
+    latency: Vec<Histogram>,
     links_created: IntCounter,
     redirects: IntCounter,
 }
 
 impl Metrics {
     fn register(registry: &Registry) -> Result<Metrics, MetricsError> {
+        let requests = registry.counter_vec(
+            "url_shortener_requests_total",
+            "Requests answered, by route (OpenAPI operationId) and status class.",
+            &["route", "status"],
+        )?;
+        let latency = registry.histogram_vec(
+            "url_shortener_request_duration_seconds",
+            "Time from routing a request to its response head, by route.",
+            &["route"],
+            LATENCY_SECONDS_BUCKETS,
+        )?;
+        let labels = Route::ALL
+            .iter()
+            .map(|r| r.operation_id())
+            .chain([NO_ROUTE]);
         Ok(Metrics {
-            requests: registry.counter_vec(
-                "url_shortener_requests_total",
-                "Requests answered, by route (OpenAPI operationId) and status class.",
-                &["route", "status"],
-            )?,
-            latency: registry.histogram_vec(
-                "url_shortener_request_duration_seconds",
-                "Time from routing a request to its response head, by route.",
-                &["route"],
-                LATENCY_SECONDS_BUCKETS,
-            )?,
+            requests: labels
+                .clone()
+                .map(|route| CLASSES.map(|class| requests.with_label_values(&[route, class])))
+                .collect(),
+            latency: labels
+                .map(|route| latency.with_label_values(&[route]))
+                .collect(),
             links_created: registry
                 .counter("url_shortener_links_created_total", "Links created.")?,
             redirects: registry.counter(
@@ -180,6 +201,13 @@ impl Metrics {
                 "Redirects answered (301 and 302).",
             )?,
         })
+    }
+
+    fn observe(&self, route: Option<Route>, status: StatusCode, elapsed: Duration) {
+        let index = route.map_or(Route::ALL.len(), |r| r as usize);
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.requests[index][class].inc();
+        self.latency[index].observe(elapsed.as_secs_f64());
     }
 }
 
@@ -231,32 +259,18 @@ impl<S: Store> App<S> {
     pub async fn handle(&self, request: Request) -> Response {
         let started = Instant::now();
         let path = request.head.path().to_owned();
-        let (label, result) = match resolve(&request.head.method, &path) {
-            Resolved::Route(route, code) => (
-                route.operation_id(),
-                self.dispatch(route, code, request).await,
-            ),
-            Resolved::MethodNotAllowed(allow) => {
-                ("none", Ok(method_not_allowed(&request.head.method, allow)))
+        let (route, result) = match resolve(&request.head.method, &path) {
+            Resolved::Route(route, code) => {
+                (Some(route), self.dispatch(route, code, request).await)
             }
-            Resolved::NotFound => ("none", Err(no_route(&path))),
+            Resolved::MethodNotAllowed(allow) => {
+                (None, Ok(method_not_allowed(&request.head.method, allow)))
+            }
+            Resolved::NotFound => (None, Err(no_route(&path))),
         };
         let response = result.unwrap_or_else(ApiError::into_response);
-        let class = match response.status().as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
         self.metrics
-            .requests
-            .with_label_values(&[label, class])
-            .inc();
-        self.metrics
-            .latency
-            .with_label_values(&[label])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(route, response.status(), started.elapsed());
         response
     }
 
@@ -376,6 +390,13 @@ fn is_code_shaped(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_discriminants_index_route_all() {
+        for (i, route) in Route::ALL.iter().enumerate() {
+            assert_eq!(*route as usize, i);
+        }
+    }
 
     #[test]
     fn routes_are_chosen_by_method_and_path() {

@@ -263,6 +263,10 @@ impl Store for SledStore {
         for (at, code) in &due {
             if self.remove(code, Some(*at))? {
                 removed += 1;
+            } else {
+                // No link with this expiry: an index entry the invariant says cannot exist.
+                // Dropping it keeps one stray entry from stalling every later sweep.
+                self.expiry.remove(expiry_key(*at, code))?;
             }
         }
         if removed > 0 {
@@ -380,5 +384,18 @@ mod tests {
         assert!(store.get("later").await.unwrap().is_some());
         assert!(store.get("never").await.unwrap().is_some());
         assert_eq!(store.remove_expired(200, 10).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stray_index_entry_does_not_stall_the_sweep() {
+        let store = SledStore::temporary().unwrap();
+        store
+            .expiry
+            .insert(expiry_key(10, "ghost"), &[][..])
+            .unwrap();
+        store.create(&link("real", Some(20))).await.unwrap();
+        assert_eq!(store.remove_expired(100, 1).await.unwrap(), 0);
+        assert_eq!(store.remove_expired(100, 1).await.unwrap(), 1);
+        assert!(store.expiry.is_empty());
     }
 }
