@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# URL shortener throughput and latency, against nginx in the same run.
+#
+#  1. Redirects: GET /{code} on a cached link (`url-shortener --workers 1`) against nginx's
+#     `return 302` (one worker process), the same wrk load on each, alternating, ROUNDS times.
+#  2. Link creation: POST /api/v1/links with generated codes on the embedded sled store (each
+#     create is flushed to disk before the 201), ROUNDS runs.
+#
+# Prints Markdown tables of medians for BENCHMARKS.md, and the click counters at the end
+# (every redirect is a click: queued, aggregated, flushed; dropped ones are counted).
+#
+#   bash bench/url-shortener.sh              # defaults: 3 rounds of 10 s, 50 connections
+#   ROUNDS=5 DURATION=20s CONNECTIONS=100 bash bench/url-shortener.sh
+#
+# Needs wrk, nginx and curl (installed here from Debian's packages if missing, as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+WRK_THREADS=${WRK_THREADS:-1}
+
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v curl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq wrk nginx-light curl >/dev/null
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+cargo build --release --locked -q -p url-shortener --bin url-shortener
+bin="${CARGO_TARGET_DIR:-target}/release/url-shortener"
+work=$(mktemp -d)
+ours_port=$(free_port)
+ours_admin=$(free_port)
+nginx_port=$(free_port)
+target="https://example.com/a/landing/page?utm_source=bench"
+
+mkdir -p "$work/logs"
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+error_log $work/logs/error.log crit;
+pid $work/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/body;
+  proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fastcgi;
+  uwsgi_temp_path $work/uwsgi;
+  scgi_temp_path $work/scgi;
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location = /bench-link { add_header Cache-Control no-store always; return 302 "$target"; }
+  }
+}
+CONF
+
+"$bin" --listen "127.0.0.1:$ours_port" --admin-listen "127.0.0.1:$ours_admin" \
+  --data-dir "$work/store" --workers 1 --log-level warn &
+ours_pid=$!
+nginx -p "$work" -c "$work/nginx.conf" &
+nginx_pid=$!
+cleanup() { kill "$ours_pid" "$nginx_pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
+wait_port "$ours_port"
+wait_port "$nginx_port"
+
+curl -sf -X POST "http://127.0.0.1:$ours_port/api/v1/links" -H 'Content-Type: application/json' \
+  -d "{\"url\": \"$target\", \"alias\": \"bench-link\"}" >/dev/null
+for port in "$ours_port" "$nginx_port"; do
+  status=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://127.0.0.1:$port/bench-link")
+  [ "$status" = "302 $target" ] || { echo "127.0.0.1:$port answered '$status'" >&2; exit 1; }
+done
+
+cat > "$work/create.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"url": "https://example.com/a/landing/page?utm_source=bench"}'
+LUA
+
+# One wrk run; prints "rps p99_ms". Extra arguments go to wrk.
+run_wrk() {
+  local url=$1; shift
+  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" |
+    awk '/Requests\/sec/ {rps=$2}
+         /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v}
+         / +Non-2xx or 3xx responses/ {bad=$NF}
+         END {printf "%s %s %s\n", rps, p99, bad+0}'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+: > "$work/ours"; : > "$work/nginx"; : > "$work/create"
+for round in $(seq "$ROUNDS"); do
+  run_wrk "http://127.0.0.1:$ours_port/bench-link" >> "$work/ours"
+  run_wrk "http://127.0.0.1:$nginx_port/bench-link" >> "$work/nginx"
+  echo "round $round: redirect ours $(tail -1 "$work/ours"), nginx $(tail -1 "$work/nginx")" >&2
+done
+for round in $(seq "$ROUNDS"); do
+  run_wrk "http://127.0.0.1:$ours_port/api/v1/links" -s "$work/create.lua" >> "$work/create"
+  echo "round $round: create $(tail -1 "$work/create")" >&2
+done
+if awk '$3 > 0 {bad=1} END {exit !bad}' "$work/ours" "$work/nginx"; then
+  echo "some redirects were not 3xx (third column above)" >&2; exit 1
+fi
+
+col() { cut -d' ' -f"$2" "$work/$1" | median; }
+ratio=$(awk -v a="$(col ours 1)" -v b="$(col nginx 1)" 'BEGIN {printf "%.2f", a/b}')
+created=$(curl -s "http://127.0.0.1:$ours_admin/metrics" | awk '/^url_shortener_links_created_total/ {print $2}')
+sleep 2 # one click flush interval, and some
+clicks=$(curl -s "http://127.0.0.1:$ours_port/api/v1/links/bench-link" | sed 's/.*"clicks":\([0-9]*\).*/\1/')
+dropped=$(curl -s "http://127.0.0.1:$ours_admin/metrics" | awk '/^url_shortener_clicks_dropped_total/ {print $2}')
+
+echo
+echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS rounds, medians"
+echo
+echo "| GET /{code}, cached link | requests/s | p99 latency (ms) |"
+echo "|---|---|---|"
+echo "| url-shortener (1 worker, 302 + click counted) | $(col ours 1) | $(col ours 2) |"
+echo "| nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') (1 worker, \`return 302\`) | $(col nginx 1) | $(col nginx 2) |"
+echo "| ratio ours/nginx | $ratio | |"
+echo
+echo "| POST /api/v1/links, generated codes | requests/s | p99 latency (ms) |"
+echo "|---|---|---|"
+echo "| url-shortener, embedded sled store (flush per create) | $(col create 1) | $(col create 2) |"
+echo
+echo "links created: $created; clicks counted on bench-link: $clicks; clicks dropped (queue full): $dropped"
