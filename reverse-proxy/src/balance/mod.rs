@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ClusterConfig, EndpointConfig};
 
+pub(crate) use key::finalize;
 pub use key::{HashKey, hash_bytes};
 pub use least_conn::LeastConn;
 pub use maglev::Maglev;

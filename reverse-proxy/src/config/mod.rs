@@ -67,6 +67,13 @@ pub struct ProxySettings {
     /// The pseudonym this proxy writes in `Via` (RFC 9110 section 7.6.3), a token such as
     /// `edge-1`. Default `reverse-proxy`.
     pub via: String,
+    /// Most upgraded connections (WebSocket and other `101` tunnels) open at once. They no
+    /// longer count against `max_connections`; past this limit an upgrade request gets 503.
+    /// Default 1,024.
+    pub max_tunnels: usize,
+    /// Whether each request is logged (one structured line at INFO, target
+    /// `reverse_proxy::access`). Default true.
+    pub access_log: bool,
 }
 
 /// One routing rule: requests whose host and path match go to `cluster`.
@@ -107,6 +114,8 @@ impl Default for ProxySettings {
             workers: 1,
             max_connections: 10_000,
             via: "reverse-proxy".to_owned(),
+            max_tunnels: 1024,
+            access_log: true,
         }
     }
 }
@@ -155,6 +164,12 @@ impl ProxySettings {
         if self.max_connections == 0 {
             return Err(ConfigError::invalid(
                 "proxy.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.max_tunnels == 0 || self.max_tunnels > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(ConfigError::invalid(
+                "proxy.max_tunnels",
                 "must be at least 1",
             ));
         }

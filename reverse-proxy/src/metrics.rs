@@ -1,0 +1,56 @@
+//! The proxy's metrics, registered once at start-up and served on the admin listener's
+//! `/metrics`.
+//!
+//! Label values come only from the configuration (cluster names, at most
+//! `config::MAX_CLUSTERS`) or from small fixed sets (status classes), never from requests:
+//! a request for a host or path nobody configured is counted under `cluster="none"`.
+
+use http::StatusCode;
+use service_kit::metrics::{
+    HistogramVec, IntCounterVec, IntGauge, LATENCY_SECONDS_BUCKETS, MetricsError, Registry,
+};
+
+/// Cluster label of requests that matched no route.
+pub const NO_CLUSTER: &str = "none";
+
+/// Handles to every metric the request path updates. Cloning shares them.
+#[derive(Clone, Debug)]
+pub struct ProxyMetrics {
+    /// `proxy_requests_total{cluster, class}`: answered requests by status class.
+    pub requests: IntCounterVec,
+    /// `proxy_request_duration_seconds{cluster}`: from the request head to the end of the
+    /// response body.
+    pub duration: HistogramVec,
+    /// `proxy_requests_active`: requests being served now.
+    pub active: IntGauge,
+}
+
+impl ProxyMetrics {
+    pub fn register(registry: &Registry) -> Result<ProxyMetrics, MetricsError> {
+        Ok(ProxyMetrics {
+            requests: registry.counter_vec(
+                "proxy_requests_total",
+                "Requests answered, by cluster and status class.",
+                &["cluster", "class"],
+            )?,
+            duration: registry.histogram_vec(
+                "proxy_request_duration_seconds",
+                "Time from the request head to the end of the response body, by cluster.",
+                &["cluster"],
+                LATENCY_SECONDS_BUCKETS,
+            )?,
+            active: registry.gauge("proxy_requests_active", "Requests being served.")?,
+        })
+    }
+}
+
+/// `2xx`, `5xx`, ...: a bounded label for a status.
+pub fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
