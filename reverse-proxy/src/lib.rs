@@ -12,6 +12,10 @@
 //! | [`route`] | host + path prefix -> cluster, first match wins |
 //! | [`cluster`] | a cluster at run time: endpoints' live state, balancer, connection pool |
 //! | [`balance`] | the balancing algorithms, one file each, behind one trait |
+//! | [`health`] | active health checks (HTTP or TCP probes, thresholds) |
+//! | [`outlier`] | passive health: ejecting endpoints that fail live requests |
+//! | [`retry`] | which failures are retried, backoff with jitter, the retry budget |
+//! | [`circuit_breaker`] | max connections, max pending, max requests per cluster |
 //! | [`headers`] | hop-by-hop fields out, forwarding fields (`Via`, `X-Forwarded-*`, `Forwarded`) in |
 //! | [`request_id`] | `X-Request-Id` kept or generated |
 //! | [`error`] | why the proxy answered itself: status and `Proxy-Status` per failure |
@@ -19,13 +23,17 @@
 //! | [`metrics`] | the Prometheus metrics of the request path |
 
 pub mod balance;
+pub mod circuit_breaker;
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod metrics;
+pub mod outlier;
 pub mod proxy;
 pub mod request_id;
+pub mod retry;
 pub mod route;
 pub mod server;
 pub mod tunnel;

@@ -7,7 +7,8 @@
 
 use http::StatusCode;
 use service_kit::metrics::{
-    HistogramVec, IntCounterVec, IntGauge, LATENCY_SECONDS_BUCKETS, MetricsError, Registry,
+    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, LATENCY_SECONDS_BUCKETS, MetricsError,
+    Registry,
 };
 
 /// Cluster label of requests that matched no route.
@@ -23,6 +24,19 @@ pub struct ProxyMetrics {
     pub duration: HistogramVec,
     /// `proxy_requests_active`: requests being served now.
     pub active: IntGauge,
+    /// `proxy_retries_total{cluster}`: tries sent again.
+    pub retries: IntCounterVec,
+    /// `proxy_retries_over_budget_total{cluster}`: retries not made because the cluster's
+    /// retry budget was spent.
+    pub retries_over_budget: IntCounterVec,
+    /// `proxy_circuit_breaker_rejections_total{cluster, limit}`: requests answered 503 by a
+    /// circuit-breaker limit.
+    pub rejections: IntCounterVec,
+    /// `proxy_outlier_ejections_total{cluster}`: endpoints ejected by outlier detection.
+    pub ejections: IntCounterVec,
+    /// `proxy_endpoint_healthy{cluster, endpoint}`: 1 when active health checks pass (or are
+    /// off), 0 when they fail. Endpoints are configured addresses: a bounded set.
+    pub endpoint_healthy: IntGaugeVec,
 }
 
 impl ProxyMetrics {
@@ -40,6 +54,31 @@ impl ProxyMetrics {
                 LATENCY_SECONDS_BUCKETS,
             )?,
             active: registry.gauge("proxy_requests_active", "Requests being served.")?,
+            retries: registry.counter_vec(
+                "proxy_retries_total",
+                "Tries sent again after a failure, by cluster.",
+                &["cluster"],
+            )?,
+            retries_over_budget: registry.counter_vec(
+                "proxy_retries_over_budget_total",
+                "Retries not made because the cluster's retry budget was spent.",
+                &["cluster"],
+            )?,
+            rejections: registry.counter_vec(
+                "proxy_circuit_breaker_rejections_total",
+                "Requests refused with 503 by a circuit-breaker limit.",
+                &["cluster", "limit"],
+            )?,
+            ejections: registry.counter_vec(
+                "proxy_outlier_ejections_total",
+                "Endpoints ejected by outlier detection.",
+                &["cluster"],
+            )?,
+            endpoint_healthy: registry.gauge_vec(
+                "proxy_endpoint_healthy",
+                "1 when the endpoint passes active health checks (or none are configured).",
+                &["cluster", "endpoint"],
+            )?,
         })
     }
 }

@@ -34,19 +34,24 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Version};
-use http1::{Body, BodyStream, Frame, Request, Response};
+use http1::{Body, BodyStream, Frame, Request, RequestHead, Response};
 use service_kit::metrics::IntGauge;
 use service_kit::shutdown::Shutdown;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::circuit_breaker::RequestSlot;
 use crate::cluster::{Cluster, InFlight};
-use crate::config::Config;
+use crate::config::{Config, RetryConfig};
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarding, Scheme};
+use crate::health;
 use crate::metrics::{NO_CLUSTER, ProxyMetrics, status_class};
+use crate::outlier::Outcome;
 use crate::request_id::{RequestIds, X_REQUEST_ID};
+use crate::retry::{self, RetryPermit};
 use crate::route::Router;
 use crate::tunnel::{self, TunnelLimit};
 
@@ -59,11 +64,11 @@ pub struct Table {
 
 impl Table {
     /// Builds the run-time table from a validated config.
-    pub fn build(config: &Config, seed: u64) -> Result<Table, String> {
+    pub fn build(config: &Config, seed: u64, metrics: &ProxyMetrics) -> Result<Table, String> {
         let mut clusters = Vec::with_capacity(config.clusters.len());
         for (i, (name, cluster)) in config.clusters.iter().enumerate() {
             let seed = seed.wrapping_add(i as u64);
-            clusters.push(Arc::new(Cluster::new(name, cluster, seed)?));
+            clusters.push(Arc::new(Cluster::new(name, cluster, seed, metrics)?));
         }
         let names: Vec<&String> = config.clusters.keys().collect();
         let router = Router::new(&config.routes, |name| {
@@ -106,7 +111,8 @@ impl Proxy {
         metrics: ProxyMetrics,
         shutdown: Shutdown,
     ) -> Result<Proxy, String> {
-        let table = Table::build(config, seed_from_clock())?;
+        let table = Table::build(config, seed_from_clock(), &metrics)?;
+        start_health_checks(&table, &shutdown);
         let pseudonym = config.proxy.via.clone();
         Ok(Proxy {
             table: RwLock::new(Arc::new(table)),
@@ -126,9 +132,16 @@ impl Proxy {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Replaces the table; requests already started keep the old one.
+    /// Replaces the table; requests already started keep the old one. The new clusters'
+    /// health checks start; the old ones' stop when their last request is done.
     pub fn swap_table(&self, table: Table) {
+        start_health_checks(&table, &self.shutdown);
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+    }
+
+    /// The metric handles, to build a new table for a reload.
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
     }
 
     /// Serves one request received from a client: routes it, forwards it, and relays the
@@ -154,8 +167,8 @@ impl Proxy {
             }
             Err(error) => Err(error),
         };
-        let (mut response, in_flight) = match result {
-            Ok((response, in_flight)) => (response, Some(in_flight)),
+        let (mut response, upstream) = match result {
+            Ok((response, upstream)) => (response, Some(upstream)),
             Err(error) => {
                 tracing::debug!(request_id = ?id, %error, "answered by the proxy");
                 (error.to_response(&self.pseudonym), None)
@@ -165,7 +178,7 @@ impl Proxy {
         if !response_headers.contains_key(&X_REQUEST_ID) {
             response_headers.insert(X_REQUEST_ID.clone(), id);
         }
-        self.finish(response, record, in_flight)
+        self.finish(response, record, upstream)
     }
 
     fn route<'t>(
@@ -188,41 +201,117 @@ impl Proxy {
         Ok(&table.clusters[index])
     }
 
-    /// Forwards `request` to an endpoint of `cluster` and returns the upstream's response,
-    /// its head rewritten for the client, with the guard that counts it in flight.
+    /// Forwards `request` to an endpoint of `cluster`, retrying as the cluster's policy
+    /// allows (`retry.rs`), and returns the upstream's response, its head rewritten for the
+    /// client, with the guard that counts it in flight.
     pub async fn forward_to(
         &self,
         cluster: &Arc<Cluster>,
         mut request: Request,
         downstream: Downstream,
-    ) -> Result<(Response, InFlight), ProxyError> {
+    ) -> Result<(Response, Upstream), ProxyError> {
+        let slot = cluster
+            .breaker
+            .admit()
+            .map_err(|limit| rejected(cluster, limit))?;
         let client_upgrade = request.take_upgrade();
         let client = request.remote_addr;
-        let wants_upgrade =
+        let upgrading =
             self.prepare_request(&mut request, client, downstream, client_upgrade.is_some());
-        let key = cluster.key_of(&request.head, client);
-        let index = cluster
-            .pick(key, &[])
-            .ok_or_else(|| ProxyError::NoHealthyEndpoint {
-                cluster: cluster.name.clone(),
-            })?;
-        let in_flight = cluster.start_request(index);
-        let endpoint = in_flight.endpoint().address;
-        let tunnel_permit = match wants_upgrade {
-            true => Some(self.tunnels.clone().try_acquire_owned().map_err(|_| {
-                ProxyError::CircuitOpen {
-                    cluster: cluster.name.clone(),
-                    limit: "max_tunnels",
-                }
-            })?),
+        let tunnel_permit = match upgrading {
+            true => Some(
+                self.tunnels
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| rejected(cluster, "max_tunnels"))?,
+            ),
             false => None,
         };
-        let upstream_request = strip_server_side(request);
-        let mut response = cluster
-            .client()
-            .send(endpoint, upstream_request)
-            .await
-            .map_err(|e| ProxyError::from_client(endpoint, e))?;
+        let key = cluster.key_of(&request.head, client);
+        let idempotent = retry::is_idempotent(&request.head);
+        let policy = &cluster.config.retry;
+        let mut tries = Tries::new(request, upgrading, policy).await?;
+        let mut tried: Vec<usize> = Vec::new();
+        let mut _retry_permit = None;
+        loop {
+            let index = cluster
+                .pick(key, &tried)
+                .ok_or_else(|| ProxyError::NoHealthyEndpoint {
+                    cluster: cluster.name.clone(),
+                })?;
+            tried.push(index);
+            let retries_left = tried.len() <= policy.max_retries as usize;
+            let connection = cluster
+                .breaker
+                .connection(cluster.config.timeouts.connect())
+                .await
+                .map_err(|limit| rejected(cluster, limit))?;
+            let in_flight = cluster.start_request(index);
+            let endpoint = in_flight.endpoint().address;
+            let (attempt, replayable) = tries.next(!retries_left);
+            let may_retry = retries_left && replayable;
+            let permit = match cluster.client().send(endpoint, attempt).await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let outcome = match status >= 500 {
+                        true => Outcome::ServerError,
+                        false => Outcome::Success,
+                    };
+                    cluster.record(index, outcome);
+                    let retry = may_retry && retry::retryable_status(status, idempotent, policy);
+                    match retry.then(|| start_retry(cluster)).flatten() {
+                        Some(permit) => {
+                            tracing::debug!(%endpoint, status, "retrying a retryable status");
+                            permit
+                        }
+                        None => {
+                            let upstream = Upstream {
+                                in_flight,
+                                _slot: slot,
+                                _connection: connection,
+                            };
+                            let response =
+                                self.relay_head(response, endpoint, client_upgrade, tunnel_permit)?;
+                            return Ok((response, upstream));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let error = ProxyError::from_client(endpoint, e);
+                    if error.is_endpoint_failure() {
+                        let outcome = match error.nothing_sent() {
+                            true => Outcome::ConnectFailure,
+                            false => Outcome::ServerError,
+                        };
+                        cluster.record(index, outcome);
+                    }
+                    let retry = may_retry && retry::retryable_error(&error, idempotent, policy);
+                    match retry.then(|| start_retry(cluster)).flatten() {
+                        Some(permit) => {
+                            tracing::debug!(%endpoint, %error, "retrying a failed try");
+                            permit
+                        }
+                        None => return Err(error),
+                    }
+                }
+            };
+            // The permit counts this retry in the budget until its own outcome is known.
+            _retry_permit = Some(permit);
+            drop((in_flight, connection));
+            let wait = retry::backoff(tried.len() as u32, policy, &cluster.rng);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Rewrites the upstream's response head for the client, and opens the tunnel of an
+    /// accepted upgrade.
+    fn relay_head(
+        &self,
+        mut response: Response,
+        endpoint: SocketAddr,
+        client_upgrade: Option<http1::OnUpgrade>,
+        tunnel_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Response, ProxyError> {
         let accepted_upgrade = headers::remove_hop_by_hop(&mut response.head.headers);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let (Some(from_client), Some(from_server), Some(permit), Some(protocol)) = (
@@ -245,7 +334,7 @@ impl Proxy {
             .head
             .headers
             .append(header::VIA, self.via_11.clone());
-        Ok((response, in_flight))
+        Ok(response)
     }
 
     /// Rewrites the request head for the upstream (see `headers.rs`). Returns whether an
@@ -290,7 +379,7 @@ impl Proxy {
         &self,
         mut response: Response,
         record: Record,
-        in_flight: Option<InFlight>,
+        upstream: Option<Upstream>,
     ) -> Response {
         let body = std::mem::take(&mut response.body);
         let status = response.status();
@@ -301,7 +390,7 @@ impl Proxy {
             end: Some(End {
                 record,
                 status,
-                in_flight,
+                upstream,
                 metrics: self.metrics.clone(),
                 access_log: self.access_log,
             }),
@@ -310,13 +399,115 @@ impl Proxy {
     }
 }
 
-/// An upstream request carries no server-side state (the upgrade was taken, the peer address
-/// is written into the forwarding fields).
-fn strip_server_side(request: Request) -> Request {
-    let Request { head, body, .. } = request;
-    let mut upstream = Request::new(head.method.clone(), String::new(), body);
-    upstream.head = head;
-    upstream
+/// Answers a request refused by a circuit-breaker limit, and counts it.
+fn rejected(cluster: &Cluster, limit: &'static str) -> ProxyError {
+    cluster
+        .metrics
+        .rejections
+        .with_label_values(&[cluster.name.as_str(), limit])
+        .inc();
+    ProxyError::CircuitOpen {
+        cluster: cluster.name.clone(),
+        limit,
+    }
+}
+
+/// A permit for one retry if the cluster's budget allows it; counts the retry or its refusal.
+fn start_retry(cluster: &Cluster) -> Option<RetryPermit> {
+    let name = [cluster.name.as_str()];
+    match cluster
+        .retry_budget
+        .try_start(cluster.breaker.requests(), &cluster.config.retry)
+    {
+        Some(permit) => {
+            cluster.metrics.retries.with_label_values(&name).inc();
+            Some(permit)
+        }
+        None => {
+            tracing::debug!(cluster = %cluster.name, "retry budget spent: not retrying");
+            cluster
+                .metrics
+                .retries_over_budget
+                .with_label_values(&name)
+                .inc();
+            None
+        }
+    }
+}
+
+/// What a request holds on its cluster while its response streams: its place under the
+/// circuit-breaker limits and its count in the endpoint's load.
+#[derive(Debug)]
+pub struct Upstream {
+    in_flight: InFlight,
+    _slot: RequestSlot,
+    _connection: OwnedSemaphorePermit,
+}
+
+impl Upstream {
+    pub fn endpoint(&self) -> SocketAddr {
+        self.in_flight.endpoint().address
+    }
+}
+
+/// The request, ready to be sent once or several times.
+///
+/// A body that can be sent again is kept in memory: an empty one, or one whose announced
+/// length is at most `retry.max_buffered_body_bytes` (read whole before the first try). Any
+/// other body streams through once, and its request is not retried after the first try.
+struct Tries {
+    head: RequestHead,
+    /// The body for a retry, when there can be one.
+    replay: Option<Bytes>,
+    /// The body of a request that cannot be retried.
+    stream: Option<Body>,
+}
+
+impl Tries {
+    async fn new(
+        request: Request,
+        upgrading: bool,
+        policy: &RetryConfig,
+    ) -> Result<Tries, ProxyError> {
+        let Request { head, body, .. } = request;
+        let limit = policy.max_buffered_body_bytes;
+        let replayable = !upgrading && policy.max_retries > 0;
+        let replay = match body.exact_len() {
+            Some(0) if replayable => Some(Bytes::new()),
+            Some(len) if replayable && len <= limit => {
+                let collected = body.collect(limit).await.map_err(ProxyError::RequestBody)?;
+                return Ok(Tries {
+                    head,
+                    replay: Some(collected.data),
+                    stream: None,
+                });
+            }
+            _ => None,
+        };
+        let stream = replay.is_none().then_some(body);
+        Ok(Tries {
+            head,
+            replay,
+            stream,
+        })
+    }
+
+    /// The request for the next try, and whether it could be sent again after this one.
+    /// `last`: no try will follow, so the head is moved rather than copied.
+    fn next(&mut self, last: bool) -> (Request, bool) {
+        let body = match (&self.replay, self.stream.take()) {
+            (Some(bytes), _) => Body::full(bytes.clone()),
+            (None, Some(stream)) => stream,
+            (None, None) => Body::empty(),
+        };
+        let head = match last || self.replay.is_none() {
+            true => std::mem::replace(&mut self.head, RequestHead::new(Method::GET, "/")),
+            false => self.head.clone(),
+        };
+        let mut request = Request::new(Method::GET, String::new(), body);
+        request.head = head;
+        (request, self.replay.is_some())
+    }
 }
 
 /// `http://host/path?q` -> `/path?q`; `None` when the target is already origin-form (or `*`).
@@ -333,7 +524,14 @@ fn origin_form(target: &str) -> Option<String> {
     })
 }
 
-fn seed_from_clock() -> u64 {
+fn start_health_checks(table: &Table, shutdown: &Shutdown) {
+    let seed = seed_from_clock();
+    for (i, cluster) in table.clusters.iter().enumerate() {
+        health::spawn_checks(cluster, shutdown, seed.wrapping_add(i as u64));
+    }
+}
+
+pub(crate) fn seed_from_clock() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -373,7 +571,7 @@ impl Drop for Active {
 struct End {
     record: Record,
     status: StatusCode,
-    in_flight: Option<InFlight>,
+    upstream: Option<Upstream>,
     metrics: ProxyMetrics,
     access_log: bool,
 }
@@ -396,7 +594,7 @@ impl End {
             .with_label_values(&[cluster])
             .observe(elapsed.as_secs_f64());
         if self.access_log {
-            let endpoint = self.in_flight.as_ref().map(|f| f.endpoint().address);
+            let endpoint = self.upstream.as_ref().map(Upstream::endpoint);
             tracing::info!(
                 target: "reverse_proxy::access",
                 request_id = self.record.id.to_str().unwrap_or("-"),

@@ -43,6 +43,7 @@ use crate::config::{ClusterConfig, EndpointConfig};
 
 pub(crate) use key::finalize;
 pub use key::{HashKey, hash_bytes};
+
 pub use least_conn::LeastConn;
 pub use maglev::Maglev;
 pub use p2c::PowerOfTwoChoices;
@@ -146,7 +147,7 @@ fn weights(endpoints: &[EndpointConfig]) -> Vec<u32> {
 /// add per number and no lock between worker threads. Not for secrets; good enough to spread
 /// requests, and seeded so that tests replay.
 #[derive(Debug)]
-pub(crate) struct PickRng {
+pub struct PickRng {
     state: AtomicU64,
 }
 
@@ -154,13 +155,13 @@ impl PickRng {
     /// SplitMix64's increment (the golden ratio in 64 bits).
     const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
-    pub(crate) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         PickRng {
             state: AtomicU64::new(seed),
         }
     }
 
-    pub(crate) fn next_u64(&self) -> u64 {
+    pub fn next_u64(&self) -> u64 {
         let state = self
             .state
             .fetch_add(Self::GAMMA, Ordering::Relaxed)
@@ -170,7 +171,7 @@ impl PickRng {
 
     /// A number in `0..bound` (`bound > 0`), by Lemire's multiply-shift: no division, and a
     /// bias of at most `bound / 2^64`, far below anything a distribution could show.
-    pub(crate) fn below(&self, bound: u64) -> u64 {
+    pub fn below(&self, bound: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
     }
 }

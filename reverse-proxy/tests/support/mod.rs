@@ -33,7 +33,7 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// | `/ws` | `101` to an upgrade request, then echoes raw bytes |
 /// | `/status/NNN` | status NNN |
 /// | `/sleep/MS` | waits MS milliseconds, then answers |
-/// | anything else | its name, with `x-backend: <name>` |
+/// | anything else | its name, with `x-backend: <name>`, and status 200 (or the one given to [`Backend::failing`]) |
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -46,11 +46,17 @@ pub struct Backend {
 impl Backend {
     pub async fn start(name: &str) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Backend::on(name, listener)
+        Backend::on(name, listener, StatusCode::OK)
+    }
+
+    /// A backend that answers `status` where others answer 200.
+    pub async fn failing(name: &str, status: StatusCode) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Backend::on(name, listener, status)
     }
 
     /// A backend on a listener the test bound (to restart on the same address).
-    pub fn on(name: &str, listener: TcpListener) -> Backend {
+    pub fn on(name: &str, listener: TcpListener, status: StatusCode) -> Backend {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
         let stop = Shutdown::new();
@@ -59,7 +65,7 @@ impl Backend {
             move |request: http1::Request| {
                 hits.fetch_add(1, Ordering::Relaxed);
                 let name = name.clone();
-                async move { answer(&name, request).await }
+                async move { answer(&name, status, request).await }
             }
         };
         let config = http1::server::ServerConfig {
@@ -92,7 +98,7 @@ impl Backend {
     }
 }
 
-async fn answer(name: &str, mut request: http1::Request) -> http1::Response {
+async fn answer(name: &str, status: StatusCode, mut request: http1::Request) -> http1::Response {
     let path = request.head.path().to_owned();
     if path == "/headers" {
         let mut text = format!("{} {}\n", request.head.method, request.head.target);
@@ -133,7 +139,7 @@ async fn answer(name: &str, mut request: http1::Request) -> http1::Response {
     if let Some(ms) = path.strip_prefix("/sleep/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
     }
-    http1::Response::text(StatusCode::OK, name.to_owned()).with_header(
+    http1::Response::text(status, name.to_owned()).with_header(
         HeaderName::from_static("x-backend"),
         HeaderValue::from_str(name).unwrap(),
     )
@@ -331,4 +337,45 @@ pub fn metric(metrics: &str, series: &str) -> Option<f64> {
         let (name, value) = line.rsplit_once(' ')?;
         (name == series).then(|| value.parse().unwrap())
     })
+}
+
+/// A listener that accepts connections and closes each at once, without answering: every
+/// request sent to it fails with a reset before any response byte. Counts the connections.
+pub struct Closer {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Closer {
+    pub async fn start() -> Closer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                // Read the request head first, so the close comes after the request was sent.
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                drop(stream);
+            }
+        });
+        Closer {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
