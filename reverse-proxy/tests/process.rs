@@ -62,15 +62,31 @@ async fn quick_start_balances_over_the_upstream_flags_and_drains_on_sigterm() {
     );
 }
 
-/// Starts the proxy with `args` and returns its exit code and output; it must exit by itself.
+/// Starts the proxy with `args` and returns its exit code and output; it must exit by itself
+/// within a minute (it is killed otherwise, and the test fails).
+///
+/// Not `harness::Process::wait_exit`: a process that exits before that call (clap's usage
+/// errors take a millisecond) makes it fail with `NotRunning` instead of returning the status.
 fn start_expecting_exit(args: &[&str]) -> (Option<i32>, String) {
-    let spec = ProcessSpec::new("proxy", cargo_bin("reverse-proxy")).args(args.iter().copied());
-    let mut process = Process::spawn(spec).unwrap();
-    let status = process
-        .wait_exit(Duration::from_secs(60))
-        .unwrap()
-        .expect("a bad config must stop the proxy at start-up");
-    (status.code(), process.log())
+    let mut child = std::process::Command::new(cargo_bin("reverse-proxy"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("a bad config must stop the proxy at start-up");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output().unwrap();
+    let mut log = String::from_utf8_lossy(&output.stdout).into_owned();
+    log.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.code(), log)
 }
 
 #[test]
