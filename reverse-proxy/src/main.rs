@@ -14,8 +14,9 @@ use reverse_proxy::config::{Config, QuickStartArgs};
 use reverse_proxy::server::{self, Listeners};
 use service_kit::config::{self, CommonArgs, ConfigError, EXIT_USAGE, Validate};
 use service_kit::{logging, shutdown};
+use tokio::sync::mpsc;
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(
     name = "reverse-proxy",
     version,
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
         eprintln!("reverse-proxy: {err}");
         return ExitCode::from(EXIT_USAGE as u8);
     }
-    match start(config) {
+    match start(config, cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn start(config: Config) -> anyhow::Result<()> {
+fn start(config: Config, cli: Cli) -> anyhow::Result<()> {
     let runtime = if config.proxy.workers == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -77,10 +78,10 @@ fn start(config: Config) -> anyhow::Result<()> {
             .enable_all()
             .build()?
     };
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, cli))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, cli: Cli) -> anyhow::Result<()> {
     let server = &config.server;
     let http = tokio::net::TcpListener::bind(server.listen)
         .await
@@ -98,12 +99,41 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             stop.trigger();
         }
     });
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(server::RELOAD_QUEUE);
+    let hangups = tokio::spawn(reload_on_sighup(cli, reload_tx));
     let drain = server.shutdown_timeout();
-    server::run(Listeners { http, admin }, config, stop.clone()).await?;
+    server::run(Listeners { http, admin }, config, stop.clone(), reloads).await?;
     signals.abort();
+    hangups.abort();
     let outcome = stop.drain(drain).await;
     if !outcome.is_complete() {
         tracing::warn!(?outcome, "shutdown cut off unfinished work");
     }
     Ok(())
+}
+
+/// On each SIGHUP, reads the file and flags again; a valid config goes to the server, an
+/// invalid one is logged (naming the field) and the proxy keeps serving the previous one.
+async fn reload_on_sighup(cli: Cli, reloads: mpsc::Sender<Config>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            tracing::error!(%error, "cannot handle SIGHUP: reload disabled");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        match configure(&cli) {
+            Ok(config) => {
+                if reloads.try_send(config).is_err() {
+                    tracing::info!("a reload is already queued");
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "reload refused; still serving the previous config")
+            }
+        }
+    }
 }

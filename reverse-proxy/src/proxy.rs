@@ -139,6 +139,28 @@ impl Proxy {
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
 
+    /// Replaces routes and clusters with those of `config` (validated by the caller). The
+    /// health gauges of endpoints that are gone are removed.
+    pub fn reload(&self, config: &Config) -> Result<(), String> {
+        let table = Table::build(config, seed_from_clock(), &self.metrics)?;
+        let old = self.table();
+        self.swap_table(table);
+        let new = self.table();
+        for cluster in &old.clusters {
+            for endpoint in cluster.endpoints() {
+                let kept = new
+                    .cluster(&cluster.name)
+                    .is_some_and(|c| c.endpoints().iter().any(|e| e.address == endpoint.address));
+                if !kept {
+                    let address = endpoint.address.to_string();
+                    let labels = [cluster.name.as_str(), address.as_str()];
+                    let _ = self.metrics.endpoint_healthy.remove_label_values(&labels);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The metric handles, to build a new table for a reload.
     pub fn metrics(&self) -> &ProxyMetrics {
         &self.metrics

@@ -5,9 +5,21 @@
 //!    ├─ metrics registry ─▶ Proxy (routes, clusters, pools)
 //!    ├─ admin listener: /metrics, /healthz, /readyz          (service_kit::admin)
 //!    ├─ HTTP listener: http1::server::serve ─▶ Proxy::handle  (one task per connection)
+//!    ├─ reloads: each validated Config received swaps routes and clusters (proxy.rs)
 //!    └─ shutdown triggered ─▶ /readyz says draining ─▶ stop accepting
 //!         ─▶ in-flight requests finish (server.shutdown_timeout_ms) ─▶ return
 //! ```
+//!
+//! # Reload without dropping a request
+//!
+//! The binary turns SIGHUP into a [`Config`] (file and flags read again, then validated; an
+//! invalid one is logged and ignored) and sends it on the `reloads` channel. Here it becomes a
+//! new table of routes and clusters (new balancers, pools, health checks) that replaces the
+//! old one in one pointer swap. The listeners are not touched, so no connection is refused
+//! and none is closed; a request that started before the swap finishes on the old table (it
+//! holds an `Arc` to it), and the old pools and health checks go away with the last such
+//! request. Settings that belong to the listeners or the process (`[server]`, `proxy.workers`,
+//! `proxy.max_connections`) need a restart; a reload that changes them says so in the log.
 
 use std::sync::Arc;
 
@@ -17,6 +29,7 @@ use service_kit::admin::{self, AdminState};
 use service_kit::metrics::{MetricsError, Registry};
 use service_kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::headers::Scheme;
@@ -41,8 +54,18 @@ pub enum RunError {
     Setup(String),
 }
 
-/// Serves `config` (already validated) until `shutdown` is triggered, then drains.
-pub async fn run(listeners: Listeners, config: Config, shutdown: Shutdown) -> Result<(), RunError> {
+/// Most reloads queued; a SIGHUP that finds the queue full is dropped, since the reload
+/// already queued reads the same file.
+pub const RELOAD_QUEUE: usize = 1;
+
+/// Serves `config` (already validated) until `shutdown` is triggered, then drains. Each
+/// config received on `reloads` (validated by the sender) replaces routes and clusters.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: Shutdown,
+    reloads: mpsc::Receiver<Config>,
+) -> Result<(), RunError> {
     let registry = Registry::new();
     let metrics = ProxyMetrics::register(&registry)?;
     let proxy = Arc::new(Proxy::new(&config, metrics, shutdown.clone()).map_err(RunError::Setup)?);
@@ -61,6 +84,8 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: Shutdown) -> Re
         }
     });
 
+    let reloader = tokio::spawn(apply_reloads(proxy.clone(), config.clone(), reloads));
+    let sampler = tokio::spawn(crate::metrics::sample_pools(Arc::downgrade(&proxy)));
     let handler = {
         let proxy = proxy.clone();
         move |request: Request| {
@@ -80,6 +105,8 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: Shutdown) -> Re
         .await
         .map_err(|e| RunError::Setup(e.to_string()))?;
     draining.abort();
+    reloader.abort();
+    sampler.abort();
     let _ = admin_task.await;
     Ok(())
 }
@@ -89,4 +116,53 @@ async fn serve_one(proxy: &Proxy, request: Request) -> Response {
         scheme: Scheme::Http,
     };
     proxy.handle(request, downstream).await
+}
+
+async fn apply_reloads(
+    proxy: Arc<Proxy>,
+    mut current: Config,
+    mut reloads: mpsc::Receiver<Config>,
+) {
+    while let Some(config) = reloads.recv().await {
+        for field in restart_only_changes(&current, &config) {
+            tracing::warn!(
+                field,
+                "changed in the new config but only applied at restart"
+            );
+        }
+        match proxy.reload(&config) {
+            Ok(()) => {
+                tracing::info!(
+                    clusters = config.clusters.len(),
+                    routes = config.routes.len(),
+                    "config reloaded"
+                );
+                current = config;
+            }
+            Err(error) => {
+                tracing::error!(%error, "reload failed; still serving the previous config")
+            }
+        }
+    }
+}
+
+/// The settings a reload cannot change, named as in the file, that differ.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.server != new.server {
+        changed.push("server");
+    }
+    if old.proxy.workers != new.proxy.workers {
+        changed.push("proxy.workers");
+    }
+    if old.proxy.max_connections != new.proxy.max_connections {
+        changed.push("proxy.max_connections");
+    }
+    if old.proxy.max_tunnels != new.proxy.max_tunnels {
+        changed.push("proxy.max_tunnels");
+    }
+    if old.proxy.via != new.proxy.via || old.proxy.access_log != new.proxy.access_log {
+        changed.push("proxy.via / proxy.access_log");
+    }
+    changed
 }

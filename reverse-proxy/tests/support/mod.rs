@@ -206,6 +206,8 @@ pub struct RunningProxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub shutdown: Shutdown,
+    /// What SIGHUP does in the binary: a validated config to switch to.
+    pub reload: tokio::sync::mpsc::Sender<Config>,
     task: JoinHandle<()>,
 }
 
@@ -217,8 +219,9 @@ impl RunningProxy {
         let (addr, admin_addr) = (http.local_addr().unwrap(), admin.local_addr().unwrap());
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
+        let (reload, reloads) = tokio::sync::mpsc::channel(server::RELOAD_QUEUE);
         let task = tokio::spawn(async move {
-            server::run(Listeners { http, admin }, config, stop)
+            server::run(Listeners { http, admin }, config, stop, reloads)
                 .await
                 .unwrap();
         });
@@ -226,6 +229,7 @@ impl RunningProxy {
             addr,
             admin: admin_addr,
             shutdown,
+            reload,
             task,
         }
     }
