@@ -19,6 +19,7 @@
 //! | [`headers`] | hop-by-hop fields out, forwarding fields (`Via`, `X-Forwarded-*`, `Forwarded`) in |
 //! | [`request_id`] | `X-Request-Id` kept or generated |
 //! | [`error`] | why the proxy answered itself: status and `Proxy-Status` per failure |
+//! | [`tls`] | TLS termination: certificates by SNI, ALPN http/1.1, the HTTPS accept loop |
 //! | [`tunnel`] | WebSocket and other upgrades relayed as raw byte streams |
 //! | [`metrics`] | the Prometheus metrics of the request path |
 
@@ -36,4 +37,5 @@ pub mod request_id;
 pub mod retry;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod tunnel;

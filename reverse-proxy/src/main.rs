@@ -41,6 +41,10 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
         config.proxy.workers = workers;
     }
     config.validate()?;
+    if let Some(tls) = &config.tls {
+        // Reads the certificate and key files: a bad one is a usage error at start-up.
+        reverse_proxy::tls::server_config(tls)?;
+    }
     Ok(config)
 }
 
@@ -89,6 +93,14 @@ async fn serve(config: Config, cli: Cli) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(server.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin_listen)", server.admin_listen))?;
+    let https = match &config.tls {
+        Some(tls) => Some(
+            tokio::net::TcpListener::bind(tls.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (tls.listen)", tls.listen))?,
+        ),
+        None => None,
+    };
     let stop = shutdown::Shutdown::new();
     let signals = tokio::spawn({
         let stop = stop.clone();
@@ -102,7 +114,13 @@ async fn serve(config: Config, cli: Cli) -> anyhow::Result<()> {
     let (reload_tx, reloads) = tokio::sync::mpsc::channel(server::RELOAD_QUEUE);
     let hangups = tokio::spawn(reload_on_sighup(cli, reload_tx));
     let drain = server.shutdown_timeout();
-    server::run(Listeners { http, admin }, config, stop.clone(), reloads).await?;
+    server::run(
+        Listeners { http, https, admin },
+        config,
+        stop.clone(),
+        reloads,
+    )
+    .await?;
     signals.abort();
     hangups.abort();
     let outcome = stop.drain(drain).await;

@@ -21,7 +21,8 @@
 //! request. Settings that belong to the listeners or the process (`[server]`, `proxy.workers`,
 //! `proxy.max_connections`) need a restart; a reload that changes them says so in the log.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
 
 use http1::server::{self, ServerConfig as HttpConfig};
 use http1::{Request, Response};
@@ -29,18 +30,21 @@ use service_kit::admin::{self, AdminState};
 use service_kit::metrics::{MetricsError, Registry};
 use service_kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::Config;
 use crate::headers::Scheme;
 use crate::metrics::ProxyMetrics;
 use crate::proxy::{Downstream, Proxy};
+use crate::tls::{self, CurrentTls};
 
 /// The sockets the proxy serves, bound by the caller (tests bind port 0).
 #[derive(Debug)]
 pub struct Listeners {
     /// Plain HTTP clients.
     pub http: TcpListener,
+    /// HTTPS clients, when the config has a `[tls]` section (ignored otherwise).
+    pub https: Option<TcpListener>,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub admin: TcpListener,
 }
@@ -84,24 +88,41 @@ pub async fn run(
         }
     });
 
-    let reloader = tokio::spawn(apply_reloads(proxy.clone(), config.clone(), reloads));
-    let sampler = tokio::spawn(crate::metrics::sample_pools(Arc::downgrade(&proxy)));
-    let handler = {
-        let proxy = proxy.clone();
-        move |request: Request| {
-            let proxy = proxy.clone();
-            async move { serve_one(&proxy, request).await }
-        }
-    };
     let http = HttpConfig {
         max_connections: config.proxy.max_connections,
         drain_timeout: drain,
         ..HttpConfig::default()
     };
+    let current_tls = match (&config.tls, listeners.https) {
+        (Some(tls), Some(listener)) => {
+            let server_config =
+                tls::server_config(tls).map_err(|e| RunError::Setup(e.to_string()))?;
+            let current: CurrentTls = Arc::new(RwLock::new(server_config));
+            tokio::spawn(tls::serve(
+                listener,
+                current.clone(),
+                tls.handshake_timeout(),
+                Arc::new(http.clone()),
+                Arc::new(handler(proxy.clone(), Scheme::Https)),
+                Arc::new(Semaphore::new(config.proxy.max_connections)),
+                shutdown.clone(),
+            ));
+            Some(current)
+        }
+        _ => None,
+    };
+    let reloader = tokio::spawn(apply_reloads(
+        proxy.clone(),
+        config.clone(),
+        reloads,
+        current_tls,
+    ));
+    let sampler = tokio::spawn(crate::metrics::sample_pools(Arc::downgrade(&proxy)));
     let local = listeners.http.local_addr().ok();
     tracing::info!(listen = ?local, clusters = config.clusters.len(), routes = config.routes.len(), "serving");
     admin_state.mark_ready();
-    server::serve(listeners.http, http, handler, shutdown.triggered())
+    let plain = handler(proxy.clone(), Scheme::Http);
+    server::serve(listeners.http, http, plain, shutdown.triggered())
         .await
         .map_err(|e| RunError::Setup(e.to_string()))?;
     draining.abort();
@@ -111,19 +132,36 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve_one(proxy: &Proxy, request: Request) -> Response {
-    let downstream = Downstream {
-        scheme: Scheme::Http,
-    };
-    proxy.handle(request, downstream).await
+/// The `http1` handler of a listener whose clients use `scheme`.
+fn handler(
+    proxy: Arc<Proxy>,
+    scheme: Scheme,
+) -> impl Fn(Request) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync + 'static
+{
+    move |request: Request| {
+        let proxy = proxy.clone();
+        Box::pin(async move { proxy.handle(request, Downstream { scheme }).await })
+    }
 }
 
 async fn apply_reloads(
     proxy: Arc<Proxy>,
     mut current: Config,
     mut reloads: mpsc::Receiver<Config>,
+    tls: Option<CurrentTls>,
 ) {
     while let Some(config) = reloads.recv().await {
+        if let (Some(current_tls), Some(tls_config)) = (&tls, &config.tls) {
+            match tls::server_config(tls_config) {
+                Ok(server_config) => {
+                    *current_tls.write().unwrap_or_else(|e| e.into_inner()) = server_config;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "reload failed: keeping the previous config and certificates");
+                    continue;
+                }
+            }
+        }
         for field in restart_only_changes(&current, &config) {
             tracing::warn!(
                 field,
@@ -151,6 +189,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     if old.server != new.server {
         changed.push("server");
+    }
+    if old.tls.as_ref().map(|t| t.listen) != new.tls.as_ref().map(|t| t.listen) {
+        changed.push("tls.listen");
     }
     if old.proxy.workers != new.proxy.workers {
         changed.push("proxy.workers");

@@ -4,6 +4,7 @@
 //! ```text
 //!  [server]          listen (the HTTP listener), admin_listen, logging, shutdown drain
 //!  [proxy]           downstream limits: workers, max_connections, Via pseudonym
+//!  [tls]             the HTTPS listener: address, certificates by SNI (optional)
 //!  [[routes]]        host + path prefix  ──▶  cluster name      (first match wins)
 //!  [clusters.NAME]   endpoints, lb, health_check, outlier_detection, timeouts, retry,
 //!                    circuit_breaker, pool
@@ -48,6 +49,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Settings of the downstream side (clients talking to the proxy).
     pub proxy: ProxySettings,
+    /// The HTTPS listener; absent: plain HTTP only.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// Which cluster serves a request, tried in order; the first match wins.
     pub routes: Vec<RouteConfig>,
     /// Upstream clusters by name.
@@ -102,6 +105,7 @@ impl Default for Config {
         Config {
             server: ServerConfig::new(listen, admin),
             proxy: ProxySettings::default(),
+            tls: None,
             routes: Vec::new(),
             clusters: BTreeMap::new(),
         }
@@ -124,6 +128,19 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.proxy.validate()?;
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+            let taken = [self.server.listen, self.server.admin_listen];
+            if tls.listen.port() != 0 && taken.contains(&tls.listen) {
+                return Err(ConfigError::invalid(
+                    "tls.listen",
+                    format!(
+                        "{} is already server.listen or server.admin_listen",
+                        tls.listen
+                    ),
+                ));
+            }
+        }
         if self.routes.is_empty() {
             return Err(ConfigError::invalid(
                 "routes",

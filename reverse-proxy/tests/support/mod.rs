@@ -204,6 +204,8 @@ pub fn config_with(cluster: ClusterConfig) -> Config {
 /// The proxy, in this process, on `127.0.0.1:0`.
 pub struct RunningProxy {
     pub addr: SocketAddr,
+    /// The HTTPS listener, when the config has `[tls]`.
+    pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub shutdown: Shutdown,
     /// What SIGHUP does in the binary: a validated config to switch to.
@@ -217,16 +219,22 @@ impl RunningProxy {
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, admin_addr) = (http.local_addr().unwrap(), admin.local_addr().unwrap());
+        let https = match &config.tls {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let https_addr = https.as_ref().map(|l| l.local_addr().unwrap());
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
         let (reload, reloads) = tokio::sync::mpsc::channel(server::RELOAD_QUEUE);
         let task = tokio::spawn(async move {
-            server::run(Listeners { http, admin }, config, stop, reloads)
+            server::run(Listeners { http, https, admin }, config, stop, reloads)
                 .await
                 .unwrap();
         });
         RunningProxy {
             addr,
+            https: https_addr,
             admin: admin_addr,
             shutdown,
             reload,
