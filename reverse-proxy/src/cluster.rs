@@ -1,0 +1,379 @@
+//! A cluster at run time: its endpoints' live state, its balancer, and the connection pool
+//! that reaches them.
+//!
+//! Built from a `ClusterConfig` when the configuration is loaded (or reloaded); shared by every
+//! request routed to it through an `Arc`, so a request that started before a reload finishes on
+//! the cluster it started with.
+//!
+//! Invariant: `Endpoint::in_flight` counts the requests holding an [`InFlight`] guard for that
+//! endpoint; the guard is the only thing that changes it, and it lives until the response body
+//! has been relayed (or dropped), so `least_conn` and `p2c` see the load the endpoint really
+//! carries, streaming bodies included.
+//!
+//! # Which endpoints a pick may choose
+//!
+//! An endpoint is *usable* when its active health checks pass (`health.rs`) and outlier
+//! detection has not ejected it (`outlier.rs`). Normally only usable endpoints are picked.
+//! But when fewer than `panic_threshold_percent` of the endpoints are usable, the cluster
+//! *panics* (Envoy's word): it ignores health and balances over all of them. If most of a
+//! cluster looks down, either the checks are wrong or the survivors would collapse under the
+//! whole load; spreading it keeps some requests succeeding in both cases.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use http1::client::{Client, ClientConfig};
+use http1::{Limits, RequestHead};
+
+use crate::balance::{self, Balancer, Candidates, HashKey, PickRng};
+use crate::circuit_breaker::CircuitBreaker;
+use crate::config::ClusterConfig;
+use crate::metrics::ProxyMetrics;
+use crate::outlier::{Clock, Outcome, OutlierState};
+use crate::retry::RetryBudget;
+
+/// One upstream server and what the proxy knows about it now.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// Requests in flight (see the module invariant).
+    in_flight: AtomicU64,
+    /// Whether active health checks pass (true when there are none).
+    healthy: AtomicBool,
+    outlier: OutlierState,
+}
+
+impl Endpoint {
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether active health checks pass.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Healthy and not ejected at `now_ms`.
+    fn is_usable(&self, now_ms: u64) -> bool {
+        self.is_healthy() && !self.outlier.is_ejected(now_ms)
+    }
+}
+
+/// A cluster of endpoints.
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub config: ClusterConfig,
+    endpoints: Vec<Endpoint>,
+    balancer: Box<dyn Balancer>,
+    client: Client,
+    clock: Clock,
+    pub breaker: CircuitBreaker,
+    pub retry_budget: RetryBudget,
+    /// Jitter of retry backoffs.
+    pub rng: PickRng,
+    pub metrics: ProxyMetrics,
+}
+
+impl Cluster {
+    /// Builds the run-time cluster. `seed` drives the balancer's random choices. Fails only
+    /// when the client settings derived from the config are invalid, which validation rules
+    /// out; the error names the cluster.
+    pub fn new(
+        name: &str,
+        config: &ClusterConfig,
+        seed: u64,
+        metrics: &ProxyMetrics,
+    ) -> Result<Cluster, String> {
+        let endpoints = config
+            .endpoints
+            .iter()
+            .map(|e| Endpoint {
+                address: e.address,
+                weight: e.weight,
+                in_flight: AtomicU64::new(0),
+                healthy: AtomicBool::new(true),
+                outlier: OutlierState::default(),
+            })
+            .collect();
+        let client = Client::new(client_config(config))
+            .map_err(|e| format!("cluster {name}: client settings: {e}"))?;
+        let cluster = Cluster {
+            name: name.to_owned(),
+            config: config.clone(),
+            endpoints,
+            balancer: balance::build(config, seed),
+            client,
+            clock: Clock::default(),
+            breaker: CircuitBreaker::new(&config.circuit_breaker),
+            retry_budget: RetryBudget::default(),
+            rng: PickRng::new(seed ^ 0x2545_f491_4f6c_dd1d),
+            metrics: metrics.clone(),
+        };
+        for endpoint in &cluster.endpoints {
+            cluster.health_gauge(endpoint.address).set(1);
+        }
+        Ok(cluster)
+    }
+
+    fn health_gauge(&self, address: SocketAddr) -> service_kit::metrics::IntGauge {
+        self.metrics
+            .endpoint_healthy
+            .with_label_values(&[self.name.as_str(), address.to_string().as_str()])
+    }
+
+    /// Sets the verdict of active health checks on endpoint `index`.
+    pub fn set_active_health(&self, index: usize, healthy: bool) {
+        let endpoint = &self.endpoints[index];
+        let was = endpoint.healthy.swap(healthy, Ordering::Relaxed);
+        if was != healthy {
+            tracing::info!(cluster = %self.name, endpoint = %endpoint.address, healthy, "active health changed");
+            self.health_gauge(endpoint.address).set(i64::from(healthy));
+        }
+    }
+
+    /// Counts the outcome of a try against endpoint `index` for outlier detection.
+    pub fn record(&self, index: usize, outcome: Outcome) {
+        let now_ms = self.clock.now_ms();
+        let endpoint = &self.endpoints[index];
+        let ejected_elsewhere = || {
+            self.endpoints
+                .iter()
+                .filter(|e| e.outlier.is_ejected(now_ms))
+                .count()
+        };
+        let ejected = endpoint.outlier.record(
+            outcome,
+            &self.config.outlier_detection,
+            now_ms,
+            ejected_elsewhere,
+            self.endpoints.len(),
+        );
+        if ejected {
+            tracing::warn!(cluster = %self.name, endpoint = %endpoint.address, ?outcome, "endpoint ejected");
+            self.metrics
+                .ejections
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+        }
+    }
+
+    /// Whether endpoint `index` is healthy and not ejected now.
+    pub fn is_usable(&self, index: usize) -> bool {
+        self.endpoints[index].is_usable(self.clock.now_ms())
+    }
+
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn hash_key(&self) -> &HashKey {
+        &self.config.hash_key
+    }
+
+    /// The hash of the request's affinity key, for the hashing balancers.
+    pub fn key_of(&self, head: &RequestHead, client: Option<SocketAddr>) -> Option<u64> {
+        self.config.hash_key.hash_of(head, client)
+    }
+
+    /// Picks an endpoint for a request, avoiding those in `tried` (earlier tries of the same
+    /// request) when another is eligible. `None` when no endpoint is healthy.
+    pub fn pick(&self, key: Option<u64>, tried: &[usize]) -> Option<usize> {
+        let now_ms = self.clock.now_ms();
+        let usable = self
+            .endpoints
+            .iter()
+            .filter(|e| e.is_usable(now_ms))
+            .count();
+        let threshold = usize::from(self.config.panic_threshold_percent);
+        let panic = usable * 100 < threshold * self.endpoints.len();
+        let view = |tried| View {
+            endpoints: &self.endpoints,
+            tried,
+            now_ms,
+            panic,
+        };
+        if let Some(index) = self.balancer.pick(&view(tried), key) {
+            return Some(index);
+        }
+        if tried.is_empty() {
+            return None;
+        }
+        // Every usable endpoint was tried already: trying one again beats giving up.
+        self.balancer.pick(&view(&[]), key)
+    }
+
+    /// Counts a request in flight to endpoint `index` until the guard is dropped.
+    pub fn start_request(self: &Arc<Self>, index: usize) -> InFlight {
+        self.endpoints[index]
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            cluster: self.clone(),
+            index,
+        }
+    }
+}
+
+/// The per-cluster `http1` client settings: timeouts and pool from the cluster's config.
+fn client_config(config: &ClusterConfig) -> ClientConfig {
+    let defaults = ClientConfig::default();
+    ClientConfig {
+        limits: Limits {
+            idle_timeout: config.timeouts.idle(),
+            ..defaults.limits.clone()
+        },
+        connect_timeout: config.timeouts.connect(),
+        response_header_timeout: config.timeouts.request(),
+        max_idle_per_endpoint: config.pool.max_idle_per_endpoint,
+        idle_timeout: std::time::Duration::from_millis(config.pool.idle_timeout_ms),
+        ..defaults
+    }
+}
+
+/// The endpoints as one pick sees them.
+struct View<'a> {
+    endpoints: &'a [Endpoint],
+    tried: &'a [usize],
+    now_ms: u64,
+    /// Below the panic threshold: health is ignored.
+    panic: bool,
+}
+
+impl Candidates for View<'_> {
+    fn count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    fn is_eligible(&self, index: usize) -> bool {
+        (self.panic || self.endpoints[index].is_usable(self.now_ms)) && !self.tried.contains(&index)
+    }
+
+    fn in_flight(&self, index: usize) -> u64 {
+        self.endpoints[index].in_flight()
+    }
+}
+
+/// A request in flight to one endpoint; see the module invariant.
+#[derive(Debug)]
+pub struct InFlight {
+    cluster: Arc<Cluster>,
+    index: usize,
+}
+
+impl InFlight {
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.cluster.endpoints[self.index]
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.cluster.endpoints[self.index]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::Algorithm;
+    use crate::config::EndpointConfig;
+
+    fn cluster(lb: Algorithm, n: usize) -> Arc<Cluster> {
+        let config = ClusterConfig {
+            endpoints: (0..n)
+                .map(|i| EndpointConfig {
+                    address: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
+                    weight: 1,
+                })
+                .collect(),
+            lb,
+            ..ClusterConfig::default()
+        };
+        cluster_with(config)
+    }
+
+    fn cluster_with(config: ClusterConfig) -> Arc<Cluster> {
+        let metrics = ProxyMetrics::register(&service_kit::metrics::Registry::new()).unwrap();
+        Arc::new(Cluster::new("test", &config, 1, &metrics).unwrap())
+    }
+
+    #[test]
+    fn in_flight_counts_live_guards() {
+        let c = cluster(Algorithm::LeastConn, 2);
+        let first = c.start_request(c.pick(None, &[]).unwrap());
+        let first_index = c
+            .endpoints()
+            .iter()
+            .position(|e| e.in_flight() == 1)
+            .unwrap();
+        // least_conn now prefers the other endpoint.
+        let second = c.pick(None, &[]).unwrap();
+        assert_ne!(second, first_index);
+        drop(first);
+        assert!(c.endpoints().iter().all(|e| e.in_flight() == 0));
+    }
+
+    #[test]
+    fn a_retry_avoids_tried_endpoints_until_none_is_left() {
+        let c = cluster(Algorithm::RoundRobin, 3);
+        for _ in 0..6 {
+            let picked = c.pick(None, &[0, 1]).unwrap();
+            assert_eq!(picked, 2);
+        }
+        assert!(c.pick(None, &[0, 1, 2]).is_some());
+    }
+
+    #[test]
+    fn unhealthy_and_ejected_endpoints_are_skipped() {
+        let c = cluster(Algorithm::RoundRobin, 4);
+        c.set_active_health(0, false);
+        for _ in 0..5 {
+            c.record(1, Outcome::ConnectFailure);
+        }
+        assert!(!c.is_usable(1), "five connect failures eject");
+        for _ in 0..8 {
+            let picked = c.pick(None, &[]).unwrap();
+            assert!(picked == 2 || picked == 3, "picked {picked}");
+        }
+    }
+
+    #[test]
+    fn below_the_panic_threshold_every_endpoint_is_used_again() {
+        let mut config = cluster(Algorithm::RoundRobin, 4).config.clone();
+        config.panic_threshold_percent = 50;
+        let c = cluster_with(config.clone());
+        // Two of four down: 50% usable is not below 50%, so only the usable two are picked.
+        c.set_active_health(0, false);
+        c.set_active_health(1, false);
+        let picked: std::collections::BTreeSet<_> =
+            (0..8).map(|_| c.pick(None, &[]).unwrap()).collect();
+        assert_eq!(picked, [2, 3].into());
+        // Three of four down: panic, all four are picked.
+        c.set_active_health(2, false);
+        let picked: std::collections::BTreeSet<_> =
+            (0..8).map(|_| c.pick(None, &[]).unwrap()).collect();
+        assert_eq!(picked, [0, 1, 2, 3].into());
+        // With the threshold off, only the last usable endpoint is left.
+        config.panic_threshold_percent = 0;
+        let strict = cluster_with(config);
+        for i in 0..3 {
+            strict.set_active_health(i, false);
+        }
+        assert!((0..8).all(|_| strict.pick(None, &[]) == Some(3)));
+        strict.set_active_health(3, false);
+        assert_eq!(strict.pick(None, &[]), None);
+    }
+}

@@ -1,0 +1,157 @@
+//! `reverse-proxy`: the binary. Parses flags, loads and validates the config, and calls
+//! [`reverse_proxy::server::run`].
+//!
+//! ```text
+//!  flags + TOML ─▶ validate (one line naming the field, exit 2) ─▶ logging ─▶ runtime
+//!     ─▶ bind --listen and --admin-listen ─▶ run ─▶ SIGINT/SIGTERM: drain, exit 0
+//! ```
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use reverse_proxy::config::{Config, QuickStartArgs};
+use reverse_proxy::server::{self, Listeners};
+use service_kit::config::{self, CommonArgs, ConfigError, EXIT_USAGE, Validate};
+use service_kit::{logging, shutdown};
+use tokio::sync::mpsc;
+
+#[derive(Parser, Clone)]
+#[command(
+    name = "reverse-proxy",
+    version,
+    about = "L7 HTTP/1.1 reverse proxy and load balancer",
+    after_help = "Quick start: reverse-proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:9001 --upstream 127.0.0.1:9002"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    quick: QuickStartArgs,
+    /// Worker threads (1 = a single-threaded runtime).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+}
+
+fn configure(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut config: Config = config::load(cli.common.config.as_deref())?;
+    cli.common.apply_to(&mut config.server);
+    cli.quick.apply_to(&mut config);
+    if let Some(workers) = cli.workers {
+        config.proxy.workers = workers;
+    }
+    config.validate()?;
+    if let Some(tls) = &config.tls {
+        // Reads the certificate and key files: a bad one is a usage error at start-up.
+        reverse_proxy::tls::server_config(tls)?;
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match configure(&cli) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("reverse-proxy: {err}");
+            return ExitCode::from(EXIT_USAGE as u8);
+        }
+    };
+    if let Err(err) = logging::init(config.server.log_format, &config.server.log_level) {
+        eprintln!("reverse-proxy: {err}");
+        return ExitCode::from(EXIT_USAGE as u8);
+    }
+    match start(config, cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("reverse-proxy: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(config: Config, cli: Cli) -> anyhow::Result<()> {
+    let runtime = if config.proxy.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.proxy.workers)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(serve(config, cli))
+}
+
+async fn serve(config: Config, cli: Cli) -> anyhow::Result<()> {
+    let server = &config.server;
+    let http = tokio::net::TcpListener::bind(server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (listen)", server.listen))?;
+    let admin = tokio::net::TcpListener::bind(server.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin_listen)", server.admin_listen))?;
+    let https = match &config.tls {
+        Some(tls) => Some(
+            tokio::net::TcpListener::bind(tls.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (tls.listen)", tls.listen))?,
+        ),
+        None => None,
+    };
+    let stop = shutdown::Shutdown::new();
+    let signals = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            if let Ok(signal) = shutdown::wait_for_signal().await {
+                tracing::info!(?signal, "shutting down");
+            }
+            stop.trigger();
+        }
+    });
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(server::RELOAD_QUEUE);
+    let hangups = tokio::spawn(reload_on_sighup(cli, reload_tx));
+    let drain = server.shutdown_timeout();
+    server::run(
+        Listeners { http, https, admin },
+        config,
+        stop.clone(),
+        reloads,
+    )
+    .await?;
+    signals.abort();
+    hangups.abort();
+    let outcome = stop.drain(drain).await;
+    if !outcome.is_complete() {
+        tracing::warn!(?outcome, "shutdown cut off unfinished work");
+    }
+    Ok(())
+}
+
+/// On each SIGHUP, reads the file and flags again; a valid config goes to the server, an
+/// invalid one is logged (naming the field) and the proxy keeps serving the previous one.
+async fn reload_on_sighup(cli: Cli, reloads: mpsc::Sender<Config>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            tracing::error!(%error, "cannot handle SIGHUP: reload disabled");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        match configure(&cli) {
+            Ok(config) => {
+                if reloads.try_send(config).is_err() {
+                    tracing::info!("a reload is already queued");
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "reload refused; still serving the previous config")
+            }
+        }
+    }
+}

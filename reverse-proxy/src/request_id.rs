@@ -1,0 +1,110 @@
+//! `X-Request-Id`: one identifier per request, kept across every hop, so that the access logs
+//! of the proxy, the gateway and the services can be joined on it.
+//!
+//! A request that arrives with a plausible id keeps it (an edge proxy or the client chose
+//! it). One without, or with a value that is not a short run of visible ASCII, gets a fresh
+//! one: 32 hex digits (128 bits). The proxy also returns the id on the response, so a client
+//! can quote it in a bug report.
+//!
+//! Fresh ids come from SplitMix64 over a counter seeded once per process from the clock and
+//! the process id. The finalizer is a bijection, so two ids of one process never collide, and
+//! the 64 random bits of the seed make collisions between processes as unlikely as with
+//! random UUIDs, without a system call or a lock per request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::balance::{finalize, hash_bytes};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest id kept as received; a longer one is replaced (it would bloat every log line).
+pub const MAX_REQUEST_ID_BYTES: usize = 200;
+
+/// Generates request ids.
+#[derive(Debug)]
+pub struct RequestIds {
+    /// High half of every id: fixed per process.
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        RequestIds::from_seed(finalize(nanos) ^ u64::from(std::process::id()))
+    }
+}
+
+impl RequestIds {
+    pub fn from_seed(seed: u64) -> Self {
+        RequestIds {
+            prefix: hash_bytes(&seed.to_be_bytes()),
+            counter: AtomicU64::new(seed),
+        }
+    }
+
+    /// Makes sure `headers` has a usable `X-Request-Id` and returns it.
+    pub fn ensure(&self, headers: &mut HeaderMap) -> HeaderValue {
+        if let Some(existing) = headers.get(&X_REQUEST_ID)
+            && is_usable(existing)
+            && headers.get_all(&X_REQUEST_ID).iter().count() == 1
+        {
+            return existing.clone();
+        }
+        let id = self.next();
+        headers.insert(X_REQUEST_ID.clone(), id.clone());
+        id
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let low = finalize(n);
+        let text = format!("{:016x}{low:016x}", self.prefix);
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
+fn is_usable(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID_BYTES
+        && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn a_usable_id_is_kept_and_a_missing_or_odd_one_replaced() {
+        let ids = RequestIds::from_seed(1);
+        let mut headers = HeaderMap::new();
+        headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc-123"));
+        assert_eq!(ids.ensure(&mut headers), "abc-123");
+
+        for odd in ["", "has space", &"x".repeat(MAX_REQUEST_ID_BYTES + 1)] {
+            let mut headers = HeaderMap::new();
+            headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_str(odd).unwrap());
+            let id = ids.ensure(&mut headers);
+            assert_eq!(id.len(), 32, "{odd:?} replaced by {id:?}");
+            assert_eq!(headers[&X_REQUEST_ID], id);
+        }
+    }
+
+    #[test]
+    fn fresh_ids_do_not_repeat() {
+        let ids = RequestIds::from_seed(42);
+        let mut seen = HashSet::new();
+        for _ in 0..10_000 {
+            let id = ids.ensure(&mut HeaderMap::new());
+            assert!(seen.insert(id), "repeated id");
+        }
+    }
+}
