@@ -281,6 +281,18 @@ impl Segment {
         })
     }
 
+    /// The headers of every batch, in order (one `pread` per batch; records are not read).
+    pub fn headers(&self, config: &LogConfig) -> Result<Vec<BatchHeader>> {
+        let mut headers = Vec::new();
+        let mut position = 0;
+        while position < self.size {
+            let header = self.read_header(position, config)?;
+            position += header.size as u64;
+            headers.push(header);
+        }
+        Ok(headers)
+    }
+
     /// Reads just enough of the batch at `position` to step over it: (last offset, size).
     fn step(&self, position: u64) -> Result<(u64, u64)> {
         let mut buf = [0; STEP_HEADER_BYTES];
