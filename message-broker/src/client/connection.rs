@@ -54,6 +54,18 @@ pub enum ClientError {
         /// Its explanation.
         message: String,
     },
+    /// Fetched bytes that are not valid batches (a CRC mismatch, say).
+    #[error("corrupt data from {topic}/{partition} at offset {offset}: {defect}")]
+    CorruptData {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Fetch position.
+        offset: u64,
+        /// What is wrong.
+        defect: crate::record_batch::Defect,
+    },
     /// The answer does not match the request's API.
     #[error("unexpected response to {api}")]
     UnexpectedResponse {
@@ -61,6 +73,10 @@ pub enum ClientError {
         api: &'static str,
     },
 }
+
+/// The answer to a request already written (see [`Connection::call_pipelined`]).
+pub type AnswerFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<ResponseBody, ClientError>> + Send>>;
 
 type Pending = Mutex<HashMap<u32, oneshot::Sender<ResponseBody>>>;
 
@@ -71,7 +87,7 @@ pub struct Connection {
     pending: Arc<Pending>,
     broken: Arc<AtomicBool>,
     next_id: AtomicU32,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -102,7 +118,7 @@ impl Connection {
             pending,
             broken,
             next_id: AtomicU32::new(1),
-            slots: Semaphore::new(MAX_IN_FLIGHT_REQUESTS),
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT_REQUESTS)),
             reader,
         })
     }
@@ -120,20 +136,32 @@ impl Connection {
     /// Sends a request and waits for its answer. A [`ResponseBody::Error`] becomes
     /// [`ClientError::Broker`].
     pub async fn call(&self, body: RequestBody) -> Result<ResponseBody, ClientError> {
-        let _slot = self.slots.acquire().await.expect("never closed");
+        self.call_pipelined(body).await?.await
+    }
+
+    /// Writes a request now and returns the wait for its answer, so that a caller can send
+    /// more requests meanwhile (they reach the broker in the order of these calls).
+    pub async fn call_pipelined(&self, body: RequestBody) -> Result<AnswerFuture, ClientError> {
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let (id, answer) = self.register();
         if let Err(err) = self.send(id, body).await {
             self.lock_pending().remove(&id);
             return Err(err);
         }
-        match answer.await {
-            Ok(ResponseBody::Error(error)) => Err(ClientError::Broker {
-                code: error.code,
-                message: error.message,
-            }),
-            Ok(body) => Ok(body),
-            Err(_) => Err(ClientError::Disconnected),
-        }
+        Ok(Box::pin(async move {
+            let _slot = slot;
+            match answer.await {
+                Ok(ResponseBody::Error(error)) => Err(ClientError::Broker {
+                    code: error.code,
+                    message: error.message,
+                }),
+                Ok(body) => Ok(body),
+                Err(_) => Err(ClientError::Disconnected),
+            }
+        }))
     }
 
     /// Sends a request the broker does not answer (a produce with `acks = none`).

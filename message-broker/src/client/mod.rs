@@ -9,16 +9,44 @@
 //! per-partition error codes left in the typed answers for the caller to inspect.
 
 mod connection;
+mod consumer;
+pub mod partitioner;
+mod producer;
 
 use std::net::SocketAddr;
 
-pub use connection::{ClientError, Connection, MAX_IN_FLIGHT_REQUESTS};
+pub use connection::{AnswerFuture, ClientError, Connection, MAX_IN_FLIGHT_REQUESTS};
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartFrom};
+pub use producer::{
+    DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS, DEFAULT_MAX_IN_FLIGHT, Producer, ProducerConfig,
+    ProducerStats,
+};
 
 use crate::protocol::{
     Acks, CreateTopicRequest, DeleteTopicRequest, ErrorCode, FetchRequest, FetchResponse,
     InitProducerIdResponse, ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetSpec,
     ProducePartition, ProduceRequest, ProduceResponse, RequestBody, ResponseBody,
 };
+
+/// The answer to a produce request already written.
+pub type ProduceAnswer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<ProduceResponse>, ClientError>> + Send>,
+>;
+
+/// The partition count of `topic`, or `UnknownTopicOrPartition`.
+pub async fn partition_count(client: &Client, topic: &str) -> Result<u32, ClientError> {
+    let metadata = client.metadata(Some(vec![topic.to_owned()])).await?;
+    let Some(found) = metadata.topics.into_iter().next() else {
+        return Err(ClientError::UnexpectedResponse { api: "Metadata" });
+    };
+    if !found.error.is_ok() {
+        return Err(ClientError::Broker {
+            code: found.error,
+            message: format!("topic {topic}"),
+        });
+    }
+    Ok(found.partitions.len() as u32)
+}
 
 /// A broker client: typed calls over one connection.
 pub struct Client {
@@ -109,6 +137,25 @@ impl Client {
         }
         let body = self.connection.call(body).await?;
         expect_body!(body, Produce).map(Some)
+    }
+
+    /// Writes a produce request now; the returned future waits for its answer (`None` with
+    /// `acks = none`).
+    pub async fn produce_pipelined(
+        &self,
+        acks: Acks,
+        partitions: Vec<ProducePartition>,
+    ) -> Result<ProduceAnswer, ClientError> {
+        let body = RequestBody::Produce(ProduceRequest { acks, partitions });
+        if acks == Acks::None {
+            self.connection.send_only(body).await?;
+            return Ok(Box::pin(async { Ok(None) }));
+        }
+        let answer = self.connection.call_pipelined(body).await?;
+        Ok(Box::pin(async move {
+            let body = answer.await?;
+            expect_body!(body, Produce).map(Some)
+        }))
     }
 
     /// Reads batches.

@@ -25,7 +25,7 @@ use super::config::{Config, Limits};
 use super::partition::Partition;
 use crate::log::LogError;
 use crate::protocol::{
-    CreateTopicRequest, ErrorCode, MetadataResponse, TopicConfig, TopicMetadata,
+    CleanupPolicy, CreateTopicRequest, ErrorCode, MetadataResponse, TopicConfig, TopicMetadata,
 };
 
 /// Longest topic name (Kafka's limit).
@@ -223,6 +223,11 @@ impl Broker {
             log.max_batch_bytes = v;
         }
         if log.validate().is_err() || log.max_batch_bytes > self.limits.max_fetch_bytes {
+            return Err(ErrorCode::InvalidConfig);
+        }
+        // Compaction is not written yet: refusing the setting is honest, accepting it and
+        // keeping every record would not be.
+        if request.cleanup == Some(CleanupPolicy::Compact) {
             return Err(ErrorCode::InvalidConfig);
         }
         Ok(TopicConfig {
