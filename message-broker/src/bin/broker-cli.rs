@@ -1,0 +1,418 @@
+//! `broker-cli`: topics, producing and consuming from the command line.
+//!
+//! ```text
+//! broker-cli --broker 127.0.0.1:9093 topic create orders --partitions 6 --retention-ms 86400000
+//! broker-cli topic list | topic describe orders | topic delete orders
+//! printf 'k1:v1\nk2:v2\n' | broker-cli produce orders --key-separator : --acks all
+//! broker-cli consume orders --from earliest --max 10 --idle-timeout-ms 2000 --print-key --print-offset
+//! ```
+//!
+//! `consume` prints one record per line: `PARTITION:OFFSET<TAB>` with `--print-offset`, then
+//! `KEY<TAB>` with `--print-key`, then the value (bytes that are not UTF-8 are shown with the
+//! replacement character). Exit codes: 0 done, 1 a broker or connection error, 2 bad usage.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use message_broker::client::{
+    Client, Consumer, ConsumerConfig, DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS, Producer,
+    ProducerConfig, StartFrom,
+};
+use message_broker::protocol::{Acks, CleanupPolicy, CreateTopicRequest, ErrorCode};
+use message_broker::record_batch::Record;
+use message_broker::server::now_ms;
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Parser)]
+#[command(
+    name = "broker-cli",
+    version,
+    about = "Command-line client of message-broker"
+)]
+struct Cli {
+    /// Broker address.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9093",
+        global = true
+    )]
+    broker: SocketAddr,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Read records from stdin, one per line, and produce them; prints how many were acknowledged.
+    Produce {
+        /// Topic.
+        topic: String,
+        /// Split each line at the first SEP into key and value (a line without SEP has no key).
+        #[arg(long, value_name = "SEP")]
+        key_separator: Option<String>,
+        /// What each batch waits for.
+        #[arg(long, value_enum, default_value = "all")]
+        acks: AcksArg,
+        /// Longest a record waits for its batch to fill, ms.
+        #[arg(long, value_name = "MS", default_value_t = DEFAULT_LINGER_MS)]
+        linger_ms: u64,
+        /// Batch size at which a batch is sent, bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BATCH_BYTES)]
+        batch_bytes: usize,
+    },
+    /// Print records of a topic, one value per line.
+    Consume {
+        /// Topic.
+        topic: String,
+        /// Where to start: earliest, latest, or an offset (in every partition).
+        #[arg(long, value_name = "WHERE", default_value = "latest", value_parser = parse_from)]
+        from: StartFrom,
+        /// Stop after this many records.
+        #[arg(long, value_name = "N")]
+        max: Option<u64>,
+        /// Stop when no record arrives for this long, ms.
+        #[arg(long, value_name = "MS")]
+        idle_timeout_ms: Option<u64>,
+        /// Print the key before the value.
+        #[arg(long)]
+        print_key: bool,
+        /// Print PARTITION:OFFSET before the record.
+        #[arg(long)]
+        print_offset: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Name: letters, digits, `.`, `_`, `-`; at most 249.
+        name: String,
+        /// Partition count.
+        #[arg(long, value_name = "N")]
+        partitions: u32,
+        /// Delete closed segments older than this, ms (-1: keep forever).
+        #[arg(long, value_name = "MS", allow_hyphen_values = true)]
+        retention_ms: Option<i64>,
+        /// Delete the oldest closed segments while the partition stays over this size (-1: no limit).
+        #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+        retention_bytes: Option<i64>,
+        /// Segment size, bytes.
+        #[arg(long, value_name = "BYTES")]
+        segment_bytes: Option<u64>,
+        /// What happens to old data.
+        #[arg(long, value_enum)]
+        cleanup: Option<CleanupArg>,
+    },
+    /// List topic names.
+    List,
+    /// Partitions, start and end offsets, sizes.
+    Describe {
+        /// Topic.
+        name: String,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic.
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AcksArg {
+    None,
+    Leader,
+    All,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CleanupArg {
+    Delete,
+    Compact,
+}
+
+fn parse_from(text: &str) -> Result<StartFrom, String> {
+    match text {
+        "earliest" => Ok(StartFrom::Earliest),
+        "latest" => Ok(StartFrom::Latest),
+        offset => offset
+            .parse()
+            .map(StartFrom::Offset)
+            .map_err(|_| format!("`{offset}` is not earliest, latest or an offset")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("broker-cli: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("broker-cli: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::connect(cli.broker).await?;
+    match cli.command {
+        Command::Topic(command) => topic(&client, command).await,
+        Command::Produce {
+            topic,
+            key_separator,
+            acks,
+            linger_ms,
+            batch_bytes,
+        } => {
+            let acks = match acks {
+                AcksArg::None => Acks::None,
+                AcksArg::Leader => Acks::Leader,
+                AcksArg::All => Acks::All,
+            };
+            let config = ProducerConfig {
+                acks,
+                linger_ms,
+                batch_bytes,
+                ..ProducerConfig::default()
+            };
+            produce(Arc::new(client), &topic, key_separator, config).await
+        }
+        Command::Consume {
+            topic,
+            from,
+            max,
+            idle_timeout_ms,
+            print_key,
+            print_offset,
+        } => {
+            let format = Format {
+                print_key,
+                print_offset,
+            };
+            consume(Arc::new(client), &topic, from, max, idle_timeout_ms, format).await
+        }
+    }
+}
+
+fn check(code: ErrorCode, what: &str) -> anyhow::Result<()> {
+    if code.is_ok() {
+        return Ok(());
+    }
+    let hint = match code {
+        ErrorCode::InvalidConfig => {
+            " (a setting out of range, or cleanup compact, which this broker does not implement yet)"
+        }
+        ErrorCode::InvalidTopic => {
+            " (names: 1 to 249 of letters, digits, `.`, `_`, `-`, not starting with `.`)"
+        }
+        _ => "",
+    };
+    bail!("{what}: {code}{hint}")
+}
+
+async fn topic(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            retention_ms,
+            retention_bytes,
+            segment_bytes,
+            cleanup,
+        } => {
+            let request = CreateTopicRequest {
+                name: name.clone(),
+                partitions,
+                retention_ms,
+                retention_bytes,
+                segment_bytes,
+                cleanup: cleanup.map(|c| match c {
+                    CleanupArg::Delete => CleanupPolicy::Delete,
+                    CleanupArg::Compact => CleanupPolicy::Compact,
+                }),
+                ..CreateTopicRequest::default()
+            };
+            check(
+                client.create_topic(request).await?,
+                &format!("create {name}"),
+            )?;
+            println!("created {name} with {partitions} partitions");
+        }
+        TopicCommand::List => {
+            for topic in client.metadata(None).await?.topics {
+                println!("{}", topic.name);
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let metadata = client.metadata(Some(vec![name.clone()])).await?;
+            let topic = metadata.topics.into_iter().next().context("empty answer")?;
+            check(topic.error, &format!("describe {name}"))?;
+            let log = &topic.config.log;
+            println!(
+                "topic {} partitions {} cleanup {:?} retention_ms {} retention_bytes {} segment_bytes {}",
+                topic.name,
+                topic.partitions.len(),
+                topic.config.cleanup,
+                log.retention_ms,
+                log.retention_bytes,
+                log.segment_bytes
+            );
+            for p in topic.partitions {
+                println!(
+                    "partition {} start {} end {} size {} segments {}",
+                    p.partition, p.start_offset, p.end_offset, p.size_bytes, p.segments
+                );
+            }
+        }
+        TopicCommand::Delete { name } => {
+            check(client.delete_topic(&name).await?, &format!("delete {name}"))?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn produce(
+    client: Arc<Client>,
+    topic: &str,
+    key_separator: Option<String>,
+    config: ProducerConfig,
+) -> anyhow::Result<()> {
+    let acks = config.acks;
+    let mut producer = Producer::new(client, topic, config).await?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        let linger = producer.linger_deadline();
+        let line = tokio::select! {
+            line = lines.next_line() => line.context("reading stdin")?,
+            () = sleep_until(linger) => {
+                producer.send_lingered().await?;
+                continue;
+            }
+        };
+        let Some(line) = line else { break };
+        let (key, value) = match key_separator
+            .as_deref()
+            .and_then(|sep| line.split_once(sep))
+        {
+            Some((key, value)) => (Some(key.as_bytes()), value.as_bytes()),
+            None => (None, line.as_bytes()),
+        };
+        let record = Record {
+            key,
+            value: Some(value),
+            headers: &[],
+            timestamp: now_ms(),
+        };
+        producer.send(&record).await?;
+    }
+    let stats = producer.flush().await?.clone();
+    if acks == Acks::None {
+        println!(
+            "sent {} (acks none: nothing is acknowledged)",
+            stats.records_sent
+        );
+    } else {
+        println!("acknowledged {}", stats.records_acknowledged);
+    }
+    if stats.records_failed > 0 {
+        bail!(
+            "{} of {} records failed: {}",
+            stats.records_failed,
+            stats.records_sent,
+            stats.last_error.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Format {
+    print_key: bool,
+    print_offset: bool,
+}
+
+async fn consume(
+    client: Arc<Client>,
+    topic: &str,
+    from: StartFrom,
+    max: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let mut config = ConsumerConfig::default();
+    if let Some(idle) = idle_timeout_ms {
+        config.max_wait_ms = config.max_wait_ms.min(idle.try_into().unwrap_or(u32::MAX));
+    }
+    let mut consumer = Consumer::new(client, topic, None, from, config).await?;
+    let idle = idle_timeout_ms.map(Duration::from_millis);
+    let mut last_record = Instant::now();
+    let mut printed = 0u64;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    while max.is_none_or(|max| printed < max) {
+        let mut lines = Vec::new();
+        consumer
+            .poll_with(|partition, record| {
+                if max.is_none_or(|max| printed + (lines.len() as u64) < max) {
+                    lines.push(render(format, partition, record));
+                }
+            })
+            .await?;
+        if lines.is_empty() {
+            if idle.is_some_and(|idle| last_record.elapsed() >= idle) {
+                break;
+            }
+            continue;
+        }
+        last_record = Instant::now();
+        printed += lines.len() as u64;
+        for line in lines {
+            std::io::Write::write_all(&mut out, line.as_bytes())?;
+        }
+        std::io::Write::flush(&mut out)?;
+    }
+    Ok(())
+}
+
+fn render(
+    format: Format,
+    partition: u32,
+    record: &message_broker::record_batch::RecordView<'_>,
+) -> String {
+    let mut line = String::new();
+    if format.print_offset {
+        line.push_str(&format!("{partition}:{}\t", record.offset));
+    }
+    if format.print_key {
+        line.push_str(&String::from_utf8_lossy(record.key.unwrap_or_default()));
+        line.push('\t');
+    }
+    line.push_str(&String::from_utf8_lossy(record.value.unwrap_or_default()));
+    line.push('\n');
+    line
+}

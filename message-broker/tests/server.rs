@@ -1,0 +1,405 @@
+//! The broker protocol over a real loopback socket, with the server running in this process:
+//! produce and fetch, long polling, list offsets, idempotent retries, pipelining, and bad
+//! input that gets an error (or a closed connection) while the server and its logs stay whole.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use message_broker::client::{Client, ClientError};
+use message_broker::protocol::{
+    Acks, CreateTopicRequest, ErrorCode, FetchPartition, FetchRequest, OffsetSpec,
+    ProducePartition, Request, RequestBody,
+};
+use message_broker::record_batch::{self, BatchBuilder, ProducerStamp, Record};
+use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
+use service_kit::metrics::Registry;
+use service_kit::shutdown::Shutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct TestBroker {
+    addr: SocketAddr,
+    state: Arc<State>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.state.shutdown.trigger();
+    }
+}
+
+async fn start(flush: FlushPolicy) -> TestBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        flush,
+        ..Config::default()
+    };
+    let broker = Arc::new(Broker::open(&config).unwrap());
+    let state = Arc::new(State {
+        broker,
+        flush,
+        limits: config.limits.clone(),
+        metrics: Metrics::register(&Registry::new()).unwrap(),
+        shutdown: Shutdown::new(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::run(listener, Arc::clone(&state)));
+    let client = Client::connect(addr).await.unwrap();
+    let create = CreateTopicRequest {
+        name: "t".into(),
+        partitions: 2,
+        ..CreateTopicRequest::default()
+    };
+    assert_eq!(client.create_topic(create).await.unwrap(), ErrorCode::None);
+    TestBroker {
+        addr,
+        state,
+        _dir: dir,
+    }
+}
+
+fn batch(values: &[&str], timestamp: i64, stamp: ProducerStamp) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    for value in values {
+        builder.push(&Record {
+            key: Some(b"k"),
+            value: Some(value.as_bytes()),
+            headers: &[("trace", b"abc")],
+            timestamp,
+        });
+    }
+    builder.finish(stamp).to_vec()
+}
+
+fn to(partition: u32, records: Vec<u8>) -> Vec<ProducePartition> {
+    vec![ProducePartition {
+        topic: "t".into(),
+        partition,
+        records,
+    }]
+}
+
+fn fetch_request(partition: u32, offset: u64, max_wait_ms: u32) -> FetchRequest {
+    FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        partitions: vec![FetchPartition {
+            topic: "t".into(),
+            partition,
+            offset,
+            max_bytes: 1 << 20,
+        }],
+    }
+}
+
+fn values(records: &[u8]) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut rest = records;
+    while let Ok(header) = record_batch::check(rest, 1 << 20) {
+        for record in record_batch::records(rest, header) {
+            let record = record.unwrap();
+            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+            out.push((record.offset, value));
+        }
+        rest = &rest[header.size..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn produced_batches_are_fetched_back_with_their_offsets() {
+    let broker = start(FlushPolicy::Always).await;
+    let client = Client::connect(broker.addr).await.unwrap();
+    for (n, acks) in [Acks::Leader, Acks::All].into_iter().enumerate() {
+        let records = batch(
+            &["a", "b", "c"],
+            1_000 * (n as i64 + 1),
+            ProducerStamp::NONE,
+        );
+        let answer = client.produce(acks, to(1, records)).await.unwrap().unwrap();
+        assert_eq!(answer.partitions[0].error, ErrorCode::None);
+        assert_eq!(answer.partitions[0].base_offset, 3 * n as u64);
+    }
+    let fetched = client.fetch(fetch_request(1, 4, 0)).await.unwrap();
+    let answer = &fetched.partitions[0];
+    assert_eq!((answer.error, answer.high_watermark), (ErrorCode::None, 6));
+    // The range starts at the batch holding offset 4.
+    let expected: Vec<(u64, String)> = vec![(3, "a".into()), (4, "b".into()), (5, "c".into())];
+    assert_eq!(values(&answer.records), expected);
+
+    assert_eq!(
+        client
+            .list_offset("t", 1, OffsetSpec::Earliest)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        client
+            .list_offset("t", 1, OffsetSpec::Latest)
+            .await
+            .unwrap(),
+        6
+    );
+    let by_time = client
+        .list_offset("t", 1, OffsetSpec::Timestamp(1_500))
+        .await;
+    assert_eq!(by_time.unwrap(), 3);
+    let metadata = client
+        .metadata(Some(vec!["t".into(), "nope".into()]))
+        .await
+        .unwrap();
+    assert_eq!(metadata.topics[0].partitions[1].end_offset, 6);
+    assert_eq!(metadata.topics[1].error, ErrorCode::UnknownTopicOrPartition);
+}
+
+#[tokio::test]
+async fn a_long_poll_is_answered_as_soon_as_data_arrives() {
+    let broker = start(FlushPolicy::Interval).await;
+    let consumer = Client::connect(broker.addr).await.unwrap();
+    let producer = Client::connect(broker.addr).await.unwrap();
+    let started = Instant::now();
+    let poll = tokio::spawn(async move { consumer.fetch(fetch_request(0, 0, 10_000)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!poll.is_finished(), "the fetch must wait for data");
+    let records = batch(&["late"], 1, ProducerStamp::NONE);
+    producer
+        .produce(Acks::Leader, to(0, records))
+        .await
+        .unwrap();
+    let fetched = poll.await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        values(&fetched.partitions[0].records),
+        vec![(0, "late".into())]
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_without_data_ends_empty_at_its_max_wait() {
+    let broker = start(FlushPolicy::Interval).await;
+    let client = Client::connect(broker.addr).await.unwrap();
+    let started = Instant::now();
+    let fetched = client.fetch(fetch_request(0, 0, 300)).await.unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(290), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert!(fetched.partitions[0].records.is_empty());
+}
+
+#[tokio::test]
+async fn a_retried_idempotent_batch_is_written_once() {
+    let broker = start(FlushPolicy::Always).await;
+    let client = Client::connect(broker.addr).await.unwrap();
+    let producer = client.init_producer_id().await.unwrap();
+    let stamp = |base_sequence| ProducerStamp {
+        producer_id: producer.producer_id,
+        producer_epoch: 0,
+        base_sequence,
+    };
+    let first = batch(&["x", "y"], 1, stamp(0));
+    for _ in 0..3 {
+        let answer = client
+            .produce(Acks::All, to(0, first.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (answer.partitions[0].error, answer.partitions[0].base_offset),
+            (ErrorCode::None, 0)
+        );
+    }
+    let gap = batch(&["z"], 1, stamp(5));
+    let answer = client
+        .produce(Acks::All, to(0, gap))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.partitions[0].error, ErrorCode::OutOfOrderSequence);
+    let next = batch(&["z"], 1, stamp(2));
+    let answer = client
+        .produce(Acks::All, to(0, next))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.partitions[0].base_offset, 2);
+    assert_eq!(
+        client
+            .list_offset("t", 0, OffsetSpec::Latest)
+            .await
+            .unwrap(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn pipelined_requests_on_one_connection_are_all_answered() {
+    let broker = start(FlushPolicy::Always).await;
+    let client = Arc::new(Client::connect(broker.addr).await.unwrap());
+    let calls: Vec<_> = (0..200)
+        .map(|n| {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move {
+                let value = format!("v{n}");
+                let records = batch(&[&value], 1, ProducerStamp::NONE);
+                let acks = if n % 2 == 0 { Acks::All } else { Acks::Leader };
+                client
+                    .produce(acks, to(n % 2, records))
+                    .await
+                    .unwrap()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut offsets = [Vec::new(), Vec::new()];
+    for call in calls {
+        let answer = call.await.unwrap();
+        let partition = &answer.partitions[0];
+        assert_eq!(partition.error, ErrorCode::None);
+        offsets[partition.partition as usize].push(partition.base_offset);
+    }
+    for mut offsets in offsets {
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..100).collect::<Vec<u64>>());
+    }
+}
+
+#[tokio::test]
+async fn acks_none_gets_no_answer_but_is_appended() {
+    let broker = start(FlushPolicy::Os).await;
+    let client = Client::connect(broker.addr).await.unwrap();
+    for _ in 0..10 {
+        let records = batch(&["fire", "forget"], 1, ProducerStamp::NONE);
+        assert!(
+            client
+                .produce(Acks::None, to(0, records))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client
+        .list_offset("t", 0, OffsetSpec::Latest)
+        .await
+        .unwrap()
+        < 20
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn bad_batches_get_error_codes_and_nothing_is_written() {
+    let broker = start(FlushPolicy::Always).await;
+    let client = Client::connect(broker.addr).await.unwrap();
+    let mut corrupt = batch(&["a"], 1, ProducerStamp::NONE);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    let huge_value = "x".repeat(2 << 20);
+    let cases = [
+        (to(0, corrupt), ErrorCode::CorruptMessage),
+        (to(0, vec![1, 2, 3]), ErrorCode::CorruptMessage),
+        (
+            to(0, batch(&[&huge_value], 1, ProducerStamp::NONE)),
+            ErrorCode::MessageTooLarge,
+        ),
+        (
+            to(7, batch(&["a"], 1, ProducerStamp::NONE)),
+            ErrorCode::UnknownTopicOrPartition,
+        ),
+    ];
+    for (request, expected) in cases {
+        let answer = client.produce(Acks::All, request).await.unwrap().unwrap();
+        assert_eq!(answer.partitions[0].error, expected);
+    }
+    let fetched = client.fetch(fetch_request(0, 5, 0)).await.unwrap();
+    assert_eq!(fetched.partitions[0].error, ErrorCode::OffsetOutOfRange);
+    assert_eq!(
+        client
+            .list_offset("t", 0, OffsetSpec::Latest)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let request = RequestBody::ApiVersions;
+    let raw = Request {
+        correlation_id: 1,
+        api_version: 9,
+        body: request,
+    };
+    // An unsupported version is answered with an error, on a connection that stays usable.
+    let mut socket = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+    let payload = postcard::to_stdvec(&raw).unwrap();
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.push(service_kit::frame::FRAME_VERSION);
+    frame.extend_from_slice(&payload);
+    socket.write_all(&frame).await.unwrap();
+    let mut head = [0; 5];
+    socket.read_exact(&mut head).await.unwrap();
+    let mut body = vec![0; u32::from_be_bytes(head[..4].try_into().unwrap()) as usize];
+    socket.read_exact(&mut body).await.unwrap();
+    let response: message_broker::protocol::Response = postcard::from_bytes(&body).unwrap();
+    assert!(matches!(
+        response.body,
+        message_broker::protocol::ResponseBody::Error(ref e) if e.code == ErrorCode::UnsupportedVersion
+    ));
+}
+
+#[tokio::test]
+async fn a_malformed_frame_closes_only_its_own_connection() {
+    let broker = start(FlushPolicy::Always).await;
+    let client = Client::connect(broker.addr).await.unwrap();
+    let records = batch(&["kept"], 1, ProducerStamp::NONE);
+    client.produce(Acks::All, to(0, records)).await.unwrap();
+
+    let garbage: [&[u8]; 3] = [
+        // A valid header announcing 4 bytes that are not a request.
+        &[
+            0,
+            0,
+            0,
+            4,
+            service_kit::frame::FRAME_VERSION,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+        ],
+        // A frame far over the limit.
+        &[0x7f, 0xff, 0xff, 0xff, service_kit::frame::FRAME_VERSION],
+        // Another frame version.
+        &[0, 0, 0, 1, 99, 0],
+    ];
+    for bytes in garbage {
+        let mut socket = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+        socket.write_all(bytes).await.unwrap();
+        let mut buf = [0; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    }
+    // The server and the log are untouched.
+    let fetched = client.fetch(fetch_request(0, 0, 0)).await.unwrap();
+    assert_eq!(
+        values(&fetched.partitions[0].records),
+        vec![(0, "kept".into())]
+    );
+    let dead = Client::connect(broker.addr).await.unwrap();
+    assert!(dead.metadata(None).await.is_ok());
+    drop(broker);
+    // After shutdown the client sees a lost connection, not a hang.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match client.metadata(None).await {
+            Err(ClientError::Disconnected) => break,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => panic!("still answered after shutdown: {other:?}"),
+        }
+    }
+}
