@@ -49,7 +49,9 @@ use bytes::Bytes;
 use prometheus::{HistogramOpts, Opts, TextEncoder};
 use thiserror::Error;
 
-pub use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+pub use prometheus::{
+    Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+};
 
 /// The `Content-Type` of [`Registry::encode`]'s body.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -154,6 +156,14 @@ impl Registry {
     pub fn gauge(&self, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
         check_name(name, Kind::Other)?;
         self.register(name, IntGauge::with_opts(Opts::new(name, help)))
+    }
+
+    /// Registers a gauge with a fractional value (a ratio, a load factor). Prefer
+    /// counters where a rate can be computed from them; use this for a value that only the
+    /// server can compute.
+    pub fn float_gauge(&self, name: &str, help: &str) -> Result<Gauge, MetricsError> {
+        check_name(name, Kind::Other)?;
+        self.register(name, Gauge::with_opts(Opts::new(name, help)))
     }
 
     /// Registers a family of gauges, one per combination of `labels` values.
@@ -303,6 +313,21 @@ mod tests {
         assert!(lines.contains(&"kv_connections_accepted_total 3"));
         assert!(lines.contains(&"# TYPE kv_connections_open gauge"));
         assert!(lines.contains(&"kv_connections_open 2"));
+    }
+
+    #[test]
+    fn a_float_gauge_keeps_its_fraction() {
+        let registry = Registry::new();
+        let ratio = registry
+            .float_gauge("cache_hit_ratio", "Hits over lookups.")
+            .unwrap();
+        ratio.set(0.75);
+        let text = body(&registry);
+        assert!(
+            lines(&text).contains(&"# TYPE cache_hit_ratio gauge"),
+            "{text}"
+        );
+        assert!(lines(&text).contains(&"cache_hit_ratio 0.75"), "{text}");
     }
 
     #[test]
