@@ -69,10 +69,10 @@ wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 wait_port "$ours_port"
 wait_port "$nginx_port"
 
-curl -sf -X POST "http://127.0.0.1:$ours_port/api/v1/links" -H 'Content-Type: application/json' \
+curl -sf --max-time 10 -X POST "http://127.0.0.1:$ours_port/api/v1/links" -H 'Content-Type: application/json' \
   -d "{\"url\": \"$target\", \"alias\": \"bench-link\"}" >/dev/null
 for port in "$ours_port" "$nginx_port"; do
-  status=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://127.0.0.1:$port/bench-link")
+  status=$(curl -s --max-time 10 -o /dev/null -w '%{http_code} %{redirect_url}' "http://127.0.0.1:$port/bench-link")
   [ "$status" = "302 $target" ] || { echo "127.0.0.1:$port answered '$status'" >&2; exit 1; }
 done
 
@@ -110,10 +110,10 @@ fi
 
 col() { cut -d' ' -f"$2" "$work/$1" | median; }
 ratio=$(awk -v a="$(col ours 1)" -v b="$(col nginx 1)" 'BEGIN {printf "%.2f", a/b}')
-created=$(curl -s "http://127.0.0.1:$ours_admin/metrics" | awk '/^url_shortener_links_created_total/ {print $2}')
+created=$(curl -s --max-time 10 "http://127.0.0.1:$ours_admin/metrics" | awk '/^url_shortener_links_created_total/ {print $2}')
 sleep 2 # one click flush interval, and some
-clicks=$(curl -s "http://127.0.0.1:$ours_port/api/v1/links/bench-link" | sed 's/.*"clicks":\([0-9]*\).*/\1/')
-dropped=$(curl -s "http://127.0.0.1:$ours_admin/metrics" | awk '/^url_shortener_clicks_dropped_total/ {print $2}')
+clicks=$(curl -s --max-time 10 "http://127.0.0.1:$ours_port/api/v1/links/bench-link" | sed 's/.*"clicks":\([0-9]*\).*/\1/')
+dropped=$(curl -s --max-time 10 "http://127.0.0.1:$ours_admin/metrics" | awk '/^url_shortener_clicks_dropped_total/ {print $2}')
 
 echo
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS rounds, medians"

@@ -18,19 +18,21 @@
 //! # Durability
 //!
 //! sled writes to its page cache and flushes in the background every 500 ms. Writes that a
-//! client is told about (create, replace, delete) and id leases wait for `flush_async`, so an
-//! acknowledged link survives `kill -9`; sled coalesces concurrent flushes, which acts as a
-//! group commit. Click batches are flushed too (one flush per batch, about one a second), so
+//! client is told about (create, replace, delete) and id leases wait for a flush by
+//! [`Flusher`] (one thread, concurrent writers share each fsync), so an acknowledged link
+//! survives `kill -9`. Click batches are flushed too (one flush per batch, about one a second), so
 //! a count the API has shown survives a crash.
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use rand::TryRng;
 use rand::rngs::SysRng;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use super::flusher::Flusher;
 use super::{Link, Result, Store, StoreError};
 
 /// Default size of sled's page cache, in bytes (sled's own default is 1 GiB).
@@ -42,7 +44,7 @@ const ID_KEY: &[u8] = b"id_key";
 /// Links in sled. Cheap to clone; clones share the database.
 #[derive(Clone, Debug)]
 pub struct SledStore {
-    db: sled::Db,
+    flusher: Arc<Flusher>,
     links: sled::Tree,
     expiry: sled::Tree,
     clicks: sled::Tree,
@@ -70,13 +72,12 @@ impl SledStore {
             expiry: db.open_tree("expiry")?,
             clicks: db.open_tree("clicks")?,
             meta: db.open_tree("meta")?,
-            db,
+            flusher: Arc::new(Flusher::start(db).map_err(|e| StoreError::Sled(e.into()))?),
         })
     }
 
     async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        self.flusher.flush().await
     }
 
     /// Writes `link` to `links` and `expiry`, replacing `old` (the stored version, if any).

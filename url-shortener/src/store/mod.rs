@@ -14,9 +14,10 @@
 //! | `remove_expired` | the expiry index, in batches | nothing: `PEXPIREAT` expires keys itself |
 //!
 //! Methods return futures because a networked store needs them; the sled store answers from
-//! memory or its page cache and flushes with `flush_async`, so its futures rarely wait.
+//! memory or its page cache, and waits only for flushes (group-committed by `flusher.rs`).
 
 mod embedded;
+mod flusher;
 
 use std::future::Future;
 use std::ops::Range;
@@ -102,6 +103,8 @@ impl Link {
 pub enum StoreError {
     #[error("embedded store: {0}")]
     Sled(#[from] sled::Error),
+    #[error("embedded store flush: {0}")]
+    Flush(String),
     #[error("no randomness for the id key: {0}")]
     Random(String),
     #[error("stored record for `{code}` is unreadable: {reason}")]
