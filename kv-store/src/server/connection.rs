@@ -58,6 +58,10 @@ async fn converse(
     let mut input = BytesMut::with_capacity(BUFFER_BYTES);
     let mut output = BytesMut::with_capacity(BUFFER_BYTES);
     let limits = shared.limits;
+    // Made once: a fresh shutdown future per read would register and unregister a waiter on
+    // the shutdown token for every batch.
+    let stop = shutdown.triggered();
+    tokio::pin!(stop);
     loop {
         let (commands, error) = parse_available(&mut input, &limits);
         if !commands.is_empty() {
@@ -91,7 +95,7 @@ async fn converse(
         }
         let read = tokio::select! {
             read = stream.read_buf(&mut input) => read?,
-            () = shutdown.triggered() => return Ok(()),
+            () = &mut stop => return Ok(()),
         };
         if read == 0 {
             return Ok(());
