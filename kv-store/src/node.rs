@@ -75,6 +75,7 @@ impl Node {
             Arc::clone(&self.shared),
             Arc::clone(&self.state_machine),
             interval,
+            self.config.checkpoint_log_bytes,
             {
                 let stop = shutdown.clone();
                 async move { stop.triggered().await }
