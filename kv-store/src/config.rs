@@ -134,6 +134,8 @@ pub struct Config {
     /// Log bytes written that trigger a checkpoint before the interval is up, at least 4096.
     /// Default 64 MiB.
     pub checkpoint_log_bytes: u64,
+    /// Changed keys that trigger a checkpoint, at least 1. Default 100,000.
+    pub checkpoint_dirty_keys: usize,
 }
 
 impl Default for Config {
@@ -158,6 +160,7 @@ impl Default for Config {
             wal_segment_bytes: wal::options::DEFAULT_SEGMENT_BYTES,
             checkpoint_interval_ms: crate::store::DEFAULT_CHECKPOINT_INTERVAL_MS,
             checkpoint_log_bytes: crate::store::DEFAULT_CHECKPOINT_LOG_BYTES,
+            checkpoint_dirty_keys: crate::store::DEFAULT_CHECKPOINT_DIRTY_KEYS,
         }
     }
 }

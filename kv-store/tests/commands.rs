@@ -134,6 +134,10 @@ async fn command_client_config_and_info_answer_like_redis() {
         assert!(info.contains(section), "{section} missing: {info}");
     }
     assert!(info.contains("redis_version:7."), "{info}");
+    assert!(
+        info.contains("aof_enabled:1\r\n") && info.contains("wal_last_index:"),
+        "{info}"
+    );
     assert_eq!(query::<i64>(&mut con, &["DBSIZE"]).await.unwrap(), 1);
     let () = query(&mut con, &["SELECT", "0"]).await.unwrap();
     let err = query::<()>(&mut con, &["SELECT", "1"]).await.unwrap_err();
