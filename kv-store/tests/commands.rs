@@ -545,3 +545,34 @@ async fn hashes_lists_sets_and_sorted_sets() {
         assert_eq!(err.code(), Some("WRONGTYPE"), "{call:?}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_password_set_at_run_time_applies_to_new_connections() {
+    let server = Server::start("kv-cmd-requirepass", &[]);
+    let mut before = server.connect(false).await;
+    let () = query(&mut before, &["CONFIG", "SET", "requirepass", "pw"])
+        .await
+        .unwrap();
+    let () = query(&mut before, &["SET", "a", "1"]).await.unwrap();
+
+    let mut after = server.connect(false).await;
+    let err = query::<Option<String>>(&mut after, &["GET", "a"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("NOAUTH"), "{err}");
+    let () = query(&mut after, &["AUTH", "pw"]).await.unwrap();
+    assert_eq!(
+        query::<String>(&mut after, &["GET", "a"]).await.unwrap(),
+        "1"
+    );
+    let reset: String = query(&mut after, &["RESET"]).await.unwrap();
+    assert_eq!(reset, "RESET");
+    let err = query::<Option<String>>(&mut after, &["GET", "a"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some("NOAUTH"),
+        "RESET must de-authenticate: {err}"
+    );
+}

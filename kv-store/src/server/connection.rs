@@ -43,6 +43,9 @@ pub async fn serve_connection(
     let span = tracing::debug_span!("connection", id, %addr);
     let _entered = span.enter();
     let mut session = Session::new(info);
+    // As in Redis, a connection made while no password is set is authenticated as the default
+    // user, and stays so if `CONFIG SET requirepass` adds one later.
+    session.authenticated = shared.lock().settings.requirepass.is_none();
     if let Err(err) = converse(&mut stream, &shared, &mut session, &shutdown).await {
         tracing::debug!(%err, "connection closed by an I/O error");
     }
