@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::Server;
-use harness::{DataDir, Process, ProcessSpec, Termination, cargo_bin, http_get_status};
+use harness::{DataDir, Process, ProcessSpec, Termination, cargo_bin, free_addr, http_get_status};
 use redis::AsyncCommands;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,21 +50,23 @@ async fn sigterm_drains_to_exit_0_and_the_data_is_there_after_a_restart() {
 /// Starts kv-store with `args` and returns its exit code and output, expecting it to refuse.
 fn refused_start(args: &[&str]) -> (Option<i32>, String) {
     let dir = DataDir::new("kv-lifecycle-refused");
+    let admin = free_addr();
     let spec = ProcessSpec::new("kv-store", cargo_bin("kv-store"))
+        .args(["--data-dir", dir.path().to_str().unwrap()])
         .args([
-            "--data-dir",
-            dir.path().to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            &admin.to_string(),
         ])
-        .args(["--admin-listen", "127.0.0.1:0"])
         .args(args.iter().copied());
     let mut process = Process::spawn(spec).unwrap();
-    let status = process
-        .wait_exit(Duration::from_secs(30))
-        .unwrap()
-        .expect("a bad setting must stop the server at start-up");
-    (status.code(), process.log())
+    // `wait_ready` reports the exit status of a process that ended before it was ready;
+    // `wait_exit` fails instead when the process has already gone by the time it is called.
+    match process.wait_ready(admin, Duration::from_secs(30)) {
+        Err(harness::Error::ExitedEarly { status, log, .. }) => (status.code(), log),
+        other => panic!("a bad setting must stop the server at start-up: {other:?}"),
+    }
 }
 
 #[test]
