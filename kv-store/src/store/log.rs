@@ -271,6 +271,9 @@ fn write_loop(inner: &Inner) {
         } else if !records.is_empty() {
             let bytes: usize = records.iter().map(Vec::len).sum();
             let result = write(inner, first, &records);
+            let count = records.len() as u64;
+            // Freed before anyone is told: the queue's memory is gone once a write is answered.
+            drop(records);
             inner.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
             match result {
                 Ok(()) => {
@@ -278,7 +281,7 @@ fn write_loop(inner: &Inner) {
                         .written_bytes
                         .fetch_add(bytes as u64, Ordering::Relaxed);
                     unsynced = inner.fsync != Fsync::Always;
-                    let last = first + records.len() as u64 - 1;
+                    let last = first + count - 1;
                     inner.acked.send_replace(last);
                     answer_waiters(inner, last);
                 }
