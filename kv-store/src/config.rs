@@ -128,9 +128,14 @@ pub struct Config {
     pub workers: usize,
     /// Size at which the log starts a new segment, bytes. Default 64 MiB.
     pub wal_segment_bytes: u64,
-    /// Milliseconds between checkpoints of the state machine (after which covered log segments
-    /// are deleted), 10 to 3,600,000. Default 5,000.
+    /// Longest time between checkpoints of the state machine while anything changed (after a
+    /// checkpoint the log segments it covers are deleted), 10 to 3,600,000 ms. Default 60,000.
     pub checkpoint_interval_ms: u64,
+    /// Log bytes written that trigger a checkpoint before the interval is up, at least 4096.
+    /// Default 64 MiB.
+    pub checkpoint_log_bytes: u64,
+    /// Changed keys that trigger a checkpoint, at least 1. Default 100,000.
+    pub checkpoint_dirty_keys: usize,
 }
 
 impl Default for Config {
@@ -154,6 +159,8 @@ impl Default for Config {
             workers: 1,
             wal_segment_bytes: wal::options::DEFAULT_SEGMENT_BYTES,
             checkpoint_interval_ms: crate::store::DEFAULT_CHECKPOINT_INTERVAL_MS,
+            checkpoint_log_bytes: crate::store::DEFAULT_CHECKPOINT_LOG_BYTES,
+            checkpoint_dirty_keys: crate::store::DEFAULT_CHECKPOINT_DIRTY_KEYS,
         }
     }
 }
@@ -234,6 +241,11 @@ impl Validate for Config {
             (10..=3_600_000).contains(&self.checkpoint_interval_ms),
             "checkpoint_interval_ms",
             "must be between 10 and 3600000",
+        )?;
+        check(
+            self.checkpoint_log_bytes >= 4096,
+            "checkpoint_log_bytes",
+            "must be at least 4096",
         )?;
         if let Some(password) = &self.requirepass {
             check(!password.is_empty(), "requirepass", "must not be empty")?;

@@ -75,6 +75,8 @@ impl Node {
             Arc::clone(&self.shared),
             Arc::clone(&self.state_machine),
             interval,
+            self.config.checkpoint_log_bytes,
+            self.config.checkpoint_dirty_keys,
             {
                 let stop = shutdown.clone();
                 async move { stop.triggered().await }

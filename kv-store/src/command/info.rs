@@ -101,10 +101,25 @@ fn memory_section(ctx: &Ctx<'_>) -> Section {
 }
 
 fn persistence(ctx: &Ctx<'_>) -> Section {
+    let log = ctx.shared.log_if_started();
     let fields = vec![
         ("loading", "0".to_string()),
         ("aof_enabled", "1".to_string()),
         ("appendfsync", ctx.settings.fsync.name().to_string()),
+        (
+            "wal_last_index",
+            log.map_or(0, |l| l.last_acked()).to_string(),
+        ),
+        (
+            "wal_segments",
+            log.map_or(0, |l| l.segment_count()).to_string(),
+        ),
+        (
+            "wal_written_bytes",
+            log.map_or(0, |l| l.written_bytes()).to_string(),
+        ),
+        ("checkpoint_index", ctx.shared.checkpointed().to_string()),
+        ("dirty_keys", ctx.db.dirty_len().to_string()),
     ];
     ("Persistence", fields)
 }

@@ -15,6 +15,7 @@
 
 mod value;
 
+use std::borrow::{Borrow, BorrowMut};
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
@@ -59,7 +60,7 @@ macro_rules! typed_access {
         pub fn $get(&self, key: &[u8]) -> Result<Option<&$ty>, Frame> {
             match self.entries.get(key).map(|e| &e.value) {
                 None => Ok(None),
-                Some(Value::$variant(inner)) => Ok(Some(inner)),
+                Some(Value::$variant(inner)) => Ok(Some(Borrow::borrow(inner))),
                 Some(_) => Err(wrong_type()),
             }
         }
@@ -72,7 +73,7 @@ macro_rules! typed_access {
             match &mut entry.value {
                 Value::$variant(inner) => {
                     self.dirty.insert(stored.clone());
-                    Ok(Some(inner))
+                    Ok(Some(BorrowMut::borrow_mut(inner)))
                 }
                 _ => Err(wrong_type()),
             }

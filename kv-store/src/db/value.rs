@@ -6,13 +6,16 @@ use bytes::Bytes;
 
 /// What a key holds. Collections are never empty: the command that removes the last element
 /// removes the key, as Redis does, so `EXISTS` and `TYPE` never see an empty list.
+///
+/// Hashes, sets and sorted sets are boxed so that a `Value` is 40 bytes (a `Bytes` and a tag)
+/// rather than 80: most keys are strings, and every key pays for the largest variant.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Str(Bytes),
     List(VecDeque<Bytes>),
-    Hash(HashMap<Bytes, Bytes>),
-    Set(HashSet<Bytes>),
-    ZSet(ZSet),
+    Hash(Box<HashMap<Bytes, Bytes>>),
+    Set(Box<HashSet<Bytes>>),
+    ZSet(Box<ZSet>),
 }
 
 impl Value {
@@ -121,6 +124,11 @@ impl ZSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_is_a_bytes_and_a_tag() {
+        assert_eq!(std::mem::size_of::<Value>(), 40);
+    }
 
     #[test]
     fn zset_orders_by_score_then_member() {

@@ -43,6 +43,9 @@ pub async fn serve_connection(
     let span = tracing::debug_span!("connection", id, %addr);
     let _entered = span.enter();
     let mut session = Session::new(info);
+    // As in Redis, a connection made while no password is set is authenticated as the default
+    // user, and stays so if `CONFIG SET requirepass` adds one later.
+    session.authenticated = shared.lock().settings.requirepass.is_none();
     if let Err(err) = converse(&mut stream, &shared, &mut session, &shutdown).await {
         tracing::debug!(%err, "connection closed by an I/O error");
     }
@@ -58,6 +61,10 @@ async fn converse(
     let mut input = BytesMut::with_capacity(BUFFER_BYTES);
     let mut output = BytesMut::with_capacity(BUFFER_BYTES);
     let limits = shared.limits;
+    // Made once: a fresh shutdown future per read would register and unregister a waiter on
+    // the shutdown token for every batch.
+    let stop = shutdown.triggered();
+    tokio::pin!(stop);
     loop {
         let (commands, error) = parse_available(&mut input, &limits);
         if !commands.is_empty() {
@@ -91,7 +98,7 @@ async fn converse(
         }
         let read = tokio::select! {
             read = stream.read_buf(&mut input) => read?,
-            () = shutdown.triggered() => return Ok(()),
+            () = &mut stop => return Ok(()),
         };
         if read == 0 {
             return Ok(());

@@ -132,6 +132,11 @@ impl Shared {
         self.log.get().expect("the log is started before serving")
     }
 
+    /// The log, if it has been started (not while the log is replayed at start-up).
+    pub fn log_if_started(&self) -> Option<&Log> {
+        self.log.get()
+    }
+
     /// Whether writes are still accepted (`Err` once the log has failed).
     pub fn log_check(&self) -> Result<(), crate::store::LogFailed> {
         self.log.get().map_or(Ok(()), Log::check)

@@ -46,7 +46,7 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
         Value::Set(set) => put_all(&mut out, set.len(), set.iter().map(|e| (None, e))),
         Value::Hash(hash) => {
             put_u32(&mut out, hash.len());
-            for (field, value) in hash {
+            for (field, value) in hash.iter() {
                 put_bytes(&mut out, field);
                 put_bytes(&mut out, value);
             }
@@ -142,15 +142,15 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
             for _ in 0..n {
                 hash.insert(r.bytes()?, r.bytes()?);
             }
-            Value::Hash(hash)
+            Value::Hash(Box::new(hash))
         }
         3 => {
             let n = r.count(4)?;
-            Value::Set(
+            Value::Set(Box::new(
                 (0..n)
                     .map(|_| r.bytes())
                     .collect::<Result<HashSet<_>, _>>()?,
-            )
+            ))
         }
         4 => {
             let n = r.count(12)?;
@@ -159,7 +159,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
                 let score = f64::from_bits(r.u64()?);
                 zset.insert(r.bytes()?, score);
             }
-            Value::ZSet(zset)
+            Value::ZSet(Box::new(zset))
         }
         _ => return Err(DecodeError("unknown type")),
     };
@@ -190,9 +190,9 @@ mod tests {
             Value::Str(b("hello")),
             Value::Str(Bytes::new()),
             Value::List([b("a"), b("")].into_iter().collect()),
-            Value::Hash([(b("f"), b("v"))].into_iter().collect()),
-            Value::Set([b("x"), b("y")].into_iter().collect()),
-            Value::ZSet(zset),
+            Value::Hash(Box::new([(b("f"), b("v"))].into_iter().collect())),
+            Value::Set(Box::new([b("x"), b("y")].into_iter().collect())),
+            Value::ZSet(Box::new(zset)),
         ];
         for (i, value) in values.into_iter().enumerate() {
             let entry = Entry {

@@ -28,7 +28,7 @@
 //!
 //! A crash of the process alone loses no acknowledged write under any policy.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -78,6 +78,8 @@ struct Inner {
     /// Highest index acknowledged by the policy (written, or written and fsynced).
     acked: watch::Sender<u64>,
     pending_bytes: AtomicUsize,
+    /// Record bytes written since start, for the checkpoint trigger.
+    written_bytes: AtomicU64,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
     fsync: Fsync,
@@ -108,6 +110,7 @@ impl Log {
             wake: Condvar::new(),
             acked: watch::Sender::new(next - 1),
             pending_bytes: AtomicUsize::new(0),
+            written_bytes: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             fsync,
@@ -167,6 +170,11 @@ impl Log {
     /// data, and that `maxmemory` does not count (as Redis does not count its AOF buffer).
     pub fn pending_bytes(&self) -> usize {
         self.inner.pending_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Record bytes written to the WAL since the log was started.
+    pub fn written_bytes(&self) -> u64 {
+        self.inner.written_bytes.load(Ordering::Relaxed)
     }
 
     /// Index of the last record acknowledged under the policy.
@@ -263,11 +271,17 @@ fn write_loop(inner: &Inner) {
         } else if !records.is_empty() {
             let bytes: usize = records.iter().map(Vec::len).sum();
             let result = write(inner, first, &records);
+            let count = records.len() as u64;
+            // Freed before anyone is told: the queue's memory is gone once a write is answered.
+            drop(records);
             inner.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
             match result {
                 Ok(()) => {
+                    inner
+                        .written_bytes
+                        .fetch_add(bytes as u64, Ordering::Relaxed);
                     unsynced = inner.fsync != Fsync::Always;
-                    let last = first + records.len() as u64 - 1;
+                    let last = first + count - 1;
                     inner.acked.send_replace(last);
                     answer_waiters(inner, last);
                 }

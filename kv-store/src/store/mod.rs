@@ -6,7 +6,7 @@
 //!             warning; corruption before it refuses to start, naming file and offset)
 //!             ─▶ replay records A+1.. through the same command code ─▶ serve
 //!  serving:   commands ─▶ keyspace ─▶ records ─▶ Log (WAL) ─▶ reply
-//!  every checkpoint interval, and at shutdown:
+//!  every 64 MiB of log or 100,000 changed keys (or 60 s with changes), and at shutdown:
 //!             under the keyspace lock: take the dirty keys and their values, and the last
 //!             submitted index N ─▶ wait until the log holds N ─▶ write keys + N to the image in
 //!             one atomic, durable batch ─▶ delete WAL segments wholly below N + 1
@@ -35,9 +35,22 @@ use crate::db::{Db, Entry};
 use crate::resp::request::{Limits, parse_command};
 use crate::server::{Session, Shared};
 
-/// Default time between checkpoints of the state machine: 5 s. Bounds the log replayed at
-/// start-up to about this much writing (plus one segment).
-pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 5_000;
+/// Default longest time between checkpoints of the state machine while anything changed: 60 s.
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 60_000;
+
+/// Default log bytes written that trigger a checkpoint before the interval is up: 64 MiB (one
+/// default segment). With the interval, this bounds the log kept on disk and replayed at
+/// start-up. Checkpoints are not free: each copies the changed keys' values (whole collections)
+/// under the keyspace lock and writes them to sled, so they are spaced by volume, not only time.
+pub const DEFAULT_CHECKPOINT_LOG_BYTES: u64 = 64 << 20;
+
+/// Default changed keys that trigger a checkpoint: 100,000. This bounds what one checkpoint
+/// copies under the keyspace lock and hands to sled in one batch (a bulk load of a million keys
+/// becomes ten checkpoints, not one that briefly doubles the memory in use).
+pub const DEFAULT_CHECKPOINT_DIRTY_KEYS: usize = 100_000;
+
+/// How often the checkpoint task looks at the log's growth.
+pub const CHECKPOINT_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -172,6 +185,9 @@ pub async fn checkpoint(
             .collect();
         (changes, log.last_submitted())
     };
+    if changes.is_empty() && index == shared.checkpointed() {
+        return Ok(index);
+    }
     if let Err(err) = log.wait_acked(index).await {
         restore_dirty(shared, &changes);
         return Err(err.into());
@@ -206,21 +222,36 @@ fn restore_dirty(shared: &Shared, changes: &[(Bytes, Option<Entry>)]) {
     }
 }
 
-/// Checkpoints every `interval` until `stop` resolves.
+/// Checkpoints whenever `log_bytes` more bytes have been logged, `dirty_keys` keys have changed,
+/// or `interval` has passed with something changed, until `stop` resolves.
 pub async fn checkpoint_loop(
     shared: Arc<Shared>,
     state_machine: Arc<dyn StateMachine>,
     interval: Duration,
+    log_bytes: u64,
+    dirty_keys: usize,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    let mut last = tokio::time::Instant::now();
+    let mut written_at_last = shared.log().written_bytes();
     loop {
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(CHECKPOINT_POLL.min(interval)) => {}
             () = &mut stop => return,
         }
-        if let Err(err) = checkpoint(&shared, &state_machine).await {
-            tracing::error!(%err, "checkpoint failed; will retry");
+        let written = shared.log().written_bytes();
+        let dirty = shared.lock().db.dirty_len();
+        if written - written_at_last < log_bytes && dirty < dirty_keys && last.elapsed() < interval
+        {
+            continue;
+        }
+        match checkpoint(&shared, &state_machine).await {
+            Ok(_) => {
+                last = tokio::time::Instant::now();
+                written_at_last = written;
+            }
+            Err(err) => tracing::error!(%err, "checkpoint failed; will retry"),
         }
     }
 }

@@ -22,6 +22,10 @@ const DATA_PREFIX: u8 = b'k';
 /// and written by checkpoints; reads are served from the keyspace in memory.
 pub const SLED_CACHE_BYTES: u64 = 64 << 20;
 
+/// How long [`SledStateMachine::open`] waits for sled's directory lock to be released by a
+/// handle dropped in the same process.
+pub const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateMachineError {
     #[error("state machine store: {0}")]
@@ -62,12 +66,27 @@ impl SledStateMachine {
     pub fn open(dir: &Path) -> Result<SledStateMachine, StateMachineError> {
         // sled flushes by itself every 500 ms by default; durability points are ours (each
         // checkpoint flushes), so its own timer is turned off.
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .flush_every_ms(None)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()?;
-        Ok(SledStateMachine { db })
+            .cache_capacity(SLED_CACHE_BYTES);
+        let deadline = std::time::Instant::now() + REOPEN_WAIT;
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(SledStateMachine { db }),
+                // sled releases its directory lock from a background thread after the last
+                // handle is dropped, so reopening in the same process (a node restarted in a
+                // test) can find it still held for a moment. Another process holding it is
+                // still refused, after the wait.
+                Err(sled::Error::Io(err))
+                    if err.to_string().starts_with("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 }
 

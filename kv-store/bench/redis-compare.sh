@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# kv-store against redis-server 7 (Debian package), side by side in one run.
+#
+#   bash kv-store/bench/redis-compare.sh            # from the workspace root
+#   REQUESTS=200000 KEYS=1000000 bash kv-store/bench/redis-compare.sh
+#
+# Comparable persistence: Redis with appendonly yes, appendfsync everysec (no RDB snapshots);
+# kv-store with --fsync everysec. Both single-threaded (kv-store's default --workers 1). The
+# same redis-benchmark, 50 clients, pipelines of 1 and 16, the tests below. Then the resident
+# memory of each after loading KEYS keys with 100-byte values through redis-cli --pipe.
+#
+# Needs redis-server, redis-benchmark and redis-cli (apt-get install redis-server redis-tools,
+# done here when run as root). Ports come from the kernel (bound and released), data in a
+# temporary directory that is removed at exit.
+set -euo pipefail
+
+REQUESTS=${REQUESTS:-100000}
+KEYS=${KEYS:-1000000}
+TESTS=set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,mset
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null
+    else
+        echo "needs redis-server and redis-tools (apt-get install redis-server redis-tools)" >&2
+        exit 1
+    fi
+fi
+
+(cd "$ROOT" && cargo build --release -q -p kv-store --bin kv-store)
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_ping() {
+    for _ in $(seq 1 100); do
+        redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "server on port $1 did not answer" >&2
+    exit 1
+}
+
+start_redis() {
+    mkdir -p "$WORK/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --appendonly yes \
+        --appendfsync everysec --save "" --logfile "$WORK/redis/log" &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    wait_ping "$REDIS_PORT"
+}
+
+start_kv() {
+    "$TARGET/release/kv-store" --listen "127.0.0.1:$KV_PORT" --admin-listen "127.0.0.1:$(free_port)" \
+        --data-dir "$WORK/kv" --fsync everysec --log-level warn 2>"$WORK/kv.log" &
+    KV_PID=$!
+    PIDS+=("$KV_PID")
+    wait_ping "$KV_PORT"
+}
+
+REDIS_PORT=$(free_port)
+KV_PORT=$(free_port)
+start_redis
+start_kv
+
+# redis-benchmark --csv prints "test","rps",...; keep test and requests per second.
+bench() {
+    redis-benchmark -p "$1" -c 50 -n "$REQUESTS" -P "$2" -t "$TESTS" --csv 2>/dev/null |
+        awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1 "\t" $2 }'
+}
+
+echo "# redis-benchmark -c 50 -n $REQUESTS -t $TESTS; redis $(redis-server --version | awk '{print $3}')"
+for pipeline in 16 1; do
+    echo
+    echo "## -P $pipeline"
+    printf '%-40s %12s %12s %7s\n' test redis kv-store ratio
+    bench "$REDIS_PORT" "$pipeline" >"$WORK/redis.tsv"
+    bench "$KV_PORT" "$pipeline" >"$WORK/kv.tsv"
+    join -t $'\t' <(sort "$WORK/redis.tsv") <(sort "$WORK/kv.tsv") |
+        awk -F'\t' '{ printf "%-40s %12.0f %12.0f %7.2f\n", $1, $2, $3, $3 / $2 }'
+done
+
+# Memory: KEYS keys with 100-byte values, loaded the same way into both.
+awk -v n="$KEYS" 'BEGIN {
+    v = sprintf("%0100d", 0)
+    for (i = 0; i < n; i++) { k = sprintf("key:%012d", i); printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$100\r\n%s\r\n", length(k), k, v }
+}' >"$WORK/load.resp"
+rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+redis-cli -p "$REDIS_PORT" flushall >/dev/null
+redis-cli -p "$KV_PORT" flushall >/dev/null
+redis-cli -p "$REDIS_PORT" --pipe <"$WORK/load.resp" >/dev/null
+redis-cli -p "$KV_PORT" --pipe <"$WORK/load.resp" >/dev/null
+echo
+echo "## resident memory with $KEYS keys of 100 bytes"
+echo "redis dbsize $(redis-cli -p "$REDIS_PORT" dbsize), kv-store dbsize $(redis-cli -p "$KV_PORT" dbsize)"
+REDIS_RSS=$(rss_kib "$REDIS_PID")
+KV_RSS=$(rss_kib "$KV_PID")
+printf 'redis %d MiB, kv-store %d MiB, ratio %.2f\n' $((REDIS_RSS / 1024)) $((KV_RSS / 1024)) \
+    "$(echo "$KV_RSS / $REDIS_RSS" | bc -l)"
