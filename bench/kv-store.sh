@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # kv-store against redis-server 7 (Debian package), side by side in one run.
 #
-#   bash kv-store/bench/redis-compare.sh            # from the workspace root
-#   REQUESTS=200000 KEYS=1000000 bash kv-store/bench/redis-compare.sh
+#   bash bench/kv-store.sh            # from the workspace root
+#   REQUESTS=200000 KEYS=1000000 bash bench/kv-store.sh
 #
 # Comparable persistence: Redis with appendonly yes, appendfsync everysec (no RDB snapshots);
 # kv-store with --fsync everysec. Both single-threaded (kv-store's default --workers 1). The
@@ -17,7 +17,7 @@ set -euo pipefail
 REQUESTS=${REQUESTS:-100000}
 KEYS=${KEYS:-1000000}
 TESTS=set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,mset
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
