@@ -69,6 +69,22 @@ pub enum RequestBody {
     Fetch(FetchRequest),
     /// The earliest, latest or first-at-a-timestamp offset of a partition.
     ListOffsets(ListOffsetsRequest),
+    /// Joins (or rejoins) a consumer group; answered when the group's rebalance completes.
+    JoinGroup(JoinGroupRequest),
+    /// Hands out the assignment: the leader sends everyone's, every member gets its own.
+    SyncGroup(SyncGroupRequest),
+    /// Keeps a member alive; tells it when the group rebalances.
+    Heartbeat(HeartbeatRequest),
+    /// Leaves a group at once (instead of after the session timeout).
+    LeaveGroup(LeaveGroupRequest),
+    /// Stores a group's consumed positions.
+    OffsetCommit(OffsetCommitRequest),
+    /// Reads a group's committed positions.
+    OffsetFetch(OffsetFetchRequest),
+    /// Every group and its state.
+    ListGroups,
+    /// One group's members and their assignments.
+    DescribeGroup(DescribeGroupRequest),
 }
 
 /// Numbers of the APIs, as they appear on the wire.
@@ -91,11 +107,27 @@ pub enum ApiKey {
     Fetch = 6,
     /// [`RequestBody::ListOffsets`]
     ListOffsets = 7,
+    /// [`RequestBody::JoinGroup`]
+    JoinGroup = 8,
+    /// [`RequestBody::SyncGroup`]
+    SyncGroup = 9,
+    /// [`RequestBody::Heartbeat`]
+    Heartbeat = 10,
+    /// [`RequestBody::LeaveGroup`]
+    LeaveGroup = 11,
+    /// [`RequestBody::OffsetCommit`]
+    OffsetCommit = 12,
+    /// [`RequestBody::OffsetFetch`]
+    OffsetFetch = 13,
+    /// [`RequestBody::ListGroups`]
+    ListGroups = 14,
+    /// [`RequestBody::DescribeGroup`]
+    DescribeGroup = 15,
 }
 
 impl ApiKey {
     /// Every API, in key order.
-    pub const ALL: [ApiKey; 8] = [
+    pub const ALL: [ApiKey; 16] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopic,
@@ -104,6 +136,14 @@ impl ApiKey {
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
+        ApiKey::JoinGroup,
+        ApiKey::SyncGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroup,
     ];
 
     /// Newest version of the API this build speaks (all start at 0).
@@ -124,6 +164,14 @@ impl RequestBody {
             RequestBody::Produce(_) => ApiKey::Produce,
             RequestBody::Fetch(_) => ApiKey::Fetch,
             RequestBody::ListOffsets(_) => ApiKey::ListOffsets,
+            RequestBody::JoinGroup(_) => ApiKey::JoinGroup,
+            RequestBody::SyncGroup(_) => ApiKey::SyncGroup,
+            RequestBody::Heartbeat(_) => ApiKey::Heartbeat,
+            RequestBody::LeaveGroup(_) => ApiKey::LeaveGroup,
+            RequestBody::OffsetCommit(_) => ApiKey::OffsetCommit,
+            RequestBody::OffsetFetch(_) => ApiKey::OffsetFetch,
+            RequestBody::ListGroups => ApiKey::ListGroups,
+            RequestBody::DescribeGroup(_) => ApiKey::DescribeGroup,
         }
     }
 }
@@ -149,6 +197,22 @@ pub enum ResponseBody {
     Fetch(FetchResponse),
     /// Answer to [`RequestBody::ListOffsets`].
     ListOffsets(ListOffsetsResponse),
+    /// Answer to [`RequestBody::JoinGroup`].
+    JoinGroup(JoinGroupResponse),
+    /// Answer to [`RequestBody::SyncGroup`].
+    SyncGroup(SyncGroupResponse),
+    /// Answer to [`RequestBody::Heartbeat`].
+    Heartbeat(ErrorCode),
+    /// Answer to [`RequestBody::LeaveGroup`].
+    LeaveGroup(ErrorCode),
+    /// Answer to [`RequestBody::OffsetCommit`].
+    OffsetCommit(OffsetCommitResponse),
+    /// Answer to [`RequestBody::OffsetFetch`].
+    OffsetFetch(OffsetFetchResponse),
+    /// Answer to [`RequestBody::ListGroups`].
+    ListGroups(Vec<GroupListing>),
+    /// Answer to [`RequestBody::DescribeGroup`].
+    DescribeGroup(GroupDescription),
 }
 
 /// A whole-request failure.
@@ -212,12 +276,24 @@ pub enum ErrorCode {
     InvalidConfig = 16,
     /// The broker is shutting down.
     BrokerShuttingDown = 17,
+    /// A member id the group does not know (expired, or never joined): join again without it.
+    UnknownMemberId = 18,
+    /// A generation other than the group's current one: the member missed a rebalance.
+    IllegalGeneration = 19,
+    /// The group is rebalancing: join again.
+    RebalanceInProgress = 20,
+    /// A session timeout outside the broker's allowed range.
+    InvalidSessionTimeout = 21,
+    /// A member whose protocol type or assignors do not match the group's.
+    InconsistentGroupProtocol = 22,
+    /// No such group.
+    GroupIdNotFound = 23,
 }
 
 impl From<u16> for ErrorCode {
     fn from(code: u16) -> Self {
         use ErrorCode::*;
-        const CODES: [ErrorCode; 18] = [
+        const CODES: [ErrorCode; 24] = [
             None,
             Unknown,
             CorruptMessage,
@@ -236,6 +312,12 @@ impl From<u16> for ErrorCode {
             StorageError,
             InvalidConfig,
             BrokerShuttingDown,
+            UnknownMemberId,
+            IllegalGeneration,
+            RebalanceInProgress,
+            InvalidSessionTimeout,
+            InconsistentGroupProtocol,
+            GroupIdNotFound,
         ];
         CODES.get(usize::from(code)).copied().unwrap_or(Unknown)
     }
@@ -501,6 +583,235 @@ pub struct ListOffsetsResponse {
     pub offset: u64,
 }
 
+/// Request for [`RequestBody::JoinGroup`] (Kafka's classic JoinGroup, in our encoding).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinGroupRequest {
+    /// Group.
+    pub group_id: String,
+    /// Empty on the first join; the id the broker gave afterwards.
+    pub member_id: String,
+    /// For humans (`group describe`).
+    pub client_id: String,
+    /// The member is removed when no heartbeat arrives for this long, ms.
+    pub session_timeout_ms: u32,
+    /// How long the group waits for members to rejoin in a rebalance, ms.
+    pub rebalance_timeout_ms: u32,
+    /// Kind of group, `consumer` for consumers; all members must agree.
+    pub protocol_type: String,
+    /// Assignors the member supports, in preference order, each with its opaque metadata
+    /// (for consumers: the subscription).
+    pub protocols: Vec<GroupProtocol>,
+}
+
+/// An assignor and the member's metadata for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupProtocol {
+    /// Assignor name (`range`, `roundrobin`).
+    pub name: String,
+    /// Opaque to the broker.
+    #[serde(with = "wire_bytes")]
+    pub metadata: Vec<u8>,
+}
+
+/// Answer to [`RequestBody::JoinGroup`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinGroupResponse {
+    /// Outcome.
+    pub error: ErrorCode,
+    /// The new generation.
+    pub generation_id: i32,
+    /// The assignor chosen (one every member supports).
+    pub protocol_name: String,
+    /// The member that computes the assignment.
+    pub leader: String,
+    /// This member's id.
+    pub member_id: String,
+    /// For the leader only: every member with its metadata for the chosen assignor.
+    pub members: Vec<JoinedMember>,
+}
+
+/// A member as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinedMember {
+    /// Id.
+    pub member_id: String,
+    /// Metadata for the chosen assignor.
+    #[serde(with = "wire_bytes")]
+    pub metadata: Vec<u8>,
+}
+
+/// Request for [`RequestBody::SyncGroup`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncGroupRequest {
+    /// Group.
+    pub group_id: String,
+    /// The generation the assignment is for.
+    pub generation_id: i32,
+    /// This member.
+    pub member_id: String,
+    /// From the leader: every member's assignment; from the others: empty.
+    pub assignments: Vec<MemberAssignment>,
+}
+
+/// One member's assignment, opaque to the broker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberAssignment {
+    /// Member.
+    pub member_id: String,
+    /// Its assignment.
+    #[serde(with = "wire_bytes")]
+    pub assignment: Vec<u8>,
+}
+
+/// Answer to [`RequestBody::SyncGroup`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncGroupResponse {
+    /// Outcome.
+    pub error: ErrorCode,
+    /// This member's assignment.
+    #[serde(with = "wire_bytes")]
+    pub assignment: Vec<u8>,
+}
+
+/// Request for [`RequestBody::Heartbeat`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// Group.
+    pub group_id: String,
+    /// The member's generation.
+    pub generation_id: i32,
+    /// Member.
+    pub member_id: String,
+}
+
+/// Request for [`RequestBody::LeaveGroup`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaveGroupRequest {
+    /// Group.
+    pub group_id: String,
+    /// Member.
+    pub member_id: String,
+}
+
+/// Request for [`RequestBody::OffsetCommit`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OffsetCommitRequest {
+    /// Group.
+    pub group_id: String,
+    /// The member's generation; -1 (with an empty member id) for a consumer that manages its
+    /// partitions itself, accepted only while the group has no members.
+    pub generation_id: i32,
+    /// Member.
+    pub member_id: String,
+    /// Positions: the next offset to consume, per partition.
+    pub offsets: Vec<CommitOffset>,
+}
+
+/// One position to commit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommitOffset {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// The next offset to consume.
+    pub offset: u64,
+    /// Free text kept with it.
+    pub metadata: String,
+}
+
+/// Answer to [`RequestBody::OffsetCommit`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OffsetCommitResponse {
+    /// Whole-request outcome (a stale generation rejects every partition).
+    pub error: ErrorCode,
+}
+
+/// A topic and partition.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TopicPartition {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+}
+
+/// Request for [`RequestBody::OffsetFetch`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OffsetFetchRequest {
+    /// Group.
+    pub group_id: String,
+    /// Partitions to read; `None` for every partition the group has committed.
+    pub partitions: Option<Vec<TopicPartition>>,
+}
+
+/// Answer to [`RequestBody::OffsetFetch`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OffsetFetchResponse {
+    /// Committed positions; `offset` is `None` where nothing was committed.
+    pub offsets: Vec<CommittedOffset>,
+}
+
+/// A committed position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// The next offset to consume, if committed.
+    pub offset: Option<u64>,
+    /// Its metadata.
+    pub metadata: String,
+}
+
+/// A group in [`RequestBody::ListGroups`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupListing {
+    /// Group.
+    pub group_id: String,
+    /// `Empty`, `PreparingRebalance`, `CompletingRebalance` or `Stable`.
+    pub state: String,
+    /// Members.
+    pub members: u32,
+}
+
+/// Request for [`RequestBody::DescribeGroup`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DescribeGroupRequest {
+    /// Group.
+    pub group_id: String,
+}
+
+/// Answer to [`RequestBody::DescribeGroup`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupDescription {
+    /// `GroupIdNotFound` for a group with neither members nor commits.
+    pub error: ErrorCode,
+    /// Group.
+    pub group_id: String,
+    /// State name.
+    pub state: String,
+    /// Generation.
+    pub generation_id: i32,
+    /// Chosen assignor.
+    pub protocol: String,
+    /// Members.
+    pub members: Vec<MemberDescription>,
+}
+
+/// A member in [`GroupDescription`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberDescription {
+    /// Id.
+    pub member_id: String,
+    /// Client id.
+    pub client_id: String,
+    /// Its assignment (opaque to the broker; consumers decode it).
+    #[serde(with = "wire_bytes")]
+    pub assignment: Vec<u8>,
+}
+
 /// Serde for byte buffers as one length-prefixed run (postcard: varint length, then the bytes)
 /// instead of a sequence of `u8` values decoded one by one.
 pub mod wire_bytes {
@@ -561,6 +872,44 @@ mod tests {
                     partition: 0,
                     spec: OffsetSpec::Latest,
                 }),
+                ApiKey::JoinGroup => RequestBody::JoinGroup(JoinGroupRequest {
+                    group_id: "g".into(),
+                    member_id: String::new(),
+                    client_id: String::new(),
+                    session_timeout_ms: 1,
+                    rebalance_timeout_ms: 1,
+                    protocol_type: "consumer".into(),
+                    protocols: vec![],
+                }),
+                ApiKey::SyncGroup => RequestBody::SyncGroup(SyncGroupRequest {
+                    group_id: "g".into(),
+                    generation_id: 1,
+                    member_id: String::new(),
+                    assignments: vec![],
+                }),
+                ApiKey::Heartbeat => RequestBody::Heartbeat(HeartbeatRequest {
+                    group_id: "g".into(),
+                    generation_id: 1,
+                    member_id: String::new(),
+                }),
+                ApiKey::LeaveGroup => RequestBody::LeaveGroup(LeaveGroupRequest {
+                    group_id: "g".into(),
+                    member_id: String::new(),
+                }),
+                ApiKey::OffsetCommit => RequestBody::OffsetCommit(OffsetCommitRequest {
+                    group_id: "g".into(),
+                    generation_id: 1,
+                    member_id: String::new(),
+                    offsets: vec![],
+                }),
+                ApiKey::OffsetFetch => RequestBody::OffsetFetch(OffsetFetchRequest {
+                    group_id: "g".into(),
+                    partitions: None,
+                }),
+                ApiKey::ListGroups => RequestBody::ListGroups,
+                ApiKey::DescribeGroup => RequestBody::DescribeGroup(DescribeGroupRequest {
+                    group_id: "g".into(),
+                }),
             };
             assert_eq!(body.api_key(), key);
             let request = Request {
@@ -592,7 +941,7 @@ mod tests {
 
     #[test]
     fn error_codes_survive_the_wire_and_unknown_ones_read_as_unknown() {
-        for code in 0..18u16 {
+        for code in 0..24u16 {
             assert_eq!(u16::from(ErrorCode::from(code)), code);
         }
         let bytes = postcard::to_stdvec(&999u16).unwrap();

@@ -197,7 +197,9 @@ pub fn batch_size(buf: &[u8], max_batch_bytes: usize) -> Result<usize, Defect> {
         });
     };
     let length = i64::from(i32::from_be_bytes(length.try_into().expect("4 bytes")));
-    let max = max_batch_bytes.saturating_sub(LOG_OVERHEAD);
+    let max = max_batch_bytes
+        .saturating_sub(LOG_OVERHEAD)
+        .min(i32::MAX as usize);
     if length < MIN_BATCH_LENGTH as i64 || length > max as i64 {
         return Err(Defect::BadLength {
             length,
@@ -791,6 +793,8 @@ mod tests {
             check(&batch, batch.len() - 1),
             Err(Defect::BadLength { .. })
         ));
+        // A limit beyond what the length field can hold means "no limit", not "nothing".
+        assert!(check(&batch, usize::MAX).is_ok());
     }
 
     #[test]

@@ -112,7 +112,10 @@ fn topics_are_created_described_and_deleted() {
         compact.stderr
     );
 
-    assert_eq!(cli(addr, &["topic", "list"], "").stdout, "orders\n");
+    assert_eq!(
+        cli(addr, &["topic", "list"], "").stdout,
+        "__consumer_offsets\norders\n"
+    );
     let described = cli(addr, &["topic", "describe", "orders"], "").stdout;
     assert!(
         described.starts_with("topic orders partitions 3 cleanup Delete retention_ms -1"),
@@ -124,7 +127,10 @@ fn topics_are_created_described_and_deleted() {
     );
 
     assert_eq!(cli(addr, &["topic", "delete", "orders"], "").code, Some(0));
-    assert_eq!(cli(addr, &["topic", "list"], "").stdout, "");
+    assert_eq!(
+        cli(addr, &["topic", "list"], "").stdout,
+        "__consumer_offsets\n"
+    );
     let missing = cli(addr, &["topic", "describe", "orders"], "");
     assert_eq!(missing.code, Some(1));
     assert!(

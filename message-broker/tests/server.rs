@@ -12,6 +12,7 @@ use message_broker::protocol::{
     ProducePartition, Request, RequestBody,
 };
 use message_broker::record_batch::{self, BatchBuilder, ProducerStamp, Record};
+use message_broker::server::coordinator::Coordinator;
 use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
 use service_kit::metrics::Registry;
 use service_kit::shutdown::Shutdown;
@@ -37,8 +38,10 @@ async fn start(flush: FlushPolicy) -> TestBroker {
         ..Config::default()
     };
     let broker = Arc::new(Broker::open(&config).unwrap());
+    let coordinator = Arc::new(Coordinator::open(&broker, flush, config.limits.clone()).unwrap());
     let state = Arc::new(State {
         broker,
+        coordinator,
         flush,
         limits: config.limits.clone(),
         metrics: Metrics::register(&Registry::new()).unwrap(),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use message_broker::server::coordinator::Coordinator;
 use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
 use service_kit::admin::{self, AdminState};
 use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, EXIT_USAGE, Validate};
@@ -113,16 +114,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let opened = tokio::task::spawn_blocking({
         let config = config.clone();
-        move || Broker::open(&config)
+        move || {
+            let broker = Broker::open(&config)?;
+            let coordinator = Coordinator::open(&broker, config.flush, config.limits.clone())?;
+            Ok::<_, server::BrokerError>((broker, coordinator))
+        }
     })
     .await?;
-    let broker = Arc::new(opened.context("cannot open the data directory")?);
+    let (broker, coordinator) = opened.context("cannot open the data directory")?;
+    let (broker, coordinator) = (Arc::new(broker), Arc::new(coordinator));
+    tokio::spawn({
+        let stop = stop.clone();
+        Arc::clone(&coordinator).run_timer(async move { stop.triggered().await })
+    });
     let state = Arc::new(State {
         broker: Arc::clone(&broker),
         flush: config.flush,
         limits: config.limits.clone(),
         metrics,
         shutdown: stop.clone(),
+        coordinator,
     });
     let maintenance = tokio::spawn(server::maintain(
         Arc::clone(&state),

@@ -57,6 +57,15 @@ pub struct Limits {
     /// Idempotent producers remembered per partition; the least recently seen is forgotten
     /// beyond it. Default 10 000.
     pub max_producers_per_partition: usize,
+    /// Shortest session timeout a group member may ask for, ms. Default 100 (tests use short
+    /// ones; Kafka's default floor is 6000).
+    pub min_session_timeout_ms: u32,
+    /// Longest session timeout, ms. Default 300 000.
+    pub max_session_timeout_ms: u32,
+    /// Consumer groups with members. Default 10 000.
+    pub max_groups: usize,
+    /// Members of one group. Default 1000.
+    pub max_members_per_group: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +80,10 @@ impl Default for Limits {
             max_partitions_per_topic: 1024,
             max_partitions: 10_000,
             max_producers_per_partition: 10_000,
+            min_session_timeout_ms: 100,
+            max_session_timeout_ms: 300_000,
+            max_groups: 10_000,
+            max_members_per_group: 1000,
         }
     }
 }
@@ -147,6 +160,19 @@ impl Validate for Config {
             limits.max_producers_per_partition as u64,
         )?;
         at_least_one("limits.max_fetch_bytes", limits.max_fetch_bytes.into())?;
+        at_least_one("limits.max_groups", limits.max_groups as u64)?;
+        at_least_one(
+            "limits.max_members_per_group",
+            limits.max_members_per_group as u64,
+        )?;
+        if limits.min_session_timeout_ms == 0
+            || limits.min_session_timeout_ms > limits.max_session_timeout_ms
+        {
+            return Err(ConfigError::invalid(
+                "limits.min_session_timeout_ms",
+                "must be at least 1 and at most limits.max_session_timeout_ms",
+            ));
+        }
         if limits.max_request_bytes < self.topic_defaults.max_batch_bytes + 4096 {
             return Err(ConfigError::invalid(
                 "limits.max_request_bytes",

@@ -15,6 +15,7 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod coordinator;
 mod fetch;
 pub mod partition;
 mod produce;
