@@ -85,6 +85,10 @@ pub enum RequestBody {
     ListGroups,
     /// One group's members and their assignments.
     DescribeGroup(DescribeGroupRequest),
+    /// Records to process one by one, each to be acknowledged or rejected (retries and DLQ).
+    ShareFetch(ShareFetchRequest),
+    /// Acknowledges or rejects records delivered by `ShareFetch`.
+    Acknowledge(AcknowledgeRequest),
 }
 
 /// Numbers of the APIs, as they appear on the wire.
@@ -123,11 +127,15 @@ pub enum ApiKey {
     ListGroups = 14,
     /// [`RequestBody::DescribeGroup`]
     DescribeGroup = 15,
+    /// [`RequestBody::ShareFetch`]
+    ShareFetch = 16,
+    /// [`RequestBody::Acknowledge`]
+    Acknowledge = 17,
 }
 
 impl ApiKey {
     /// Every API, in key order.
-    pub const ALL: [ApiKey; 16] = [
+    pub const ALL: [ApiKey; 18] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopic,
@@ -144,6 +152,8 @@ impl ApiKey {
         ApiKey::OffsetFetch,
         ApiKey::ListGroups,
         ApiKey::DescribeGroup,
+        ApiKey::ShareFetch,
+        ApiKey::Acknowledge,
     ];
 
     /// Newest version of the API this build speaks (all start at 0).
@@ -172,6 +182,8 @@ impl RequestBody {
             RequestBody::OffsetFetch(_) => ApiKey::OffsetFetch,
             RequestBody::ListGroups => ApiKey::ListGroups,
             RequestBody::DescribeGroup(_) => ApiKey::DescribeGroup,
+            RequestBody::ShareFetch(_) => ApiKey::ShareFetch,
+            RequestBody::Acknowledge(_) => ApiKey::Acknowledge,
         }
     }
 }
@@ -213,6 +225,10 @@ pub enum ResponseBody {
     ListGroups(Vec<GroupListing>),
     /// Answer to [`RequestBody::DescribeGroup`].
     DescribeGroup(GroupDescription),
+    /// Answer to [`RequestBody::ShareFetch`].
+    ShareFetch(ShareFetchResponse),
+    /// Answer to [`RequestBody::Acknowledge`].
+    Acknowledge(AcknowledgeResponse),
 }
 
 /// A whole-request failure.
@@ -812,6 +828,117 @@ pub struct MemberDescription {
     pub assignment: Vec<u8>,
 }
 
+/// Default `max_delivery_attempts`: deliveries of a record before it is dead-lettered.
+pub const DEFAULT_MAX_DELIVERY_ATTEMPTS: u32 = 5;
+/// Default `ack_timeout_ms`: a delivery neither acknowledged nor rejected this long fails.
+pub const DEFAULT_ACK_TIMEOUT_MS: u32 = 30_000;
+/// Default `backoff_initial_ms`: the wait before the first redelivery (before jitter).
+pub const DEFAULT_BACKOFF_INITIAL_MS: u32 = 500;
+/// Default `backoff_max_ms`: the longest wait between deliveries.
+pub const DEFAULT_BACKOFF_MAX_MS: u32 = 60_000;
+
+/// A group's retry policy for one partition, fixed by the first `ShareFetch` after the broker
+/// starts (later requests' settings are ignored until then).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetrySettings {
+    /// Deliveries before the record goes to the dead-letter topic, at least 1.
+    pub max_delivery_attempts: u32,
+    /// A delivery neither acknowledged nor rejected within this many ms has failed.
+    pub ack_timeout_ms: u32,
+    /// Wait before the first redelivery, ms; it doubles with each failure.
+    pub backoff_initial_ms: u32,
+    /// Longest wait, ms.
+    pub backoff_max_ms: u32,
+    /// Dead-letter topic; empty for the default `<topic>.<group>.dlq`.
+    pub dead_letter_topic: String,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            max_delivery_attempts: DEFAULT_MAX_DELIVERY_ATTEMPTS,
+            ack_timeout_ms: DEFAULT_ACK_TIMEOUT_MS,
+            backoff_initial_ms: DEFAULT_BACKOFF_INITIAL_MS,
+            backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+            dead_letter_topic: String::new(),
+        }
+    }
+}
+
+/// Request for [`RequestBody::ShareFetch`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShareFetchRequest {
+    /// Group whose deliveries these are.
+    pub group_id: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Most records in the answer.
+    pub max_records: u32,
+    /// The group's retry policy (see [`RetrySettings`]).
+    pub settings: RetrySettings,
+}
+
+/// Answer to [`RequestBody::ShareFetch`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShareFetchResponse {
+    /// Outcome.
+    pub error: ErrorCode,
+    /// Records due for delivery: redeliveries whose backoff ended, then new records.
+    pub records: Vec<DeliveredRecord>,
+}
+
+/// One record handed out for processing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveredRecord {
+    /// Offset.
+    pub offset: u64,
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    /// ms since the epoch.
+    pub timestamp: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Request for [`RequestBody::Acknowledge`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AcknowledgeRequest {
+    /// Group.
+    pub group_id: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Offsets processed successfully.
+    pub acks: Vec<u64>,
+    /// Offsets whose processing failed, with why.
+    pub nacks: Vec<Nack>,
+}
+
+/// A rejected delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Nack {
+    /// Offset.
+    pub offset: u64,
+    /// Why, kept as the dead-letter record's `last error`.
+    pub reason: String,
+}
+
+/// Answer to [`RequestBody::Acknowledge`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AcknowledgeResponse {
+    /// Outcome.
+    pub error: ErrorCode,
+    /// Every offset below this is acknowledged or dead-lettered (and committed).
+    pub committed: u64,
+}
+
 /// Serde for byte buffers as one length-prefixed run (postcard: varint length, then the bytes)
 /// instead of a sequence of `u8` values decoded one by one.
 pub mod wire_bytes {
@@ -909,6 +1036,20 @@ mod tests {
                 ApiKey::ListGroups => RequestBody::ListGroups,
                 ApiKey::DescribeGroup => RequestBody::DescribeGroup(DescribeGroupRequest {
                     group_id: "g".into(),
+                }),
+                ApiKey::ShareFetch => RequestBody::ShareFetch(ShareFetchRequest {
+                    group_id: "g".into(),
+                    topic: "t".into(),
+                    partition: 0,
+                    max_records: 1,
+                    settings: RetrySettings::default(),
+                }),
+                ApiKey::Acknowledge => RequestBody::Acknowledge(AcknowledgeRequest {
+                    group_id: "g".into(),
+                    topic: "t".into(),
+                    partition: 0,
+                    acks: vec![],
+                    nacks: vec![],
                 }),
             };
             assert_eq!(body.api_key(), key);

@@ -7,6 +7,8 @@
 //! broker-cli consume orders --from earliest --max 10 --idle-timeout-ms 2000 --print-key --print-offset
 //! broker-cli consume orders --group billing --from earliest      # a group member, commits as it goes
 //! broker-cli group list | group describe billing                  # members, offsets, lag
+//! broker-cli dlq list orders --group billing                      # dead letters and why
+//! broker-cli dlq redrive orders --group billing --rate 50         # back to their topic
 //! ```
 //!
 //! `consume` prints one record per line: `PARTITION:OFFSET<TAB>` with `--print-offset`, then
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use message_broker::client::assignor::{Assignment, Assignor};
+use message_broker::client::redrive::redrive;
 use message_broker::client::{
     Client, Consumer, ConsumerConfig, DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS,
     DEFAULT_SESSION_TIMEOUT_MS, GroupConfig, GroupConsumer, Producer, ProducerConfig, StartFrom,
@@ -104,6 +107,35 @@ enum Command {
     /// List and describe consumer groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Inspect and redrive a group's dead-letter topic (`<topic>.<group>.dlq`).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Print the dead-lettered records with their attempts, last error and origin.
+    List {
+        /// The original topic.
+        topic: String,
+        /// The group that gave up on them.
+        #[arg(long, value_name = "G")]
+        group: String,
+    },
+    /// Move the dead-lettered records back (to their original topic, or `--to`).
+    Redrive {
+        /// The original topic.
+        topic: String,
+        /// The group that gave up on them.
+        #[arg(long, value_name = "G")]
+        group: String,
+        /// Send them here instead of their original topic (partition 0).
+        #[arg(long, value_name = "TOPIC")]
+        to: Option<String>,
+        /// Most records moved per second.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        rate: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -265,6 +297,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Group(command) => group(&client, command).await,
+        Command::Dlq(command) => dlq(Arc::new(client), command).await,
     }
 }
 
@@ -527,6 +560,69 @@ fn write_lines(out: &mut impl std::io::Write, lines: &[String]) -> anyhow::Resul
     }
     out.flush()?;
     Ok(())
+}
+
+async fn dlq(client: Arc<Client>, command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List { topic, group } => {
+            let dlq_topic = format!("{topic}.{group}.dlq");
+            let mut consumer = Consumer::new(
+                client,
+                &dlq_topic,
+                Some(vec![0]),
+                StartFrom::Earliest,
+                ConsumerConfig {
+                    max_wait_ms: 0,
+                    ..ConsumerConfig::default()
+                },
+            )
+            .await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            loop {
+                let mut lines = Vec::new();
+                let count = consumer
+                    .poll_with(|_, record| lines.push(render_dead_letter(record)))
+                    .await?;
+                if count == 0 {
+                    break;
+                }
+                write_lines(&mut out, &lines)?;
+            }
+        }
+        DlqCommand::Redrive {
+            topic,
+            group,
+            to,
+            rate,
+        } => {
+            let dlq_topic = format!("{topic}.{group}.dlq");
+            let moved = redrive(&client, &dlq_topic, &group, to.as_deref(), rate).await?;
+            println!("redriven {moved}");
+        }
+    }
+    Ok(())
+}
+
+/// `OFFSET<TAB>attempts=N<TAB>error=E<TAB>original=T/P@O<TAB>VALUE`
+fn render_dead_letter(record: &message_broker::record_batch::RecordView<'_>) -> String {
+    let header = |name: &str| {
+        record
+            .headers()
+            .find(|(k, _)| *k == name.as_bytes())
+            .and_then(|(_, v)| v)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "{}\tattempts={}\terror={}\toriginal={}/{}@{}\t{}\n",
+        record.offset,
+        header("dlq.attempts"),
+        header("dlq.last.error"),
+        header("dlq.original.topic"),
+        header("dlq.original.partition"),
+        header("dlq.original.offset"),
+        String::from_utf8_lossy(record.value.unwrap_or_default())
+    )
 }
 
 async fn group(client: &Client, command: GroupCommand) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use message_broker::server::coordinator::Coordinator;
+use message_broker::server::delivery::Deliveries;
 use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
 use service_kit::admin::{self, AdminState};
 use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, EXIT_USAGE, Validate};
@@ -127,6 +128,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let stop = stop.clone();
         Arc::clone(&coordinator).run_timer(async move { stop.triggered().await })
     });
+    let deliveries = Arc::new(Deliveries::new(
+        Arc::clone(&broker),
+        Arc::clone(&coordinator),
+        config.limits.max_pending_deliveries_per_partition,
+    ));
+    tokio::spawn({
+        let stop = stop.clone();
+        Arc::clone(&deliveries).run_timer(async move { stop.triggered().await })
+    });
     let state = Arc::new(State {
         broker: Arc::clone(&broker),
         flush: config.flush,
@@ -134,6 +144,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         shutdown: stop.clone(),
         coordinator,
+        deliveries,
     });
     let maintenance = tokio::spawn(server::maintain(
         Arc::clone(&state),

@@ -8,6 +8,8 @@
 //! | [`Consumer`]   | a fixed set of partitions from positions it manages                 |
 //! | [`GroupConsumer`] | a consumer-group member: join, sync, heartbeat, commit           |
 //! | [`assignor`]   | range and round-robin, run by the group's leader member             |
+//! | [`ShareConsumer`] | record-by-record delivery with ack / nack (retries, dead letters) |
+//! | [`redrive`]    | dead-lettered records back to a topic at a bounded rate             |
 //!
 //! Every call returns [`ClientError`]: transport failures, whole-request broker errors, and
 //! per-partition error codes left in the typed answers for the caller to inspect.
@@ -18,6 +20,8 @@ mod consumer;
 mod group;
 pub mod partitioner;
 mod producer;
+pub mod redrive;
+mod share;
 
 use std::net::SocketAddr;
 
@@ -28,6 +32,7 @@ pub use producer::{
     DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS, DEFAULT_MAX_IN_FLIGHT, Producer, ProducerConfig,
     ProducerStats,
 };
+pub use share::{DEFAULT_SHARE_MAX_RECORDS, EMPTY_POLL_PAUSE, ShareConsumer};
 
 use crate::protocol::{
     Acks, CreateTopicRequest, DeleteTopicRequest, ErrorCode, FetchRequest, FetchResponse,

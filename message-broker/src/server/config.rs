@@ -66,6 +66,10 @@ pub struct Limits {
     pub max_groups: usize,
     /// Members of one group. Default 1000.
     pub max_members_per_group: usize,
+    /// Records of one partition handed out by `ShareFetch` and not yet acknowledged or
+    /// dead-lettered, per group; when full, no new records are handed out (only retries).
+    /// Default 1000.
+    pub max_pending_deliveries_per_partition: usize,
 }
 
 impl Default for Limits {
@@ -84,6 +88,7 @@ impl Default for Limits {
             max_session_timeout_ms: 300_000,
             max_groups: 10_000,
             max_members_per_group: 1000,
+            max_pending_deliveries_per_partition: 1000,
         }
     }
 }
@@ -161,6 +166,10 @@ impl Validate for Config {
         )?;
         at_least_one("limits.max_fetch_bytes", limits.max_fetch_bytes.into())?;
         at_least_one("limits.max_groups", limits.max_groups as u64)?;
+        at_least_one(
+            "limits.max_pending_deliveries_per_partition",
+            limits.max_pending_deliveries_per_partition as u64,
+        )?;
         at_least_one(
             "limits.max_members_per_group",
             limits.max_members_per_group as u64,

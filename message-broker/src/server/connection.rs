@@ -30,6 +30,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use super::broker::Broker;
 use super::config::{FlushPolicy, Limits, RESPONSE_OVERHEAD_BYTES};
 use super::coordinator::Coordinator;
+use super::delivery::Deliveries;
 use super::{fetch, produce};
 use crate::protocol::{
     ApiKey, ApiVersionRange, ErrorCode, ErrorResponse, InitProducerIdResponse, ListOffsetsRequest,
@@ -50,6 +51,8 @@ pub struct State {
     pub shutdown: Shutdown,
     /// Consumer groups and committed offsets.
     pub coordinator: Arc<Coordinator>,
+    /// Per-record deliveries: acknowledgments, retries, dead letters.
+    pub deliveries: Arc<Deliveries>,
 }
 
 /// The broker's metrics.
@@ -262,6 +265,13 @@ fn dispatch(state: &Arc<State>, request: Request) -> Reply {
         }
         RequestBody::DescribeGroup(request) => Reply::Now(ResponseBody::DescribeGroup(
             state.coordinator.describe(&request.group_id),
+        )),
+        RequestBody::ShareFetch(request) => {
+            let deliveries = Arc::clone(&state.deliveries);
+            blocking(move || ResponseBody::ShareFetch(deliveries.fetch(&request)))
+        }
+        RequestBody::Acknowledge(request) => Reply::Now(ResponseBody::Acknowledge(
+            state.deliveries.acknowledge(&request),
         )),
     }
 }

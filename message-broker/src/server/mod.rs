@@ -7,6 +7,7 @@
 //!                                          partition.rs (log + producers + group commit)
 //!                                                      │
 //!                                               log/ (segments on disk)
+//!     groups: coordinator/ (membership, committed offsets); delivery.rs (acks, retries, DLQ)
 //!  maintenance: every flush_interval_ms fsync (flush = interval); every
 //!               retention_check_interval_ms apply retention
 //!  shutdown: stop accepting ─▶ connections finish what they read ─▶ fsync every partition
@@ -16,6 +17,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod coordinator;
+pub mod delivery;
 mod fetch;
 pub mod partition;
 mod produce;

@@ -75,6 +75,17 @@ impl OffsetStore {
     /// Appends a commit and applies it to the table; returns once it is durable (per the
     /// flush policy).
     pub async fn commit(&self, group: &str, offsets: &[CommitOffset]) -> Result<(), ErrorCode> {
+        if let Some(next_offset) = self.append(group, offsets)?
+            && self.flush == FlushPolicy::Always
+        {
+            self.partition.wait_durable(next_offset).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends a commit and applies it to the table without waiting for an fsync; returns
+    /// the offset an fsync must cover for it to be durable (`None` if nothing was written).
+    pub fn append(&self, group: &str, offsets: &[CommitOffset]) -> Result<Option<u64>, ErrorCode> {
         let mut builder = BatchBuilder::new();
         let now = super::super::now_ms();
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = offsets
@@ -97,28 +108,30 @@ impl OffsetStore {
             });
         }
         if builder.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut batch = builder.finish(ProducerStamp::NONE).to_vec();
         // The table is updated under its lock together with the append, so that the table's
         // order of commits is the log's (the one a restart replays).
-        let outcome = {
-            let mut committed = self.lock();
-            let outcome = self.partition.append(&mut batch, now)?;
-            for o in offsets {
-                committed.insert(
-                    (group.to_owned(), o.topic.clone(), o.partition),
-                    (o.offset, o.metadata.clone()),
-                );
-            }
-            outcome
-        };
-        if let (AppendOutcome::Appended { next_offset, .. }, FlushPolicy::Always) =
-            (outcome, self.flush)
-        {
-            self.partition.wait_durable(next_offset).await?;
+        let mut committed = self.lock();
+        let outcome = self.partition.append(&mut batch, now)?;
+        for o in offsets {
+            committed.insert(
+                (group.to_owned(), o.topic.clone(), o.partition),
+                (o.offset, o.metadata.clone()),
+            );
         }
-        Ok(())
+        Ok(match outcome {
+            AppendOutcome::Appended { next_offset, .. } => Some(next_offset),
+            AppendOutcome::Duplicate { .. } => None,
+        })
+    }
+
+    /// The committed offset of one partition for `group`.
+    pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
+        self.lock()
+            .get(&(group.to_owned(), topic.to_owned(), partition))
+            .map(|(offset, _)| *offset)
     }
 
     /// Committed offsets of `group`: for the given partitions, or every one it has.
