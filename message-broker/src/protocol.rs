@@ -28,6 +28,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::log::CleanupPolicy;
 use crate::log::LogConfig;
 
 /// One request frame.
@@ -400,26 +401,13 @@ pub struct PartitionMetadata {
     pub segments: u32,
 }
 
-/// What happens to old data of a topic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CleanupPolicy {
-    /// Whole segments are deleted by retention time and size.
-    #[default]
-    Delete,
-    /// Only the newest record per key is kept (tombstones expire).
-    Compact,
-}
-
 /// A topic's settings, stored with it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicConfig {
     /// Partition count.
     pub partitions: u32,
-    /// Delete or compact.
-    pub cleanup: CleanupPolicy,
-    /// Storage settings of every partition.
+    /// Storage settings of every partition, the cleanup policy included.
     pub log: LogConfig,
 }
 

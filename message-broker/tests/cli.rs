@@ -105,12 +105,28 @@ fn topics_are_created_described_and_deleted() {
         ],
         "",
     );
-    assert_eq!(compact.code, Some(1));
+    assert_eq!(compact.code, Some(0), "{}", compact.stderr);
+    let described = cli(addr, &["topic", "describe", "c"], "").stdout;
     assert!(
-        compact.stderr.contains("InvalidConfig"),
-        "{}",
-        compact.stderr
+        described.starts_with("topic c partitions 1 cleanup Compact"),
+        "{described}"
     );
+    assert_eq!(cli(addr, &["topic", "delete", "c"], "").code, Some(0));
+    let bad = cli(
+        addr,
+        &[
+            "topic",
+            "create",
+            "r",
+            "--partitions",
+            "1",
+            "--retention-ms",
+            "-7",
+        ],
+        "",
+    );
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("InvalidConfig"), "{}", bad.stderr);
 
     assert_eq!(
         cli(addr, &["topic", "list"], "").stdout,

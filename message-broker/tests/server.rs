@@ -607,3 +607,69 @@ async fn an_unacknowledged_delivery_times_out_and_the_pending_window_is_bounded(
         again[0]
     );
 }
+
+#[tokio::test]
+async fn a_compacted_topic_serves_the_newest_value_per_key_to_consumers() {
+    use message_broker::client::{Consumer, ConsumerConfig, StartFrom};
+    use message_broker::protocol::CleanupPolicy;
+
+    let broker = start(FlushPolicy::Interval).await;
+    let client = Arc::new(Client::connect(broker.addr).await.unwrap());
+    let create = CreateTopicRequest {
+        name: "kv".into(),
+        partitions: 1,
+        segment_bytes: Some(2048),
+        max_batch_bytes: Some(1024),
+        cleanup: Some(CleanupPolicy::Compact),
+        ..CreateTopicRequest::default()
+    };
+    assert_eq!(client.create_topic(create).await.unwrap(), ErrorCode::None);
+    for n in 0..200 {
+        let mut builder = BatchBuilder::new();
+        let (key, value) = (format!("key{}", n % 5), format!("{n}"));
+        builder.push(&Record {
+            key: Some(key.as_bytes()),
+            value: Some(value.as_bytes()),
+            headers: &[],
+            timestamp: message_broker::server::now_ms(),
+        });
+        let records = builder.finish(ProducerStamp::NONE).to_vec();
+        let request = vec![ProducePartition {
+            topic: "kv".into(),
+            partition: 0,
+            records,
+        }];
+        client.produce(Acks::Leader, request).await.unwrap();
+    }
+    let partition = broker.state.broker.partition("kv", 0).unwrap();
+    let size_before = partition.metadata().size_bytes;
+    partition.clean(message_broker::server::now_ms()).unwrap();
+    assert!(partition.metadata().size_bytes < size_before / 2);
+
+    let config = ConsumerConfig {
+        max_wait_ms: 0,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(client, "kv", None, StartFrom::Earliest, config)
+        .await
+        .unwrap();
+    let mut latest = std::collections::BTreeMap::new();
+    let mut offsets = Vec::new();
+    loop {
+        let records = consumer.poll().await.unwrap();
+        if records.is_empty() {
+            break;
+        }
+        for record in records {
+            offsets.push(record.offset);
+            latest.insert(record.key.unwrap(), record.value.unwrap());
+        }
+    }
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+    assert!(offsets.len() < 100, "{} records left", offsets.len());
+    // Reading the compacted log from the start still ends with the newest value of each key.
+    for n in 195..200 {
+        let key = format!("key{}", n % 5).into_bytes();
+        assert_eq!(latest[&key], format!("{n}").into_bytes());
+    }
+}

@@ -359,7 +359,7 @@ async fn topic(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
                 "topic {} partitions {} cleanup {:?} retention_ms {} retention_bytes {} segment_bytes {}",
                 topic.name,
                 topic.partitions.len(),
-                topic.config.cleanup,
+                topic.config.log.cleanup,
                 log.retention_ms,
                 log.retention_bytes,
                 log.segment_bytes

@@ -209,7 +209,7 @@ pub(crate) fn deliver(
     let mut delivered = 0;
     let mut rest = records;
     while !rest.is_empty() {
-        let header = match record_batch::check(rest, max_batch_bytes) {
+        let header = match record_batch::check_stored(rest, max_batch_bytes) {
             Ok(header) => header,
             Err(Defect::Incomplete { .. }) => break,
             Err(defect) => return Err(defect),

@@ -57,7 +57,7 @@ pub async fn redrive(
             return Ok(moved);
         }
         let mut rest = &answer.records[..];
-        while let Ok(header) = record_batch::check(rest, rest.len()) {
+        while let Ok(header) = record_batch::check_stored(rest, rest.len()) {
             for record in record_batch::records(rest, header) {
                 let record = record.map_err(|defect| ClientError::CorruptData {
                     topic: dead_letter_topic.to_owned(),

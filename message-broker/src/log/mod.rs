@@ -16,6 +16,8 @@
 //!   fetch sends as they are.
 //! - **retention** deletes whole closed segments from the old end, by age of their newest record
 //!   and by total size; the active segment is never deleted.
+//! - **compaction** (`cleanup = compact`, `compaction.rs`) rewrites closed segments to keep the
+//!   newest record per key, leaving gaps in the offsets.
 //!
 //! # Recovery at open
 //!
@@ -31,7 +33,9 @@
 //!    With `verify_closed_segments` (the default) every batch is checked; otherwise only index
 //!    files that fail their sanity check cause a scan.
 //! 4. A missing or bad index is rebuilt from the scan and written back.
-//! 5. Segments must join up: each starts at the offset after the previous one ends.
+//! 5. Segments must join up: each starts at the offset after the previous one ends. Inside a
+//!    segment offsets continue exactly, except for the gaps compaction leaves.
+//! 6. A `.log.cleaned` file (a compaction cut short) is removed; the original is intact.
 //!
 //! # Durability
 //!
@@ -40,6 +44,7 @@
 //! lock and acknowledge every append below that offset (group commit). A roll fsyncs the
 //! closing segment and its indexes before creating the next file, and then the directory.
 
+mod compaction;
 mod config;
 mod error;
 mod index;
@@ -50,10 +55,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use compaction::CompactionOutcome;
 pub use config::{
-    DEFAULT_INDEX_INTERVAL_BYTES, DEFAULT_MAX_BATCH_BYTES, DEFAULT_RETENTION_BYTES,
-    DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES, DEFAULT_SEGMENT_MS, LogConfig,
-    MAX_MAX_BATCH_BYTES, MAX_SEGMENT_BYTES,
+    CleanupPolicy, DEFAULT_DELETE_RETENTION_MS, DEFAULT_INDEX_INTERVAL_BYTES,
+    DEFAULT_MAX_BATCH_BYTES, DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_MS, LogConfig, MAX_MAX_BATCH_BYTES, MAX_SEGMENT_BYTES,
 };
 pub use error::{LogError, Result};
 pub use index::{OFFSET_ENTRY_BYTES, OffsetEntry, SegmentIndex, TIME_ENTRY_BYTES};
@@ -372,6 +378,11 @@ fn list_segments(dir: &Path, recovery: &mut RecoverySummary) -> Result<Vec<u64>>
         let Some(name) = name.to_str() else { continue };
         if let Some(base) = parse_log_name(name) {
             logs.insert(base);
+        } else if name.ends_with(compaction::CLEANED_SUFFIX) {
+            // A compaction cut short: the original segment is still in place.
+            let path = dir.join(name);
+            std::fs::remove_file(&path).at(&path)?;
+            recovery.removed_orphans.push(path);
         } else if let Some(stem) = name
             .strip_suffix(".index")
             .or_else(|| name.strip_suffix(".timeindex"))

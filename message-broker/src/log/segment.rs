@@ -24,7 +24,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::config::LogConfig;
+use super::config::{CleanupPolicy, LogConfig};
 use super::error::{IoContext, LogError, Result};
 use super::index::SegmentIndex;
 use crate::record_batch::{self, BatchHeader, Defect, LOG_OVERHEAD};
@@ -215,11 +215,16 @@ impl Segment {
             };
             buf.resize(size, 0);
             reader.read_exact(&mut buf[LOG_OVERHEAD..]).at(&path)?;
-            let header = match record_batch::check(&buf, config.max_batch_bytes as usize) {
+            let header = match record_batch::check_stored(&buf, config.max_batch_bytes as usize) {
                 Ok(header) => header,
                 Err(defect) => return Ok(Some(stop(defect))),
             };
-            if header.base_offset != self.next_offset {
+            // Offsets continue exactly, except that compaction may leave gaps where it removed
+            // whole batches.
+            let gap_allowed = config.cleanup == CleanupPolicy::Compact;
+            if header.base_offset < self.next_offset
+                || (header.base_offset > self.next_offset && !gap_allowed)
+            {
                 let error = LogError::OffsetsOutOfOrder {
                     path: path.clone(),
                     position,

@@ -108,7 +108,7 @@ pub struct Config {
     pub flush: FlushPolicy,
     /// Period of the `interval` flush policy, ms. Default 1000.
     pub flush_interval_ms: u64,
-    /// How often retention runs, ms. Default 30 000.
+    /// How often retention (or, for compacted topics, compaction) runs, ms. Default 30 000.
     pub retention_check_interval_ms: u64,
     /// Storage settings a new topic gets unless its creation overrides them.
     pub topic_defaults: LogConfig,

@@ -346,7 +346,7 @@ impl Tracker {
             .map_err(|err| super::partition::error_code(&err))?;
         let mut out = Vec::new();
         let mut rest = &bytes[..];
-        while let Ok(header) = record_batch::check(rest, rest.len()) {
+        while let Ok(header) = record_batch::check_stored(rest, rest.len()) {
             for record in record_batch::records(rest, header) {
                 let record = record.map_err(|_| ErrorCode::StorageError)?;
                 if record.offset >= offset && out.len() < max.min(room) {
@@ -369,7 +369,7 @@ impl Tracker {
             .read()
             .map_err(|err| super::partition::error_code(&err))?;
         let header =
-            record_batch::check(&bytes, bytes.len()).map_err(|_| ErrorCode::StorageError)?;
+            record_batch::check_stored(&bytes, bytes.len()).map_err(|_| ErrorCode::StorageError)?;
         for record in record_batch::records(&bytes, header) {
             let record = record.map_err(|_| ErrorCode::StorageError)?;
             if record.offset == offset {

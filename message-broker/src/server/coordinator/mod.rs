@@ -25,7 +25,7 @@ use super::broker::{Broker, BrokerError};
 use super::config::{FlushPolicy, Limits};
 use super::connection::Reply;
 use crate::protocol::{
-    CreateTopicRequest, ErrorCode, GroupDescription, GroupListing, HeartbeatRequest,
+    CleanupPolicy, CreateTopicRequest, ErrorCode, GroupDescription, GroupListing, HeartbeatRequest,
     JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetCommitResponse,
     OffsetFetchRequest, OffsetFetchResponse, ResponseBody, SyncGroupRequest, SyncGroupResponse,
 };
@@ -52,6 +52,7 @@ impl Coordinator {
                 name: OFFSETS_TOPIC.into(),
                 partitions: 1,
                 retention_ms: Some(-1),
+                cleanup: Some(CleanupPolicy::Compact),
                 ..CreateTopicRequest::default()
             };
             let code = broker.create_topic(&request);

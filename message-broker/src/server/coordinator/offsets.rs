@@ -12,9 +12,9 @@
 //! once to rebuild the in-memory table; afterwards reads come from the table. The commit is
 //! answered after the append, and under `--flush always` after the fsync that covers it.
 //!
-//! Kafka keeps this topic compacted, which bounds it by the number of keys. Compaction is not
-//! written yet, so here the topic keeps every commit (`retention_ms = -1`): its size and the
-//! start-up read grow with the number of commits.
+//! The topic is compacted, as Kafka's is: only the newest commit per key survives the
+//! cleaner, so its size and the start-up read grow with the number of (group, partition)
+//! pairs, not with the number of commits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,7 +50,7 @@ impl OffsetStore {
             };
             let bytes = range.read().map_err(|err| err.to_string())?;
             let mut rest = &bytes[..];
-            while let Ok(header) = record_batch::check(rest, bytes.len()) {
+            while let Ok(header) = record_batch::check_stored(rest, bytes.len()) {
                 for record in record_batch::records(rest, header) {
                     let record = record.map_err(|defect| defect.to_string())?;
                     let (Some(key), Some(value)) = (record.key, record.value) else {
