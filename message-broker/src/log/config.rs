@@ -48,8 +48,9 @@ pub struct LogConfig {
     /// A segment is closed and a new one started before an append would take it past this
     /// many bytes. [`MIN_BATCH_LENGTH`]..=[`MAX_SEGMENT_BYTES`]; default [`DEFAULT_SEGMENT_BYTES`].
     pub segment_bytes: u64,
-    /// A non-empty segment is closed on the first append this many ms after the timestamp of
-    /// its first batch. Default [`DEFAULT_SEGMENT_MS`].
+    /// A non-empty segment is closed on the first append this many ms after its first append
+    /// (by the broker's clock; after a restart, counted from the open). Default
+    /// [`DEFAULT_SEGMENT_MS`].
     pub segment_ms: i64,
     /// Bytes of log between two sparse index entries. Default [`DEFAULT_INDEX_INTERVAL_BYTES`].
     pub index_interval_bytes: u32,

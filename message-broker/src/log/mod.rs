@@ -10,7 +10,7 @@
 //! - **append**: the batch is checked (`record_batch::check`), given the next offset, and
 //!   written with one `pwrite` at the end of the active segment. Before that, the active
 //!   segment is rolled if the batch would take it past `segment_bytes` or it is older than
-//!   `segment_ms`.
+//!   `segment_ms` (by the broker's clock since its first append, not by record timestamps).
 //! - **read**: the segment holding the offset is found by base offset, the batch by its sparse
 //!   index plus a short walk over batch headers; the answer is a [`FileRange`], the bytes a
 //!   fetch sends as they are.
@@ -147,6 +147,10 @@ impl PartitionLog {
             segments.push(Segment::create(dir, 0)?);
             sync_dir(dir)?;
         }
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        segments.last_mut().expect("not empty").start_aging(wall_ms);
         recovery.segments = segments.len();
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
@@ -216,7 +220,7 @@ impl PartitionLog {
         record_batch::set_base_offset(batch, base_offset);
         header.base_offset = base_offset;
         let active = self.segments.last_mut().expect("never empty");
-        if let Err(err) = active.append(batch, &header, &self.config) {
+        if let Err(err) = active.append(batch, &header, &self.config, now_ms) {
             self.poisoned = true;
             return Err(err);
         }
@@ -230,7 +234,7 @@ impl PartitionLog {
         }
         let full = active.size() + batch_size as u64 > self.config.segment_bytes;
         let old = active
-            .first_batch_timestamp()
+            .age_start_ms()
             .is_some_and(|first| now_ms.saturating_sub(first) >= self.config.segment_ms);
         full || old
     }

@@ -127,7 +127,7 @@ fn a_read_returns_at_least_one_whole_batch_whatever_the_limit() {
 }
 
 #[test]
-fn segments_roll_by_age_of_their_first_batch() {
+fn segments_roll_by_age_since_their_first_append() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
         segment_ms: 1_000,
@@ -140,6 +140,19 @@ fn segments_roll_by_age_of_their_first_batch() {
     fill(&mut log, 1, 11_000);
     assert_eq!(log.segments().len(), 2);
     assert_eq!(log.segments()[1].base_offset(), 9);
+}
+
+#[test]
+fn record_timestamps_from_long_ago_do_not_make_every_append_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+    // `fill` stamps records with 0 (1970); the broker's clock says 2026.
+    for _ in 0..10 {
+        let first = log.end_offset();
+        log.append(&mut batch(first, 1, 0), 1_790_000_000_000)
+            .unwrap();
+    }
+    assert_eq!(log.segments().len(), 1);
 }
 
 #[test]
