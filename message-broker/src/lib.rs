@@ -11,7 +11,8 @@
 //! | [`server`]       | the broker: connections, produce, fetch with long polling, topics, group commit, idempotent producers |
 //! | [`client`]       | the async client: a pipelined connection and one typed call per API    |
 //!
-//! The crate's map, invariants and on-disk layout are in `message-broker/ARCHITECTURE.md`.
+//! The crate's map, invariants and on-disk layout are in `message-broker/ARCHITECTURE.md`; a
+//! quick start and the concept index in `message-broker/README.md`.
 
 pub mod client;
 pub mod log;

@@ -197,7 +197,9 @@ pub fn batch_size(buf: &[u8], max_batch_bytes: usize) -> Result<usize, Defect> {
         });
     };
     let length = i64::from(i32::from_be_bytes(length.try_into().expect("4 bytes")));
-    let max = max_batch_bytes.saturating_sub(LOG_OVERHEAD);
+    let max = max_batch_bytes
+        .saturating_sub(LOG_OVERHEAD)
+        .min(i32::MAX as usize);
     if length < MIN_BATCH_LENGTH as i64 || length > max as i64 {
         return Err(Defect::BadLength {
             length,
@@ -246,8 +248,27 @@ pub fn parse_header(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, D
 }
 
 /// Fully validates the batch at the start of `buf` (see the module doc) and returns its header.
-/// Bytes after the batch are ignored; `header.size` says where the next one starts.
+/// Bytes after the batch are ignored; `header.size` says where the next one starts. This is the
+/// check of a produced batch: its offset deltas must be exactly 0, 1, 2, ….
 pub fn check(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Defect> {
+    check_with(buf, max_batch_bytes, Density::Dense)
+}
+
+/// Like [`check`], for a batch read back from a log: a compacted batch keeps its base offset
+/// and last offset delta but may have lost records, so its deltas need only grow and stay
+/// within `last_offset_delta`.
+pub fn check_stored(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Defect> {
+    check_with(buf, max_batch_bytes, Density::Sparse)
+}
+
+/// Whether a batch's offset deltas must be dense (as produced) or may have gaps (compacted).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Density {
+    Dense,
+    Sparse,
+}
+
+fn check_with(buf: &[u8], max_batch_bytes: usize, density: Density) -> Result<BatchHeader, Defect> {
     let header = parse_header(buf, max_batch_bytes)?;
     if buf.len() < header.size {
         return Err(Defect::Incomplete {
@@ -268,21 +289,62 @@ pub fn check(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Defect> 
     if header.record_count == 0 {
         return Err(Defect::Records("a batch must hold at least one record"));
     }
-    if header.last_offset_delta != header.record_count - 1 {
-        return Err(Defect::Records("last offset delta is not record count - 1"));
+    let dense = density == Density::Dense;
+    if (dense && header.last_offset_delta != header.record_count - 1)
+        || header.last_offset_delta < header.record_count - 1
+    {
+        return Err(Defect::Records(
+            "last offset delta does not fit the record count",
+        ));
     }
     let mut records = Records::new(&batch[BATCH_HEADER_BYTES..], header);
-    let mut expected_delta = 0u32;
+    let mut count = 0u32;
+    let mut previous: Option<u32> = None;
     for record in &mut records {
-        if record?.offset_delta != expected_delta {
-            return Err(Defect::Records("offset deltas are not 0, 1, 2, ..."));
+        let delta = record?.offset_delta;
+        let in_order = match (density, previous) {
+            (Density::Dense, _) => delta == count,
+            (Density::Sparse, None) => delta <= header.last_offset_delta,
+            (Density::Sparse, Some(p)) => delta > p && delta <= header.last_offset_delta,
+        };
+        if !in_order {
+            return Err(Defect::Records("offset deltas out of order"));
         }
-        expected_delta += 1;
+        previous = Some(delta);
+        count += 1;
     }
-    if expected_delta != header.record_count {
+    if count != header.record_count {
         return Err(Defect::Records("fewer records than the header counts"));
     }
     Ok(header)
+}
+
+/// A copy of the stored `batch` holding only the records `keep` accepts, byte for byte, with
+/// the same base offset, last offset delta, timestamps and producer fields (so offsets and
+/// the end of the batch do not move); `None` if it keeps none. Used by compaction.
+pub fn retain(
+    batch: &[u8],
+    header: BatchHeader,
+    mut keep: impl FnMut(&RecordView<'_>) -> bool,
+) -> Result<Option<Vec<u8>>, Defect> {
+    let mut out = batch[..BATCH_HEADER_BYTES].to_vec();
+    let mut count = 0u32;
+    for record in records(batch, header) {
+        let record = record?;
+        if keep(&record) {
+            out.extend_from_slice(record.raw);
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Ok(None);
+    }
+    let length = (out.len() - LOG_OVERHEAD) as u32;
+    out[OFFSET_LENGTH..OFFSET_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+    out[OFFSET_RECORD_COUNT..OFFSET_RECORD_COUNT + 4].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&out[OFFSET_ATTRIBUTES..]);
+    out[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(Some(out))
 }
 
 /// Writes `base_offset` into the batch at the start of `batch`; the CRC does not cover it.
@@ -310,6 +372,8 @@ pub struct RecordView<'a> {
     pub value: Option<&'a [u8]>,
     headers: &'a [u8],
     header_count: u32,
+    /// The record's bytes, its length prefix included.
+    raw: &'a [u8],
 }
 
 impl<'a> RecordView<'a> {
@@ -361,12 +425,14 @@ impl<'a> Records<'a> {
     }
 
     fn parse_one(&mut self) -> Result<RecordView<'a>, Defect> {
+        let start = self.cursor.buf;
         let length = self.cursor.varint()?;
         if length < 0 || length as usize > self.cursor.buf.len() {
             return Err(Defect::Records("record length beyond the batch"));
         }
         let (body, rest) = self.cursor.buf.split_at(length as usize);
         self.cursor.buf = rest;
+        let raw = &start[..start.len() - rest.len()];
         let mut record = Cursor { buf: body };
         record.take(1)?; // attributes
         let timestamp_delta = record.varlong()?;
@@ -398,6 +464,7 @@ impl<'a> Records<'a> {
             value,
             headers,
             header_count: header_count as u32,
+            raw,
         })
     }
 }
@@ -791,6 +858,34 @@ mod tests {
             check(&batch, batch.len() - 1),
             Err(Defect::BadLength { .. })
         ));
+        // A limit beyond what the length field can hold means "no limit", not "nothing".
+        assert!(check(&batch, usize::MAX).is_ok());
+    }
+
+    #[test]
+    fn a_retained_subset_keeps_offsets_and_passes_only_the_stored_check() {
+        let mut batch = build(&[b"a", b"b", b"c", b"d"]);
+        set_base_offset(&mut batch, 100);
+        let header = check(&batch, MAX).unwrap();
+        let kept = retain(&batch, header, |r| r.offset == 101 || r.offset == 103)
+            .unwrap()
+            .unwrap();
+        assert!(
+            check(&kept, MAX).is_err(),
+            "a sparse batch is not a valid produced batch"
+        );
+        let stored = check_stored(&kept, MAX).unwrap();
+        assert_eq!(
+            (
+                stored.base_offset,
+                stored.next_offset(),
+                stored.record_count
+            ),
+            (100, 104, 2)
+        );
+        let offsets: Vec<u64> = records(&kept, stored).map(|r| r.unwrap().offset).collect();
+        assert_eq!(offsets, vec![101, 103]);
+        assert_eq!(retain(&batch, header, |_| false).unwrap(), None);
     }
 
     #[test]

@@ -105,14 +105,33 @@ fn topics_are_created_described_and_deleted() {
         ],
         "",
     );
-    assert_eq!(compact.code, Some(1));
+    assert_eq!(compact.code, Some(0), "{}", compact.stderr);
+    let described = cli(addr, &["topic", "describe", "c"], "").stdout;
     assert!(
-        compact.stderr.contains("InvalidConfig"),
-        "{}",
-        compact.stderr
+        described.starts_with("topic c partitions 1 cleanup Compact"),
+        "{described}"
     );
+    assert_eq!(cli(addr, &["topic", "delete", "c"], "").code, Some(0));
+    let bad = cli(
+        addr,
+        &[
+            "topic",
+            "create",
+            "r",
+            "--partitions",
+            "1",
+            "--retention-ms",
+            "-7",
+        ],
+        "",
+    );
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("InvalidConfig"), "{}", bad.stderr);
 
-    assert_eq!(cli(addr, &["topic", "list"], "").stdout, "orders\n");
+    assert_eq!(
+        cli(addr, &["topic", "list"], "").stdout,
+        "__consumer_offsets\norders\n"
+    );
     let described = cli(addr, &["topic", "describe", "orders"], "").stdout;
     assert!(
         described.starts_with("topic orders partitions 3 cleanup Delete retention_ms -1"),
@@ -124,7 +143,10 @@ fn topics_are_created_described_and_deleted() {
     );
 
     assert_eq!(cli(addr, &["topic", "delete", "orders"], "").code, Some(0));
-    assert_eq!(cli(addr, &["topic", "list"], "").stdout, "");
+    assert_eq!(
+        cli(addr, &["topic", "list"], "").stdout,
+        "__consumer_offsets\n"
+    );
     let missing = cli(addr, &["topic", "describe", "orders"], "");
     assert_eq!(missing.code, Some(1));
     assert!(
@@ -241,4 +263,76 @@ fn a_consumer_without_a_broker_fails_with_exit_1() {
         "{}",
         unreachable.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_redriven() {
+    use std::sync::Arc;
+
+    use message_broker::client::{Client, ShareConsumer};
+    use message_broker::protocol::RetrySettings;
+
+    let data = DataDir::new("broker-cli-dlq");
+    let (_broker, addr) = start_broker(&data);
+    let run = |args: Vec<&'static str>, stdin: &'static str| {
+        tokio::task::spawn_blocking(move || cli(addr, &args, stdin))
+    };
+    assert_eq!(
+        run(vec!["topic", "create", "t", "--partitions", "1"], "")
+            .await
+            .unwrap()
+            .code,
+        Some(0)
+    );
+    let produced = run(vec!["produce", "t"], "a\npoison\nb\n").await.unwrap();
+    assert_eq!(produced.stdout, "acknowledged 3\n", "{}", produced.stderr);
+
+    let client = Arc::new(Client::connect(addr).await.unwrap());
+    let settings = RetrySettings {
+        max_delivery_attempts: 2,
+        backoff_initial_ms: 50,
+        ..RetrySettings::default()
+    };
+    let mut consumer = ShareConsumer::new(client, "w", "t", 0, settings);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while consumer.committed() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the poison record was not dead-lettered"
+        );
+        for record in consumer.poll().await.unwrap() {
+            if record.value.as_deref() == Some(b"poison") {
+                consumer.nack(record.offset, "bad");
+            } else {
+                consumer.ack(record.offset);
+            }
+        }
+    }
+
+    let listed = run(vec!["dlq", "list", "t", "--group", "w"], "")
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.stdout, "0\tattempts=2\terror=bad\toriginal=t/0@1\tpoison\n",
+        "{}",
+        listed.stderr
+    );
+    let redriven = run(
+        vec!["dlq", "redrive", "t", "--group", "w", "--rate", "10"],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(redriven.stdout, "redriven 1\n", "{}", redriven.stderr);
+    let again = run(vec!["dlq", "redrive", "t", "--group", "w"], "")
+        .await
+        .unwrap();
+    assert_eq!(again.stdout, "redriven 0\n");
+    let tail = run(
+        vec!["consume", "t", "--from", "3", "--idle-timeout-ms", "300"],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(tail.stdout, "poison\n");
 }

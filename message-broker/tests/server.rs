@@ -12,6 +12,8 @@ use message_broker::protocol::{
     ProducePartition, Request, RequestBody,
 };
 use message_broker::record_batch::{self, BatchBuilder, ProducerStamp, Record};
+use message_broker::server::coordinator::Coordinator;
+use message_broker::server::delivery::Deliveries;
 use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
 use service_kit::metrics::Registry;
 use service_kit::shutdown::Shutdown;
@@ -37,12 +39,25 @@ async fn start(flush: FlushPolicy) -> TestBroker {
         ..Config::default()
     };
     let broker = Arc::new(Broker::open(&config).unwrap());
+    let coordinator = Arc::new(Coordinator::open(&broker, flush, config.limits.clone()).unwrap());
+    let deliveries = Arc::new(Deliveries::new(
+        Arc::clone(&broker),
+        Arc::clone(&coordinator),
+        config.limits.max_pending_deliveries_per_partition,
+    ));
+    let shutdown = Shutdown::new();
+    tokio::spawn({
+        let stop = shutdown.clone();
+        Arc::clone(&deliveries).run_timer(async move { stop.triggered().await })
+    });
     let state = Arc::new(State {
         broker,
+        coordinator,
+        deliveries,
         flush,
         limits: config.limits.clone(),
         metrics: Metrics::register(&Registry::new()).unwrap(),
-        shutdown: Shutdown::new(),
+        shutdown,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -401,5 +416,260 @@ async fn a_malformed_frame_closes_only_its_own_connection() {
             _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
             other => panic!("still answered after shutdown: {other:?}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn a_poison_record_is_retried_with_growing_backoff_then_dead_lettered_and_redriven() {
+    use message_broker::client::ShareConsumer;
+    use message_broker::client::redrive::redrive;
+    use message_broker::protocol::RetrySettings;
+
+    let broker = start(FlushPolicy::Always).await;
+    let client = Arc::new(Client::connect(broker.addr).await.unwrap());
+    let inputs: Vec<String> = (0..10)
+        .map(|n| {
+            if n == 3 {
+                "poison".into()
+            } else {
+                format!("v{n}")
+            }
+        })
+        .collect();
+    for value in &inputs {
+        let records = batch(&[value], 1_000, ProducerStamp::NONE);
+        client.produce(Acks::All, to(0, records)).await.unwrap();
+    }
+
+    let settings = RetrySettings {
+        max_delivery_attempts: 4,
+        ack_timeout_ms: 5_000,
+        backoff_initial_ms: 100,
+        backoff_max_ms: 2_000,
+        dead_letter_topic: String::new(),
+    };
+    let mut consumer = ShareConsumer::new(Arc::clone(&client), "workers", "t", 0, settings);
+    let started = Instant::now();
+    let mut poison_deliveries: Vec<(u32, Instant)> = Vec::new();
+    let mut acked = Vec::new();
+    let mut acked_before_second_poison = 0;
+    while consumer.committed() < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "stuck at {}",
+            consumer.committed()
+        );
+        for record in consumer.poll().await.unwrap() {
+            let value = String::from_utf8(record.value.clone().unwrap()).unwrap();
+            if value == "poison" {
+                poison_deliveries.push((record.attempt, Instant::now()));
+                consumer.nack(record.offset, "cannot parse");
+            } else {
+                assert_eq!(record.attempt, 1, "a good record is delivered once");
+                consumer.ack(record.offset);
+                acked.push(record.offset);
+            }
+        }
+        if poison_deliveries.len() < 2 {
+            acked_before_second_poison = acked.len();
+        }
+    }
+    // The rest of the partition flowed past the poison record.
+    assert_eq!(acked_before_second_poison, 9);
+    let attempts: Vec<u32> = poison_deliveries.iter().map(|(a, _)| *a).collect();
+    assert_eq!(attempts, vec![1, 2, 3, 4]);
+    // Equal jitter: the waits are at least 50, 100, 200 ms, at most 100, 200, 400 ms (plus
+    // scheduling), so each is at least as long as the bound of the one before.
+    let gaps: Vec<Duration> = poison_deliveries
+        .windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .collect();
+    for (gap, floor_ms) in gaps.iter().zip([50, 100, 200]) {
+        assert!(*gap >= Duration::from_millis(floor_ms), "{gaps:?}");
+    }
+    assert!(gaps[2] >= gaps[0], "{gaps:?}");
+
+    // The dead-letter record, with its metadata.
+    let fetched = client
+        .fetch(FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 0,
+            max_bytes: 1 << 20,
+            partitions: vec![FetchPartition {
+                topic: "t.workers.dlq".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1 << 20,
+            }],
+        })
+        .await
+        .unwrap();
+    let bytes = &fetched.partitions[0].records;
+    let header = record_batch::check(bytes, 1 << 20).unwrap();
+    let record = record_batch::records(bytes, header)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.value, Some(&b"poison"[..]));
+    let headers: std::collections::HashMap<String, String> = record
+        .headers()
+        .map(|(k, v)| {
+            (
+                String::from_utf8(k.to_vec()).unwrap(),
+                String::from_utf8(v.unwrap().to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    for (name, expected) in [
+        ("dlq.original.topic", "t"),
+        ("dlq.original.partition", "0"),
+        ("dlq.original.offset", "3"),
+        ("dlq.original.timestamp", "1000"),
+        ("dlq.group", "workers"),
+        ("dlq.attempts", "4"),
+        ("dlq.last.error", "cannot parse"),
+        ("trace", "abc"),
+    ] {
+        assert_eq!(
+            headers.get(name).map(String::as_str),
+            Some(expected),
+            "{name}"
+        );
+    }
+    let first: i64 = headers["dlq.first.failure.ms"].parse().unwrap();
+    let last: i64 = headers["dlq.last.failure.ms"].parse().unwrap();
+    assert!(last - first >= 350, "{first} .. {last}");
+    // The group's committed offset passed the poison record only once it was dead-lettered.
+    let committed = client.committed_offsets("workers").await.unwrap();
+    assert_eq!(committed[0].offset, Some(10));
+
+    // Redrive brings it back to the end of its topic, once.
+    let moved = redrive(&client, "t.workers.dlq", "workers", None, 100)
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(
+        redrive(&client, "t.workers.dlq", "workers", None, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    let tail = client.fetch(fetch_request(0, 10, 0)).await.unwrap();
+    assert_eq!(
+        values(&tail.partitions[0].records),
+        vec![(10, "poison".into())]
+    );
+}
+
+#[tokio::test]
+async fn an_unacknowledged_delivery_times_out_and_the_pending_window_is_bounded() {
+    use message_broker::client::ShareConsumer;
+    use message_broker::protocol::RetrySettings;
+
+    let broker = start(FlushPolicy::Interval).await;
+    let client = Arc::new(Client::connect(broker.addr).await.unwrap());
+    let many: Vec<String> = (0..1_500).map(|n| format!("m{n}")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    for chunk in refs.chunks(500) {
+        client
+            .produce(Acks::Leader, to(1, batch(chunk, 1, ProducerStamp::NONE)))
+            .await
+            .unwrap();
+    }
+    let settings = RetrySettings {
+        ack_timeout_ms: 1_000,
+        backoff_initial_ms: 50,
+        ..RetrySettings::default()
+    };
+    let mut consumer = ShareConsumer::new(Arc::clone(&client), "slow", "t", 1, settings);
+    // Nothing is acknowledged: the window (1000 by default) fills and stops there.
+    let mut first_deliveries = 0;
+    for _ in 0..5 {
+        let records = consumer.poll().await.unwrap();
+        first_deliveries += records.iter().filter(|r| r.attempt == 1).count();
+    }
+    assert_eq!(first_deliveries, 1000);
+    // After the ack timeout and the backoff the same records come again, as second attempts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let records = consumer.poll().await.unwrap();
+        if !records.is_empty() {
+            break records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no redelivery after the ack timeout"
+        );
+    };
+    assert!(
+        again.iter().all(|r| r.attempt == 2 && r.offset < 1000),
+        "{:?}",
+        again[0]
+    );
+}
+
+#[tokio::test]
+async fn a_compacted_topic_serves_the_newest_value_per_key_to_consumers() {
+    use message_broker::client::{Consumer, ConsumerConfig, StartFrom};
+    use message_broker::protocol::CleanupPolicy;
+
+    let broker = start(FlushPolicy::Interval).await;
+    let client = Arc::new(Client::connect(broker.addr).await.unwrap());
+    let create = CreateTopicRequest {
+        name: "kv".into(),
+        partitions: 1,
+        segment_bytes: Some(2048),
+        max_batch_bytes: Some(1024),
+        cleanup: Some(CleanupPolicy::Compact),
+        ..CreateTopicRequest::default()
+    };
+    assert_eq!(client.create_topic(create).await.unwrap(), ErrorCode::None);
+    for n in 0..200 {
+        let mut builder = BatchBuilder::new();
+        let (key, value) = (format!("key{}", n % 5), format!("{n}"));
+        builder.push(&Record {
+            key: Some(key.as_bytes()),
+            value: Some(value.as_bytes()),
+            headers: &[],
+            timestamp: message_broker::server::now_ms(),
+        });
+        let records = builder.finish(ProducerStamp::NONE).to_vec();
+        let request = vec![ProducePartition {
+            topic: "kv".into(),
+            partition: 0,
+            records,
+        }];
+        client.produce(Acks::Leader, request).await.unwrap();
+    }
+    let partition = broker.state.broker.partition("kv", 0).unwrap();
+    let size_before = partition.metadata().size_bytes;
+    partition.clean(message_broker::server::now_ms()).unwrap();
+    assert!(partition.metadata().size_bytes < size_before / 2);
+
+    let config = ConsumerConfig {
+        max_wait_ms: 0,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(client, "kv", None, StartFrom::Earliest, config)
+        .await
+        .unwrap();
+    let mut latest = std::collections::BTreeMap::new();
+    let mut offsets = Vec::new();
+    loop {
+        let records = consumer.poll().await.unwrap();
+        if records.is_empty() {
+            break;
+        }
+        for record in records {
+            offsets.push(record.offset);
+            latest.insert(record.key.unwrap(), record.value.unwrap());
+        }
+    }
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+    assert!(offsets.len() < 100, "{} records left", offsets.len());
+    // Reading the compacted log from the start still ends with the newest value of each key.
+    for n in 195..200 {
+        let key = format!("key{}", n % 5).into_bytes();
+        assert_eq!(latest[&key], format!("{n}").into_bytes());
     }
 }

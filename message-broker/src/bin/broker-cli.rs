@@ -5,6 +5,10 @@
 //! broker-cli topic list | topic describe orders | topic delete orders
 //! printf 'k1:v1\nk2:v2\n' | broker-cli produce orders --key-separator : --acks all
 //! broker-cli consume orders --from earliest --max 10 --idle-timeout-ms 2000 --print-key --print-offset
+//! broker-cli consume orders --group billing --from earliest      # a group member, commits as it goes
+//! broker-cli group list | group describe billing                  # members, offsets, lag
+//! broker-cli dlq list orders --group billing                      # dead letters and why
+//! broker-cli dlq redrive orders --group billing --rate 50         # back to their topic
 //! ```
 //!
 //! `consume` prints one record per line: `PARTITION:OFFSET<TAB>` with `--print-offset`, then
@@ -18,11 +22,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use message_broker::client::assignor::{Assignment, Assignor};
+use message_broker::client::redrive::redrive;
 use message_broker::client::{
-    Client, Consumer, ConsumerConfig, DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS, Producer,
-    ProducerConfig, StartFrom,
+    Client, Consumer, ConsumerConfig, DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS,
+    DEFAULT_SESSION_TIMEOUT_MS, GroupConfig, GroupConsumer, Producer, ProducerConfig, StartFrom,
 };
-use message_broker::protocol::{Acks, CleanupPolicy, CreateTopicRequest, ErrorCode};
+use message_broker::protocol::{Acks, CleanupPolicy, CreateTopicRequest, ErrorCode, OffsetSpec};
 use message_broker::record_batch::Record;
 use message_broker::server::now_ms;
 use tokio::io::AsyncBufReadExt;
@@ -87,7 +93,66 @@ enum Command {
         /// Print PARTITION:OFFSET before the record.
         #[arg(long)]
         print_offset: bool,
+        /// Consume as a member of this consumer group, committing as it goes; `--from` then
+        /// applies only to partitions the group never committed.
+        #[arg(long, value_name = "G")]
+        group: Option<String>,
+        /// Group session timeout, ms.
+        #[arg(long, value_name = "MS", default_value_t = DEFAULT_SESSION_TIMEOUT_MS)]
+        session_timeout_ms: u32,
+        /// Group assignor.
+        #[arg(long, value_enum, default_value = "range")]
+        assignor: AssignorArg,
     },
+    /// List and describe consumer groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Inspect and redrive a group's dead-letter topic (`<topic>.<group>.dlq`).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Print the dead-lettered records with their attempts, last error and origin.
+    List {
+        /// The original topic.
+        topic: String,
+        /// The group that gave up on them.
+        #[arg(long, value_name = "G")]
+        group: String,
+    },
+    /// Move the dead-lettered records back (to their original topic, or `--to`).
+    Redrive {
+        /// The original topic.
+        topic: String,
+        /// The group that gave up on them.
+        #[arg(long, value_name = "G")]
+        group: String,
+        /// Send them here instead of their original topic (partition 0).
+        #[arg(long, value_name = "TOPIC")]
+        to: Option<String>,
+        /// Most records moved per second.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        rate: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Groups with members or committed offsets.
+    List,
+    /// Members, their assignments, and committed offset and lag per partition.
+    Describe {
+        /// Group.
+        group: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AssignorArg {
+    Range,
+    Roundrobin,
 }
 
 #[derive(Subcommand)]
@@ -202,13 +267,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             idle_timeout_ms,
             print_key,
             print_offset,
+            group,
+            session_timeout_ms,
+            assignor,
         } => {
             let format = Format {
                 print_key,
                 print_offset,
             };
-            consume(Arc::new(client), &topic, from, max, idle_timeout_ms, format).await
+            let stop = Stop {
+                max,
+                idle: idle_timeout_ms.map(Duration::from_millis),
+            };
+            let client = Arc::new(client);
+            match group {
+                None => consume(client, &topic, from, stop, format).await,
+                Some(group) => {
+                    let mut config = GroupConfig::new(&group, vec![topic]);
+                    config.from = from;
+                    config.session_timeout_ms = session_timeout_ms;
+                    config.rebalance_timeout_ms = session_timeout_ms;
+                    config.client_id = format!("broker-cli-{}", std::process::id());
+                    config.assignors = vec![match assignor {
+                        AssignorArg::Range => Assignor::Range,
+                        AssignorArg::Roundrobin => Assignor::RoundRobin,
+                    }];
+                    consume_in_group(client, config, stop, format).await
+                }
+            }
         }
+        Command::Group(command) => group(&client, command).await,
+        Command::Dlq(command) => dlq(Arc::new(client), command).await,
     }
 }
 
@@ -270,7 +359,7 @@ async fn topic(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
                 "topic {} partitions {} cleanup {:?} retention_ms {} retention_bytes {} segment_bytes {}",
                 topic.name,
                 topic.partitions.len(),
-                topic.config.cleanup,
+                topic.config.log.cleanup,
                 log.retention_ms,
                 log.retention_bytes,
                 log.segment_bytes
@@ -357,44 +446,244 @@ struct Format {
     print_offset: bool,
 }
 
+/// When a consume command ends.
+#[derive(Clone, Copy)]
+struct Stop {
+    max: Option<u64>,
+    idle: Option<Duration>,
+}
+
+impl Stop {
+    fn room(&self, printed: u64) -> bool {
+        self.max.is_none_or(|max| printed < max)
+    }
+}
+
 async fn consume(
     client: Arc<Client>,
     topic: &str,
     from: StartFrom,
-    max: Option<u64>,
-    idle_timeout_ms: Option<u64>,
+    stop: Stop,
     format: Format,
 ) -> anyhow::Result<()> {
     let mut config = ConsumerConfig::default();
-    if let Some(idle) = idle_timeout_ms {
-        config.max_wait_ms = config.max_wait_ms.min(idle.try_into().unwrap_or(u32::MAX));
+    if let Some(idle) = stop.idle {
+        config.max_wait_ms = config
+            .max_wait_ms
+            .min(idle.as_millis().try_into().unwrap_or(u32::MAX));
     }
     let mut consumer = Consumer::new(client, topic, None, from, config).await?;
-    let idle = idle_timeout_ms.map(Duration::from_millis);
     let mut last_record = Instant::now();
     let mut printed = 0u64;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    while max.is_none_or(|max| printed < max) {
+    while stop.room(printed) {
         let mut lines = Vec::new();
         consumer
             .poll_with(|partition, record| {
-                if max.is_none_or(|max| printed + (lines.len() as u64) < max) {
+                if stop.room(printed + lines.len() as u64) {
                     lines.push(render(format, partition, record));
                 }
             })
             .await?;
         if lines.is_empty() {
-            if idle.is_some_and(|idle| last_record.elapsed() >= idle) {
+            if stop.idle.is_some_and(|idle| last_record.elapsed() >= idle) {
                 break;
             }
             continue;
         }
         last_record = Instant::now();
         printed += lines.len() as u64;
-        for line in lines {
-            std::io::Write::write_all(&mut out, line.as_bytes())?;
+        write_lines(&mut out, &lines)?;
+    }
+    Ok(())
+}
+
+/// Consumes as a group member: prints each poll's records, then commits their positions.
+/// Assignment changes are reported on stderr.
+async fn consume_in_group(
+    client: Arc<Client>,
+    config: GroupConfig,
+    stop: Stop,
+    format: Format,
+) -> anyhow::Result<()> {
+    let mut member = GroupConsumer::new(client, config);
+    let mut last_record = Instant::now();
+    let mut printed = 0u64;
+    let mut assignment = (-1, Vec::new());
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    while stop.room(printed) {
+        let mut lines = Vec::new();
+        member
+            .poll_with(|_topic, partition, record| {
+                if stop.room(printed + lines.len() as u64) {
+                    lines.push(render(format, partition, record));
+                }
+            })
+            .await?;
+        let current: Vec<String> = member
+            .positions()
+            .keys()
+            .map(|(topic, partition)| format!("{topic}/{partition}"))
+            .collect();
+        if (member.generation(), &current) != (assignment.0, &assignment.1) {
+            eprintln!(
+                "member {} generation {} assigned [{}]",
+                member.member_id(),
+                member.generation(),
+                current.join(",")
+            );
+            assignment = (member.generation(), current);
         }
-        std::io::Write::flush(&mut out)?;
+        if lines.is_empty() {
+            if stop.idle.is_some_and(|idle| last_record.elapsed() >= idle) {
+                break;
+            }
+            continue;
+        }
+        last_record = Instant::now();
+        printed += lines.len() as u64;
+        write_lines(&mut out, &lines)?;
+        let code = member.commit().await?;
+        if !code.is_ok() {
+            eprintln!(
+                "commit refused ({code}); rejoining, records since the last commit may repeat"
+            );
+        }
+    }
+    member.leave().await?;
+    Ok(())
+}
+
+fn write_lines(out: &mut impl std::io::Write, lines: &[String]) -> anyhow::Result<()> {
+    for line in lines {
+        out.write_all(line.as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn dlq(client: Arc<Client>, command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List { topic, group } => {
+            let dlq_topic = format!("{topic}.{group}.dlq");
+            let mut consumer = Consumer::new(
+                client,
+                &dlq_topic,
+                Some(vec![0]),
+                StartFrom::Earliest,
+                ConsumerConfig {
+                    max_wait_ms: 0,
+                    ..ConsumerConfig::default()
+                },
+            )
+            .await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            loop {
+                let mut lines = Vec::new();
+                let count = consumer
+                    .poll_with(|_, record| lines.push(render_dead_letter(record)))
+                    .await?;
+                if count == 0 {
+                    break;
+                }
+                write_lines(&mut out, &lines)?;
+            }
+        }
+        DlqCommand::Redrive {
+            topic,
+            group,
+            to,
+            rate,
+        } => {
+            let dlq_topic = format!("{topic}.{group}.dlq");
+            let moved = redrive(&client, &dlq_topic, &group, to.as_deref(), rate).await?;
+            println!("redriven {moved}");
+        }
+    }
+    Ok(())
+}
+
+/// `OFFSET<TAB>attempts=N<TAB>error=E<TAB>original=T/P@O<TAB>VALUE`
+fn render_dead_letter(record: &message_broker::record_batch::RecordView<'_>) -> String {
+    let header = |name: &str| {
+        record
+            .headers()
+            .find(|(k, _)| *k == name.as_bytes())
+            .and_then(|(_, v)| v)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "{}\tattempts={}\terror={}\toriginal={}/{}@{}\t{}\n",
+        record.offset,
+        header("dlq.attempts"),
+        header("dlq.last.error"),
+        header("dlq.original.topic"),
+        header("dlq.original.partition"),
+        header("dlq.original.offset"),
+        String::from_utf8_lossy(record.value.unwrap_or_default())
+    )
+}
+
+async fn group(client: &Client, command: GroupCommand) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::List => {
+            for group in client.list_groups().await? {
+                println!(
+                    "{} {} members {}",
+                    group.group_id, group.state, group.members
+                );
+            }
+        }
+        GroupCommand::Describe { group } => {
+            let description = client.describe_group(&group).await?;
+            check(description.error, &format!("describe group {group}"))?;
+            println!(
+                "group {} state {} generation {} assignor {}",
+                description.group_id,
+                description.state,
+                description.generation_id,
+                if description.protocol.is_empty() {
+                    "-"
+                } else {
+                    &description.protocol
+                }
+            );
+            let mut owner = std::collections::BTreeMap::new();
+            for member in &description.members {
+                let assignment = Assignment::decode(&member.assignment).unwrap_or_default();
+                let parts: Vec<String> = assignment
+                    .partitions
+                    .iter()
+                    .map(|(t, p)| format!("{t}/{p}"))
+                    .collect();
+                println!(
+                    "member {} client {} assigned [{}]",
+                    member.member_id,
+                    member.client_id,
+                    parts.join(",")
+                );
+                for tp in assignment.partitions {
+                    owner.insert(tp, member.member_id.clone());
+                }
+            }
+            for committed in client.committed_offsets(&group).await? {
+                let end = client
+                    .list_offset(&committed.topic, committed.partition, OffsetSpec::Latest)
+                    .await?;
+                let offset = committed.offset.unwrap_or(0);
+                let tp = (committed.topic.clone(), committed.partition);
+                println!(
+                    "partition {}/{} committed {} end {} lag {} owner {}",
+                    committed.topic,
+                    committed.partition,
+                    offset,
+                    end,
+                    end.saturating_sub(offset),
+                    owner.get(&tp).map_or("-", String::as_str)
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use message_broker::server::coordinator::Coordinator;
+use message_broker::server::delivery::Deliveries;
 use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
 use service_kit::admin::{self, AdminState};
 use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, EXIT_USAGE, Validate};
@@ -113,16 +115,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let opened = tokio::task::spawn_blocking({
         let config = config.clone();
-        move || Broker::open(&config)
+        move || {
+            let broker = Broker::open(&config)?;
+            let coordinator = Coordinator::open(&broker, config.flush, config.limits.clone())?;
+            Ok::<_, server::BrokerError>((broker, coordinator))
+        }
     })
     .await?;
-    let broker = Arc::new(opened.context("cannot open the data directory")?);
+    let (broker, coordinator) = opened.context("cannot open the data directory")?;
+    let (broker, coordinator) = (Arc::new(broker), Arc::new(coordinator));
+    tokio::spawn({
+        let stop = stop.clone();
+        Arc::clone(&coordinator).run_timer(async move { stop.triggered().await })
+    });
+    let deliveries = Arc::new(Deliveries::new(
+        Arc::clone(&broker),
+        Arc::clone(&coordinator),
+        config.limits.max_pending_deliveries_per_partition,
+    ));
+    tokio::spawn({
+        let stop = stop.clone();
+        Arc::clone(&deliveries).run_timer(async move { stop.triggered().await })
+    });
     let state = Arc::new(State {
         broker: Arc::clone(&broker),
         flush: config.flush,
         limits: config.limits.clone(),
         metrics,
         shutdown: stop.clone(),
+        coordinator,
+        deliveries,
     });
     let maintenance = tokio::spawn(server::maintain(
         Arc::clone(&state),

@@ -159,31 +159,19 @@ impl Consumer {
                     ),
                 });
             }
-            let mut rest = &answer.records[..];
-            while !rest.is_empty() {
-                let header = match record_batch::check(rest, self.config.max_batch_bytes) {
-                    Ok(header) => header,
-                    // The last batch cut by the byte limit: fetched whole next time.
-                    Err(Defect::Incomplete { .. }) => break,
-                    Err(defect) => {
-                        return Err(ClientError::CorruptData {
-                            topic: self.topic.clone(),
-                            partition: answer.partition,
-                            offset: position.1,
-                            defect,
-                        });
-                    }
-                };
-                for record in record_batch::records(rest, header) {
-                    let record = record.expect("checked");
-                    if record.offset >= position.1 {
-                        each(answer.partition, &record);
-                        delivered += 1;
-                    }
-                }
-                position.1 = position.1.max(header.next_offset());
-                rest = &rest[header.size..];
-            }
+            let delivered_here = deliver(
+                &answer.records,
+                &mut position.1,
+                self.config.max_batch_bytes,
+                |r| each(answer.partition, r),
+            )
+            .map_err(|defect| ClientError::CorruptData {
+                topic: self.topic.clone(),
+                partition: answer.partition,
+                offset: position.1,
+                defect,
+            })?;
+            delivered += delivered_here;
         }
         Ok(delivered)
     }
@@ -207,4 +195,34 @@ impl Consumer {
         .await?;
         Ok(out)
     }
+}
+
+/// Hands every record of `records` (fetched bytes) at or after `*position` to `each`, and moves
+/// `*position` past every whole batch. A batch cut short at the end is left for the next
+/// fetch; any other defect is an error.
+pub(crate) fn deliver(
+    records: &[u8],
+    position: &mut u64,
+    max_batch_bytes: usize,
+    mut each: impl FnMut(&RecordView<'_>),
+) -> Result<usize, Defect> {
+    let mut delivered = 0;
+    let mut rest = records;
+    while !rest.is_empty() {
+        let header = match record_batch::check_stored(rest, max_batch_bytes) {
+            Ok(header) => header,
+            Err(Defect::Incomplete { .. }) => break,
+            Err(defect) => return Err(defect),
+        };
+        for record in record_batch::records(rest, header) {
+            let record = record?;
+            if record.offset >= *position {
+                each(&record);
+                delivered += 1;
+            }
+        }
+        *position = (*position).max(header.next_offset());
+        rest = &rest[header.size..];
+    }
+    Ok(delivered)
 }

@@ -4,23 +4,35 @@
 //! |----------------|---------------------------------------------------------------------|
 //! | [`Connection`] | correlation ids, pipelining, a bound on requests in flight          |
 //! | [`Client`]     | one method per API, answers checked and unwrapped                   |
+//! | [`Producer`]   | batching by size and linger, Kafka's partitioner, idempotent stamps |
+//! | [`Consumer`]   | a fixed set of partitions from positions it manages                 |
+//! | [`GroupConsumer`] | a consumer-group member: join, sync, heartbeat, commit           |
+//! | [`assignor`]   | range and round-robin, run by the group's leader member             |
+//! | [`ShareConsumer`] | record-by-record delivery with ack / nack (retries, dead letters) |
+//! | [`redrive`]    | dead-lettered records back to a topic at a bounded rate             |
 //!
 //! Every call returns [`ClientError`]: transport failures, whole-request broker errors, and
 //! per-partition error codes left in the typed answers for the caller to inspect.
 
+pub mod assignor;
 mod connection;
 mod consumer;
+mod group;
 pub mod partitioner;
 mod producer;
+pub mod redrive;
+mod share;
 
 use std::net::SocketAddr;
 
 pub use connection::{AnswerFuture, ClientError, Connection, MAX_IN_FLIGHT_REQUESTS};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartFrom};
+pub use group::{DEFAULT_SESSION_TIMEOUT_MS, GroupConfig, GroupConsumer};
 pub use producer::{
     DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS, DEFAULT_MAX_IN_FLIGHT, Producer, ProducerConfig,
     ProducerStats,
 };
+pub use share::{DEFAULT_SHARE_MAX_RECORDS, EMPTY_POLL_PAUSE, ShareConsumer};
 
 use crate::protocol::{
     Acks, CreateTopicRequest, DeleteTopicRequest, ErrorCode, FetchRequest, FetchResponse,
@@ -162,6 +174,43 @@ impl Client {
     pub async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, ClientError> {
         let body = self.connection.call(RequestBody::Fetch(request)).await?;
         expect_body!(body, Fetch)
+    }
+
+    /// Every consumer group.
+    pub async fn list_groups(&self) -> Result<Vec<crate::protocol::GroupListing>, ClientError> {
+        let body = self.connection.call(RequestBody::ListGroups).await?;
+        expect_body!(body, ListGroups)
+    }
+
+    /// A group's members and assignments.
+    pub async fn describe_group(
+        &self,
+        group_id: &str,
+    ) -> Result<crate::protocol::GroupDescription, ClientError> {
+        let request = crate::protocol::DescribeGroupRequest {
+            group_id: group_id.to_owned(),
+        };
+        let body = self
+            .connection
+            .call(RequestBody::DescribeGroup(request))
+            .await?;
+        expect_body!(body, DescribeGroup)
+    }
+
+    /// Every committed offset of a group.
+    pub async fn committed_offsets(
+        &self,
+        group_id: &str,
+    ) -> Result<Vec<crate::protocol::CommittedOffset>, ClientError> {
+        let request = crate::protocol::OffsetFetchRequest {
+            group_id: group_id.to_owned(),
+            partitions: None,
+        };
+        let body = self
+            .connection
+            .call(RequestBody::OffsetFetch(request))
+            .await?;
+        expect_body!(body, OffsetFetch).map(|answer| answer.offsets)
     }
 
     /// The offset `spec` names in a partition.

@@ -25,6 +25,22 @@ pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Default `retention_bytes`: unlimited (-1), as in Kafka.
 pub const DEFAULT_RETENTION_BYTES: i64 = -1;
 
+/// Default `delete_retention_ms`: how long a tombstone survives compaction, 1 day (Kafka's
+/// `delete.retention.ms`).
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+/// What happens to old data of a topic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CleanupPolicy {
+    /// Whole closed segments are deleted by retention time and size.
+    #[default]
+    Delete,
+    /// Closed segments are rewritten to keep the newest record per key; tombstones (records
+    /// with a null value) are removed once older than `delete_retention_ms`.
+    Compact,
+}
+
 /// How one partition stores its log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,8 +48,9 @@ pub struct LogConfig {
     /// A segment is closed and a new one started before an append would take it past this
     /// many bytes. [`MIN_BATCH_LENGTH`]..=[`MAX_SEGMENT_BYTES`]; default [`DEFAULT_SEGMENT_BYTES`].
     pub segment_bytes: u64,
-    /// A non-empty segment is closed on the first append this many ms after the timestamp of
-    /// its first batch. Default [`DEFAULT_SEGMENT_MS`].
+    /// A non-empty segment is closed on the first append this many ms after its first append
+    /// (by the broker's clock; after a restart, counted from the open). Default
+    /// [`DEFAULT_SEGMENT_MS`].
     pub segment_ms: i64,
     /// Bytes of log between two sparse index entries. Default [`DEFAULT_INDEX_INTERVAL_BYTES`].
     pub index_interval_bytes: u32,
@@ -50,6 +67,11 @@ pub struct LogConfig {
     /// the data) rather than trusting index files that pass a sanity check. Default `true`:
     /// damage is found at start, named by file and byte, instead of by a consumer.
     pub verify_closed_segments: bool,
+    /// Delete old segments or compact them. Default `delete`.
+    pub cleanup: CleanupPolicy,
+    /// Under `compact`, a tombstone whose timestamp is older than this many ms is removed.
+    /// Default [`DEFAULT_DELETE_RETENTION_MS`].
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -62,6 +84,8 @@ impl Default for LogConfig {
             retention_ms: DEFAULT_RETENTION_MS,
             retention_bytes: DEFAULT_RETENTION_BYTES,
             verify_closed_segments: true,
+            cleanup: CleanupPolicy::Delete,
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
         }
     }
 }
@@ -93,6 +117,9 @@ impl LogConfig {
         }
         if self.retention_ms < -1 || self.retention_ms == 0 {
             return invalid("retention_ms", "must be -1 (forever) or at least 1".into());
+        }
+        if self.delete_retention_ms < 0 {
+            return invalid("delete_retention_ms", "must be at least 0".into());
         }
         if self.retention_bytes < -1 {
             return invalid(

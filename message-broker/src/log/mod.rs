@@ -10,12 +10,14 @@
 //! - **append**: the batch is checked (`record_batch::check`), given the next offset, and
 //!   written with one `pwrite` at the end of the active segment. Before that, the active
 //!   segment is rolled if the batch would take it past `segment_bytes` or it is older than
-//!   `segment_ms`.
+//!   `segment_ms` (by the broker's clock since its first append, not by record timestamps).
 //! - **read**: the segment holding the offset is found by base offset, the batch by its sparse
 //!   index plus a short walk over batch headers; the answer is a [`FileRange`], the bytes a
 //!   fetch sends as they are.
 //! - **retention** deletes whole closed segments from the old end, by age of their newest record
 //!   and by total size; the active segment is never deleted.
+//! - **compaction** (`cleanup = compact`, `compaction.rs`) rewrites closed segments to keep the
+//!   newest record per key, leaving gaps in the offsets.
 //!
 //! # Recovery at open
 //!
@@ -31,7 +33,9 @@
 //!    With `verify_closed_segments` (the default) every batch is checked; otherwise only index
 //!    files that fail their sanity check cause a scan.
 //! 4. A missing or bad index is rebuilt from the scan and written back.
-//! 5. Segments must join up: each starts at the offset after the previous one ends.
+//! 5. Segments must join up: each starts at the offset after the previous one ends. Inside a
+//!    segment offsets continue exactly, except for the gaps compaction leaves.
+//! 6. A `.log.cleaned` file (a compaction cut short) is removed; the original is intact.
 //!
 //! # Durability
 //!
@@ -40,6 +44,7 @@
 //! lock and acknowledge every append below that offset (group commit). A roll fsyncs the
 //! closing segment and its indexes before creating the next file, and then the directory.
 
+mod compaction;
 mod config;
 mod error;
 mod index;
@@ -50,10 +55,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use compaction::CompactionOutcome;
 pub use config::{
-    DEFAULT_INDEX_INTERVAL_BYTES, DEFAULT_MAX_BATCH_BYTES, DEFAULT_RETENTION_BYTES,
-    DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES, DEFAULT_SEGMENT_MS, LogConfig,
-    MAX_MAX_BATCH_BYTES, MAX_SEGMENT_BYTES,
+    CleanupPolicy, DEFAULT_DELETE_RETENTION_MS, DEFAULT_INDEX_INTERVAL_BYTES,
+    DEFAULT_MAX_BATCH_BYTES, DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_MS, LogConfig, MAX_MAX_BATCH_BYTES, MAX_SEGMENT_BYTES,
 };
 pub use error::{LogError, Result};
 pub use index::{OFFSET_ENTRY_BYTES, OffsetEntry, SegmentIndex, TIME_ENTRY_BYTES};
@@ -141,6 +147,10 @@ impl PartitionLog {
             segments.push(Segment::create(dir, 0)?);
             sync_dir(dir)?;
         }
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        segments.last_mut().expect("not empty").start_aging(wall_ms);
         recovery.segments = segments.len();
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
@@ -210,7 +220,7 @@ impl PartitionLog {
         record_batch::set_base_offset(batch, base_offset);
         header.base_offset = base_offset;
         let active = self.segments.last_mut().expect("never empty");
-        if let Err(err) = active.append(batch, &header, &self.config) {
+        if let Err(err) = active.append(batch, &header, &self.config, now_ms) {
             self.poisoned = true;
             return Err(err);
         }
@@ -224,7 +234,7 @@ impl PartitionLog {
         }
         let full = active.size() + batch_size as u64 > self.config.segment_bytes;
         let old = active
-            .first_batch_timestamp()
+            .age_start_ms()
             .is_some_and(|first| now_ms.saturating_sub(first) >= self.config.segment_ms);
         full || old
     }
@@ -372,6 +382,11 @@ fn list_segments(dir: &Path, recovery: &mut RecoverySummary) -> Result<Vec<u64>>
         let Some(name) = name.to_str() else { continue };
         if let Some(base) = parse_log_name(name) {
             logs.insert(base);
+        } else if name.ends_with(compaction::CLEANED_SUFFIX) {
+            // A compaction cut short: the original segment is still in place.
+            let path = dir.join(name);
+            std::fs::remove_file(&path).at(&path)?;
+            recovery.removed_orphans.push(path);
         } else if let Some(stem) = name
             .strip_suffix(".index")
             .or_else(|| name.strip_suffix(".timeindex"))

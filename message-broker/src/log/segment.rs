@@ -24,7 +24,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::config::LogConfig;
+use super::config::{CleanupPolicy, LogConfig};
 use super::error::{IoContext, LogError, Result};
 use super::index::SegmentIndex;
 use crate::record_batch::{self, BatchHeader, Defect, LOG_OVERHEAD};
@@ -97,8 +97,10 @@ pub struct Segment {
     next_offset: u64,
     /// Largest record timestamp, `i64::MIN` when empty.
     max_timestamp: i64,
-    /// `max_timestamp` of the first batch: the segment's age for rolling.
-    first_batch_timestamp: Option<i64>,
+    /// Wall-clock ms of the first append by this process (or of the open, for a segment that
+    /// already held data): the segment's age for rolling. Not record timestamps, which a
+    /// producer chooses: a producer stamping 1970 must not make every append roll.
+    age_start_ms: Option<i64>,
     index: SegmentIndex,
 }
 
@@ -123,7 +125,7 @@ impl Segment {
             size: 0,
             next_offset: base_offset,
             max_timestamp: i64::MIN,
-            first_batch_timestamp: None,
+            age_start_ms: None,
             index: SegmentIndex::new(),
         }
     }
@@ -168,7 +170,6 @@ impl Segment {
         };
         segment.next_offset = base_offset + u64::from(last.relative_offset);
         segment.size = u64::from(last.position);
-        segment.first_batch_timestamp = Some(segment.read_header(0, config)?.max_timestamp);
         segment.index = index;
         match segment.scan_from(u64::from(last.position), file_len, config, ScanMode::Tail)? {
             None => Ok(Some(segment)),
@@ -215,11 +216,16 @@ impl Segment {
             };
             buf.resize(size, 0);
             reader.read_exact(&mut buf[LOG_OVERHEAD..]).at(&path)?;
-            let header = match record_batch::check(&buf, config.max_batch_bytes as usize) {
+            let header = match record_batch::check_stored(&buf, config.max_batch_bytes as usize) {
                 Ok(header) => header,
                 Err(defect) => return Ok(Some(stop(defect))),
             };
-            if header.base_offset != self.next_offset {
+            // Offsets continue exactly, except that compaction may leave gaps where it removed
+            // whole batches.
+            let gap_allowed = config.cleanup == CleanupPolicy::Compact;
+            if header.base_offset < self.next_offset
+                || (header.base_offset > self.next_offset && !gap_allowed)
+            {
                 let error = LogError::OffsetsOutOfOrder {
                     path: path.clone(),
                     position,
@@ -247,16 +253,21 @@ impl Segment {
             ),
             ScanMode::Tail => self.index.observe_tail(header.size, header.max_timestamp),
         }
-        self.first_batch_timestamp
-            .get_or_insert(header.max_timestamp);
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
         self.next_offset = header.next_offset();
         self.size = position + header.size as u64;
     }
 
     /// Appends a checked batch whose base offset is already this segment's `next_offset`.
-    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, config: &LogConfig) -> Result<()> {
+    pub fn append(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<()> {
         debug_assert_eq!(header.base_offset, self.next_offset);
+        self.age_start_ms.get_or_insert(now_ms);
         self.file.write_all_at(batch, self.size).at(&self.path)?;
         self.account(header, self.size, config, ScanMode::Rebuild);
         Ok(())
@@ -419,9 +430,16 @@ impl Segment {
         self.max_timestamp
     }
 
-    /// `max_timestamp` of the first batch, `None` when empty.
-    pub fn first_batch_timestamp(&self) -> Option<i64> {
-        self.first_batch_timestamp
+    /// When the segment started aging (see the field), `None` while empty.
+    pub fn age_start_ms(&self) -> Option<i64> {
+        self.age_start_ms
+    }
+
+    /// Starts the age clock of a segment found non-empty at open.
+    pub fn start_aging(&mut self, now_ms: i64) {
+        if self.size > 0 {
+            self.age_start_ms.get_or_insert(now_ms);
+        }
     }
 
     /// The `.log` file's path.

@@ -127,7 +127,7 @@ fn a_read_returns_at_least_one_whole_batch_whatever_the_limit() {
 }
 
 #[test]
-fn segments_roll_by_age_of_their_first_batch() {
+fn segments_roll_by_age_since_their_first_append() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
         segment_ms: 1_000,
@@ -140,6 +140,19 @@ fn segments_roll_by_age_of_their_first_batch() {
     fill(&mut log, 1, 11_000);
     assert_eq!(log.segments().len(), 2);
     assert_eq!(log.segments()[1].base_offset(), 9);
+}
+
+#[test]
+fn record_timestamps_from_long_ago_do_not_make_every_append_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+    // `fill` stamps records with 0 (1970); the broker's clock says 2026.
+    for _ in 0..10 {
+        let first = log.end_offset();
+        log.append(&mut batch(first, 1, 0), 1_790_000_000_000)
+            .unwrap();
+    }
+    assert_eq!(log.segments().len(), 1);
 }
 
 #[test]
@@ -443,4 +456,128 @@ fn a_missing_segment_in_the_middle_is_refused() {
     std::fs::remove_file(&middle).unwrap();
     let err = PartitionLog::open(dir.path(), small_segments()).unwrap_err();
     assert!(matches!(err, LogError::OffsetsOutOfOrder { .. }), "{err}");
+}
+
+fn keyed(key: &str, value: Option<&str>, timestamp: i64) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    builder.push(&Record {
+        key: Some(key.as_bytes()),
+        value: value.map(str::as_bytes),
+        headers: &[],
+        timestamp,
+    });
+    builder.finish(ProducerStamp::NONE).to_vec()
+}
+
+/// Every record of the log: (offset, key, value).
+fn read_keyed(log: &PartitionLog) -> Vec<(u64, String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut next = log.start_offset();
+    while let Some(range) = log.read(next, 1 << 20).unwrap() {
+        let bytes = range.read().unwrap();
+        let mut rest = &bytes[..];
+        while let Ok(header) = record_batch::check_stored(rest, 1 << 20) {
+            for record in records(rest, header) {
+                let record = record.unwrap();
+                if record.offset >= next {
+                    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+                    out.push((
+                        record.offset,
+                        text(record.key.unwrap()),
+                        record.value.map(text),
+                    ));
+                }
+            }
+            next = header.next_offset();
+            rest = &rest[header.size..];
+        }
+    }
+    out
+}
+
+#[test]
+fn compaction_keeps_the_newest_record_per_key_at_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        cleanup: CleanupPolicy::Compact,
+        delete_retention_ms: 1_000,
+        ..small_segments()
+    };
+    let mut log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    let mut newest: std::collections::BTreeMap<String, (u64, Option<String>)> = Default::default();
+    for n in 0..300u64 {
+        let key = format!("k{}", n % 10);
+        let value = format!("v{n}");
+        let offset = log
+            .append(&mut keyed(&key, Some(&value), 5_000), 5_000)
+            .unwrap()
+            .base_offset;
+        newest.insert(key, (offset, Some(value)));
+    }
+    // k7 is deleted long ago (its tombstone expires), k8 just now (its tombstone stays).
+    let old = log
+        .append(&mut keyed("k7", None, 0), 0)
+        .unwrap()
+        .base_offset;
+    let recent = log
+        .append(&mut keyed("k8", None, 9_500), 9_500)
+        .unwrap()
+        .base_offset;
+    newest.remove("k7");
+    newest.insert("k8".into(), (recent, None));
+    log.roll().unwrap();
+    let end = log.end_offset();
+    let segment_ends: Vec<u64> = log.segments().iter().map(|s| s.next_offset() - 1).collect();
+
+    let outcome = log.compact(10_000).unwrap();
+    assert!(
+        outcome.segments_rewritten > 0 && outcome.records_removed > 250,
+        "{outcome:?}"
+    );
+    let check = |log: &PartitionLog| {
+        let kept = read_keyed(log);
+        for (key, (offset, value)) in &newest {
+            assert!(
+                kept.contains(&(*offset, key.clone(), value.clone())),
+                "{key} lost"
+            );
+        }
+        for (offset, key, _) in &kept {
+            let is_newest = newest.get(key).is_some_and(|(o, _)| o == offset);
+            // Anything else kept is the last record of a segment, which keeps the segment's end.
+            assert!(
+                is_newest || segment_ends.contains(offset),
+                "stale {key} at {offset}"
+            );
+        }
+        assert!(
+            !kept
+                .iter()
+                .any(|(o, _, _)| *o == old && !segment_ends.contains(o))
+        );
+        assert_eq!(log.end_offset(), end);
+    };
+    check(&log);
+    // A second pass finds nothing more to do; a reopen reads the gaps back.
+    assert_eq!(log.compact(10_000).unwrap().segments_rewritten, 0);
+    drop(log);
+    let mut log = PartitionLog::open(dir.path(), config).unwrap();
+    check(&log);
+    let appended = log
+        .append(&mut keyed("k1", Some("after"), 11_000), 11_000)
+        .unwrap();
+    assert_eq!(appended.base_offset, end);
+}
+
+#[test]
+fn a_compaction_cut_short_leaves_the_original_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+    let end = fill(&mut log, 50, 0);
+    drop(log);
+    let leftover = dir.path().join(format!("{}.cleaned", file_name(0, "log")));
+    std::fs::write(&leftover, b"half a rewrite").unwrap();
+    let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+    assert!(!leftover.exists());
+    assert_values(&read_all(&log, 0, 1 << 20), 0, end);
 }

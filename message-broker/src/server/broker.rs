@@ -25,7 +25,7 @@ use super::config::{Config, Limits};
 use super::partition::Partition;
 use crate::log::LogError;
 use crate::protocol::{
-    CleanupPolicy, CreateTopicRequest, ErrorCode, MetadataResponse, TopicConfig, TopicMetadata,
+    CreateTopicRequest, ErrorCode, MetadataResponse, TopicConfig, TopicMetadata,
 };
 
 /// Longest topic name (Kafka's limit).
@@ -222,17 +222,14 @@ impl Broker {
         if let Some(v) = request.max_batch_bytes {
             log.max_batch_bytes = v;
         }
-        if log.validate().is_err() || log.max_batch_bytes > self.limits.max_fetch_bytes {
-            return Err(ErrorCode::InvalidConfig);
+        if let Some(v) = request.cleanup {
+            log.cleanup = v;
         }
-        // Compaction is not written yet: refusing the setting is honest, accepting it and
-        // keeping every record would not be.
-        if request.cleanup == Some(CleanupPolicy::Compact) {
+        if log.validate().is_err() || log.max_batch_bytes > self.limits.max_fetch_bytes {
             return Err(ErrorCode::InvalidConfig);
         }
         Ok(TopicConfig {
             partitions: request.partitions,
-            cleanup: request.cleanup.unwrap_or_default(),
             log,
         })
     }
@@ -318,7 +315,6 @@ impl Broker {
                         error: ErrorCode::UnknownTopicOrPartition,
                         config: TopicConfig {
                             partitions: 0,
-                            cleanup: Default::default(),
                             log: self.defaults.clone(),
                         },
                         partitions: Vec::new(),

@@ -57,6 +57,19 @@ pub struct Limits {
     /// Idempotent producers remembered per partition; the least recently seen is forgotten
     /// beyond it. Default 10 000.
     pub max_producers_per_partition: usize,
+    /// Shortest session timeout a group member may ask for, ms. Default 100 (tests use short
+    /// ones; Kafka's default floor is 6000).
+    pub min_session_timeout_ms: u32,
+    /// Longest session timeout, ms. Default 300 000.
+    pub max_session_timeout_ms: u32,
+    /// Consumer groups with members. Default 10 000.
+    pub max_groups: usize,
+    /// Members of one group. Default 1000.
+    pub max_members_per_group: usize,
+    /// Records of one partition handed out by `ShareFetch` and not yet acknowledged or
+    /// dead-lettered, per group; when full, no new records are handed out (only retries).
+    /// Default 1000.
+    pub max_pending_deliveries_per_partition: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +84,11 @@ impl Default for Limits {
             max_partitions_per_topic: 1024,
             max_partitions: 10_000,
             max_producers_per_partition: 10_000,
+            min_session_timeout_ms: 100,
+            max_session_timeout_ms: 300_000,
+            max_groups: 10_000,
+            max_members_per_group: 1000,
+            max_pending_deliveries_per_partition: 1000,
         }
     }
 }
@@ -90,7 +108,7 @@ pub struct Config {
     pub flush: FlushPolicy,
     /// Period of the `interval` flush policy, ms. Default 1000.
     pub flush_interval_ms: u64,
-    /// How often retention runs, ms. Default 30 000.
+    /// How often retention (or, for compacted topics, compaction) runs, ms. Default 30 000.
     pub retention_check_interval_ms: u64,
     /// Storage settings a new topic gets unless its creation overrides them.
     pub topic_defaults: LogConfig,
@@ -147,6 +165,23 @@ impl Validate for Config {
             limits.max_producers_per_partition as u64,
         )?;
         at_least_one("limits.max_fetch_bytes", limits.max_fetch_bytes.into())?;
+        at_least_one("limits.max_groups", limits.max_groups as u64)?;
+        at_least_one(
+            "limits.max_pending_deliveries_per_partition",
+            limits.max_pending_deliveries_per_partition as u64,
+        )?;
+        at_least_one(
+            "limits.max_members_per_group",
+            limits.max_members_per_group as u64,
+        )?;
+        if limits.min_session_timeout_ms == 0
+            || limits.min_session_timeout_ms > limits.max_session_timeout_ms
+        {
+            return Err(ConfigError::invalid(
+                "limits.min_session_timeout_ms",
+                "must be at least 1 and at most limits.max_session_timeout_ms",
+            ));
+        }
         if limits.max_request_bytes < self.topic_defaults.max_batch_bytes + 4096 {
             return Err(ConfigError::invalid(
                 "limits.max_request_bytes",

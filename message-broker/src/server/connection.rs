@@ -29,6 +29,8 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::broker::Broker;
 use super::config::{FlushPolicy, Limits, RESPONSE_OVERHEAD_BYTES};
+use super::coordinator::Coordinator;
+use super::delivery::Deliveries;
 use super::{fetch, produce};
 use crate::protocol::{
     ApiKey, ApiVersionRange, ErrorCode, ErrorResponse, InitProducerIdResponse, ListOffsetsRequest,
@@ -47,6 +49,10 @@ pub struct State {
     pub metrics: Metrics,
     /// Shutdown signal (long polls end early on it).
     pub shutdown: Shutdown,
+    /// Consumer groups and committed offsets.
+    pub coordinator: Arc<Coordinator>,
+    /// Per-record deliveries: acknowledgments, retries, dead letters.
+    pub deliveries: Arc<Deliveries>,
 }
 
 /// The broker's metrics.
@@ -242,6 +248,31 @@ fn dispatch(state: &Arc<State>, request: Request) -> Reply {
         RequestBody::ListOffsets(request) => {
             Reply::Now(ResponseBody::ListOffsets(list_offsets(&broker, &request)))
         }
+        RequestBody::JoinGroup(request) => state.coordinator.join(request),
+        RequestBody::SyncGroup(request) => state.coordinator.sync(request),
+        RequestBody::Heartbeat(request) => Reply::Now(ResponseBody::Heartbeat(
+            state.coordinator.heartbeat(&request),
+        )),
+        RequestBody::LeaveGroup(request) => {
+            Reply::Now(ResponseBody::LeaveGroup(state.coordinator.leave(&request)))
+        }
+        RequestBody::OffsetCommit(request) => state.coordinator.commit(request),
+        RequestBody::OffsetFetch(request) => Reply::Now(ResponseBody::OffsetFetch(
+            state.coordinator.fetch_offsets(&request),
+        )),
+        RequestBody::ListGroups => {
+            Reply::Now(ResponseBody::ListGroups(state.coordinator.list_groups()))
+        }
+        RequestBody::DescribeGroup(request) => Reply::Now(ResponseBody::DescribeGroup(
+            state.coordinator.describe(&request.group_id),
+        )),
+        RequestBody::ShareFetch(request) => {
+            let deliveries = Arc::clone(&state.deliveries);
+            blocking(move || ResponseBody::ShareFetch(deliveries.fetch(&request)))
+        }
+        RequestBody::Acknowledge(request) => Reply::Now(ResponseBody::Acknowledge(
+            state.deliveries.acknowledge(&request),
+        )),
     }
 }
 

@@ -7,14 +7,17 @@
 //!                                          partition.rs (log + producers + group commit)
 //!                                                      │
 //!                                               log/ (segments on disk)
+//!     groups: coordinator/ (membership, committed offsets); delivery.rs (acks, retries, DLQ)
 //!  maintenance: every flush_interval_ms fsync (flush = interval); every
-//!               retention_check_interval_ms apply retention
+//!               retention_check_interval_ms apply retention or compaction
 //!  shutdown: stop accepting ─▶ connections finish what they read ─▶ fsync every partition
 //! ```
 
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod coordinator;
+pub mod delivery;
 mod fetch;
 pub mod partition;
 mod produce;
@@ -108,8 +111,8 @@ pub fn flush_all(broker: &Broker) {
 fn apply_retention(broker: &Broker) {
     let now = now_ms();
     for partition in broker.all_partitions() {
-        match partition.enforce_retention(now) {
-            Ok(outcome) if outcome.segments > 0 => {
+        match partition.clean(now) {
+            Ok(partition::Cleaned::Deleted(outcome)) if outcome.segments > 0 => {
                 tracing::info!(
                     partition = partition.index,
                     segments = outcome.segments,
@@ -117,8 +120,16 @@ fn apply_retention(broker: &Broker) {
                     "retention deleted segments"
                 );
             }
+            Ok(partition::Cleaned::Compacted(outcome)) if outcome.segments_rewritten > 0 => {
+                tracing::info!(
+                    partition = partition.index,
+                    segments = outcome.segments_rewritten,
+                    records = outcome.records_removed,
+                    "compaction rewrote segments"
+                );
+            }
             Ok(_) => {}
-            Err(err) => tracing::error!(%err, "retention failed"),
+            Err(err) => tracing::error!(%err, "cleanup failed"),
         }
     }
 }

@@ -23,7 +23,19 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::watch;
 
 use super::producer_state::{ProducerState, SequenceCheck};
-use crate::log::{FileRange, LogConfig, LogError, PartitionLog, RetentionOutcome};
+use crate::log::{
+    CleanupPolicy, CompactionOutcome, FileRange, LogConfig, LogError, PartitionLog,
+    RetentionOutcome,
+};
+
+/// What a cleanup pass did.
+#[derive(Debug)]
+pub enum Cleaned {
+    /// Retention deleted segments.
+    Deleted(RetentionOutcome),
+    /// Compaction rewrote segments.
+    Compacted(CompactionOutcome),
+}
 use crate::protocol::{ErrorCode, OffsetSpec, PartitionMetadata};
 use crate::record_batch;
 
@@ -199,9 +211,14 @@ impl Partition {
         }
     }
 
-    /// Applies retention. Blocking (deletes files).
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
-        self.lock().log.enforce_retention(now_ms)
+    /// Applies the cleanup policy: retention (deletes closed segments) or compaction
+    /// (rewrites them). Blocking.
+    pub fn clean(&self, now_ms: i64) -> Result<Cleaned, LogError> {
+        let mut inner = self.lock();
+        match inner.log.config().cleanup {
+            CleanupPolicy::Delete => inner.log.enforce_retention(now_ms).map(Cleaned::Deleted),
+            CleanupPolicy::Compact => inner.log.compact(now_ms).map(Cleaned::Compacted),
+        }
     }
 
     /// Offsets and sizes for `topic describe`.
