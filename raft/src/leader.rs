@@ -478,6 +478,41 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_travels_in_one_message_per_follower_and_is_refused_whole() {
+        let mut raft = leader_over(&[]);
+        raft.config.max_uncommitted_entries = 3;
+        // Both followers acknowledge the no-op, so they are replicating and nothing is pending.
+        for follower in [2, 3] {
+            reply(
+                &mut raft,
+                follower,
+                AppendResponse::Accepted { match_index: 1 },
+            );
+        }
+        raft.outbox.clear();
+        let last = raft.propose_batch(vec![vec![1], vec![2], vec![3]]).unwrap();
+        assert_eq!(last, 4, "after the no-op at 1");
+        let carried: Vec<usize> = raft
+            .outbox
+            .iter()
+            .map(|message| match &message.body {
+                MessageBody::AppendEntries(append) => append.entries.len(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(carried, vec![3, 3], "one AppendEntries per follower");
+        let empty = raft.propose_batch(vec![vec![4], Vec::new()]).unwrap_err();
+        assert!(matches!(empty, Error::EmptyProposal));
+        let too_many = raft.propose_batch(vec![vec![5]]).unwrap_err();
+        assert!(matches!(too_many, Error::TooManyUncommitted { limit: 3 }));
+        assert_eq!(
+            raft.log.last_index().unwrap(),
+            4,
+            "refused batches leave no trace"
+        );
+    }
+
+    #[test]
     fn check_quorum_deposes_a_leader_that_hears_from_nobody() {
         let mut raft = leader_over(&[]);
         for _ in 0..2 * raft.config.election_tick {

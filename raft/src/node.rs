@@ -107,9 +107,10 @@ pub struct Node<S> {
 }
 
 impl<S: Storage> Node<S> {
-    /// Creates a node, or restarts one: whatever `storage` holds (hard state, entries) is where
-    /// it resumes. The state machine is assumed empty; committed entries are handed out again
-    /// from the first index.
+    /// Creates a node, or restarts one: whatever `storage` holds (hard state, snapshot, entries)
+    /// is where it resumes, membership included. The application restores its state machine
+    /// from `storage.snapshot()` (if its index is not 0) before it applies anything; committed
+    /// entries are then handed out again from the entry after the snapshot.
     pub fn new(config: Config, storage: S) -> Result<Self> {
         let raft = Raft::new(config, storage)?;
         let persisted_hard_state = raft.hard_state();

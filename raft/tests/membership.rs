@@ -265,3 +265,45 @@ fn reconfiguration_under_faults() {
         sim.check_all_hold_committed();
     }
 }
+
+/// Removing the leader on a lossy, duplicating network with a follower crashed meanwhile, twice
+/// over: five founders become three, each removed leader stops leading, and the rest commit.
+#[test]
+fn removing_the_leader_under_faults() {
+    for seed in raft::sim::seeds_from_env(6) {
+        let mut config = SimConfig::new(5, seed);
+        config.faults = NetworkFaults::unreliable();
+        let mut sim = Simulation::new(config);
+        commit_some(&mut sim, 3, 5);
+        let mut removed = Vec::new();
+        for _ in 0..2 {
+            let leader = sim.check_one_leader();
+            let crashed = sim
+                .ids()
+                .into_iter()
+                .find(|&id| id != leader && !removed.contains(&id))
+                .unwrap();
+            sim.crash(crashed);
+            sim.change_membership(RemoveNode(leader));
+            removed.push(leader);
+            sim.restart(crashed);
+            let members = 5 - removed.len();
+            commit_some(&mut sim, 2, members);
+            for &gone in &removed {
+                let status = sim.status(gone).unwrap();
+                assert_ne!(
+                    status.role,
+                    Role::Leader,
+                    "seed {seed}: removed node {gone} leads"
+                );
+            }
+        }
+        let leader = sim.check_one_leader();
+        assert_eq!(
+            sim.conf_state(leader).unwrap().voters.len(),
+            3,
+            "seed {seed}"
+        );
+        sim.check_all_hold_committed();
+    }
+}
