@@ -101,6 +101,12 @@ async fn serve(config: Config, cli: Cli) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let mut tcp = Vec::with_capacity(config.tcp.len());
+    for (i, l4) in config.tcp.iter().enumerate() {
+        let listener = std::net::TcpListener::bind(l4.listen)
+            .with_context(|| format!("cannot listen on {} (tcp[{i}].listen)", l4.listen))?;
+        tcp.push(listener);
+    }
     let stop = shutdown::Shutdown::new();
     let signals = tokio::spawn({
         let stop = stop.clone();
@@ -114,13 +120,13 @@ async fn serve(config: Config, cli: Cli) -> anyhow::Result<()> {
     let (reload_tx, reloads) = tokio::sync::mpsc::channel(server::RELOAD_QUEUE);
     let hangups = tokio::spawn(reload_on_sighup(cli, reload_tx));
     let drain = server.shutdown_timeout();
-    server::run(
-        Listeners { http, https, admin },
-        config,
-        stop.clone(),
-        reloads,
-    )
-    .await?;
+    let listeners = Listeners {
+        http,
+        https,
+        tcp,
+        admin,
+    };
+    server::run(listeners, config, stop.clone(), reloads).await?;
     signals.abort();
     hangups.abort();
     let outcome = stop.drain(drain).await;

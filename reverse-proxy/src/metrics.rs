@@ -49,6 +49,11 @@ pub struct ProxyMetrics {
     pub connections_reused: IntCounterVec,
     /// `proxy_upstream_connections_idle{cluster}`: idle pooled connections now.
     pub connections_idle: IntGaugeVec,
+    /// `proxy_l4_connections_active`: TCP connections being relayed (or connecting).
+    pub l4_active: IntGauge,
+    /// `proxy_l4_connections_total{cluster, outcome}`: L4 connections by how they started
+    /// (`relayed`, `no_endpoint`).
+    pub l4_connections: IntCounterVec,
 }
 
 impl ProxyMetrics {
@@ -105,6 +110,15 @@ impl ProxyMetrics {
                 "proxy_upstream_connections_idle",
                 "Idle keep-alive connections in the pool now, by cluster.",
                 &["cluster"],
+            )?,
+            l4_active: registry.gauge(
+                "proxy_l4_connections_active",
+                "TCP connections being relayed or connecting in L4 mode.",
+            )?,
+            l4_connections: registry.counter_vec(
+                "proxy_l4_connections_total",
+                "L4 connections by cluster and how they started (relayed, no_endpoint).",
+                &["cluster", "outcome"],
             )?,
         })
     }

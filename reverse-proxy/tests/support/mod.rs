@@ -206,6 +206,8 @@ pub struct RunningProxy {
     pub addr: SocketAddr,
     /// The HTTPS listener, when the config has `[tls]`.
     pub https: Option<SocketAddr>,
+    /// The L4 listeners, one per `[[tcp]]` entry.
+    pub tcp: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub shutdown: Shutdown,
     /// What SIGHUP does in the binary: a validated config to switch to.
@@ -224,17 +226,28 @@ impl RunningProxy {
             None => None,
         };
         let https_addr = https.as_ref().map(|l| l.local_addr().unwrap());
+        let tcp: Vec<_> = config
+            .tcp
+            .iter()
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let tcp_addrs = tcp.iter().map(|l| l.local_addr().unwrap()).collect();
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
         let (reload, reloads) = tokio::sync::mpsc::channel(server::RELOAD_QUEUE);
         let task = tokio::spawn(async move {
-            server::run(Listeners { http, https, admin }, config, stop, reloads)
-                .await
-                .unwrap();
+            let listeners = Listeners {
+                http,
+                https,
+                tcp,
+                admin,
+            };
+            server::run(listeners, config, stop, reloads).await.unwrap();
         });
         RunningProxy {
             addr,
             https: https_addr,
+            tcp: tcp_addrs,
             admin: admin_addr,
             shutdown,
             reload,
