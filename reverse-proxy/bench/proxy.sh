@@ -96,7 +96,7 @@ CONF
   cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread $workers
-  maxconn 10000
+  maxconn 4096
 defaults
   timeout connect 5s
   timeout client 60s
@@ -143,16 +143,18 @@ for workers in $WORKERS; do
   start_proxies "$workers"
   targets=("direct:$backend" "reverse-proxy:$ours" "nginx:$nginx_port" "haproxy:$haproxy_port" \
            "reverse-proxy-l4:$ours_l4" "haproxy-tcp:$haproxy_l4")
-  for t in "${targets[@]}"; do : > "$work/${t%%:*}"; done
+  mkdir -p "$work/results"
+  for t in "${targets[@]}"; do : > "$work/results/${t%%:*}"; done
   for round in $(seq "$ROUNDS"); do
     for t in "${targets[@]}"; do
-      run_wrk "${t##*:}" >> "$work/${t%%:*}"
-      echo "workers $workers round $round ${t%%:*}: $(tail -1 "$work/${t%%:*}")" >&2
+      run_wrk "${t##*:}" >> "$work/results/${t%%:*}"
+      echo "workers $workers round $round ${t%%:*}: $(tail -1 "$work/results/${t%%:*}")" >&2
     done
   done
   for t in "${targets[@]}"; do
     name=${t%%:*}
-    echo "| $workers | $name | $(median_col 1 < "$work/$name") | $(median_col 2 < "$work/$name") |"
+    result="$work/results/$name"
+    echo "| $workers | $name | $(median_col 1 < "$result") | $(median_col 2 < "$result") |"
   done
   stop_proxies
 done

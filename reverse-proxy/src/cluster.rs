@@ -29,7 +29,7 @@ use http1::{Limits, RequestHead};
 use crate::balance::{self, Balancer, Candidates, HashKey, PickRng};
 use crate::circuit_breaker::CircuitBreaker;
 use crate::config::ClusterConfig;
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{ClusterSeries, ProxyMetrics};
 use crate::outlier::{Clock, Outcome, OutlierState};
 use crate::retry::RetryBudget;
 
@@ -75,6 +75,8 @@ pub struct Cluster {
     /// Jitter of retry backoffs.
     pub rng: PickRng,
     pub metrics: ProxyMetrics,
+    /// This cluster's request counters and latency histogram.
+    pub series: Arc<ClusterSeries>,
 }
 
 impl Cluster {
@@ -111,6 +113,7 @@ impl Cluster {
             retry_budget: RetryBudget::default(),
             rng: PickRng::new(seed ^ 0x2545_f491_4f6c_dd1d),
             metrics: metrics.clone(),
+            series: metrics.series(name),
         };
         for endpoint in &cluster.endpoints {
             cluster.health_gauge(endpoint.address).set(1);

@@ -48,7 +48,7 @@ use crate::config::{Config, RetryConfig};
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarding, Scheme};
 use crate::health;
-use crate::metrics::{NO_CLUSTER, ProxyMetrics, status_class};
+use crate::metrics::{ClusterSeries, NO_CLUSTER, ProxyMetrics};
 use crate::outlier::Outcome;
 use crate::request_id::{RequestIds, X_REQUEST_ID};
 use crate::retry::{self, RetryPermit};
@@ -92,6 +92,8 @@ pub struct Proxy {
     via_10: HeaderValue,
     ids: RequestIds,
     metrics: ProxyMetrics,
+    /// The series of requests that matched no route.
+    unrouted: Arc<ClusterSeries>,
     access_log: bool,
     tunnels: TunnelLimit,
     shutdown: Shutdown,
@@ -120,6 +122,7 @@ impl Proxy {
             via_10: headers::via_value(Version::HTTP_10, &pseudonym),
             pseudonym,
             ids: RequestIds::default(),
+            unrouted: metrics.series(NO_CLUSTER),
             metrics,
             access_log: config.proxy.access_log,
             tunnels: Arc::new(Semaphore::new(config.proxy.max_tunnels)),
@@ -174,7 +177,11 @@ impl Proxy {
         let mut record = Record {
             id: id.clone(),
             method: request.head.method.clone(),
-            path: request.head.path().to_owned(),
+            // Only the access log reads it: no copy without one.
+            path: match self.access_log {
+                true => request.head.path().to_owned(),
+                false => String::new(),
+            },
             client: request.remote_addr,
             cluster: None,
             started,
@@ -405,6 +412,10 @@ impl Proxy {
     ) -> Response {
         let body = std::mem::take(&mut response.body);
         let status = response.status();
+        let series = match &record.cluster {
+            Some(cluster) => cluster.series.clone(),
+            None => self.unrouted.clone(),
+        };
         response.body = Body::from_stream(Relayed {
             body,
             bytes: 0,
@@ -413,7 +424,7 @@ impl Proxy {
                 record,
                 status,
                 upstream,
-                metrics: self.metrics.clone(),
+                series,
                 access_log: self.access_log,
             }),
         });
@@ -594,7 +605,7 @@ struct End {
     record: Record,
     status: StatusCode,
     upstream: Option<Upstream>,
-    metrics: ProxyMetrics,
+    series: Arc<ClusterSeries>,
     access_log: bool,
 }
 
@@ -606,15 +617,7 @@ impl End {
             .cluster
             .as_ref()
             .map_or(NO_CLUSTER, |c| c.name.as_str());
-        let metrics = &self.metrics;
-        metrics
-            .requests
-            .with_label_values(&[cluster, status_class(self.status)])
-            .inc();
-        metrics
-            .duration
-            .with_label_values(&[cluster])
-            .observe(elapsed.as_secs_f64());
+        self.series.observe(self.status, elapsed.as_secs_f64());
         if self.access_log {
             let endpoint = self.upstream.as_ref().map(Upstream::endpoint);
             tracing::info!(
