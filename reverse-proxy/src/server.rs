@@ -157,15 +157,26 @@ pub async fn run(
     Ok(())
 }
 
-/// The `http1` handler of a listener whose clients use `scheme`.
-fn handler(
+/// The `http1` handler of a listener whose clients use `scheme`. A named type rather than
+/// a closure returning a boxed future: the request's future (the whole try loop) is large,
+/// and boxing it would cost an allocation and a copy per request.
+fn handler(proxy: Arc<Proxy>, scheme: Scheme) -> ProxyHandler {
+    ProxyHandler { proxy, scheme }
+}
+
+struct ProxyHandler {
     proxy: Arc<Proxy>,
     scheme: Scheme,
-) -> impl Fn(Request) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync + 'static
-{
-    move |request: Request| {
-        let proxy = proxy.clone();
-        Box::pin(async move { proxy.handle(request, Downstream { scheme }).await })
+}
+
+impl http1::server::Handler for ProxyHandler {
+    fn call(&self, request: Request) -> impl Future<Output = Response> + Send {
+        self.proxy.handle(
+            request,
+            Downstream {
+                scheme: self.scheme,
+            },
+        )
     }
 }
 
