@@ -41,9 +41,14 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
         config.proxy.workers = workers;
     }
     config.validate()?;
+    // Reads the certificate, key and CA files: a bad one is a usage error at start-up.
     if let Some(tls) = &config.tls {
-        // Reads the certificate and key files: a bad one is a usage error at start-up.
         reverse_proxy::tls::server_config(tls)?;
+    }
+    for (name, cluster) in &config.clusters {
+        if let Some(tls) = &cluster.upstream_tls {
+            reverse_proxy::tls::client_config(tls, &format!("clusters.{name}.upstream_tls"))?;
+        }
     }
     Ok(config)
 }

@@ -279,7 +279,8 @@ impl Proxy {
             let endpoint = in_flight.endpoint().address;
             let (attempt, replayable) = tries.next(!retries_left);
             let may_retry = retries_left && replayable;
-            let permit = match cluster.client().send(endpoint, attempt).await {
+            let sent = cluster.send_with(cluster.client(), endpoint, attempt).await;
+            let permit = match sent {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let outcome = match status >= 500 {
