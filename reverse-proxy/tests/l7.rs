@@ -185,6 +185,24 @@ async fn forwarding_fields_are_added_and_hop_by_hop_fields_removed_both_ways() {
 }
 
 #[tokio::test]
+async fn head_keeps_the_length_of_the_body_it_does_not_carry() {
+    let backend = Backend::start("backend-a").await;
+    let proxy = RunningProxy::start(config_with(cluster(&[backend.addr]))).await;
+    let mut client = HyperClient::connect(proxy.addr).await;
+    let (status, headers, body) = client.send(request("HEAD", "/", &[], Bytes::new())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["content-length"],
+        "backend-a".len().to_string().as_str()
+    );
+    assert!(body.is_empty());
+    // The connection is still in step: the next request is answered normally.
+    let (status, _, body) = client.get("/").await;
+    assert_eq!((status, text(&body)), (StatusCode::OK, "backend-a"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn a_request_id_from_the_client_is_kept_end_to_end() {
     let backend = Backend::start("a").await;
     let proxy = RunningProxy::start(config_with(cluster(&[backend.addr]))).await;
