@@ -104,7 +104,10 @@ async fn sni_picks_the_certificate_and_requests_are_proxied_as_https() {
     for (name, (_, expected_leaf)) in ["a.test", "b.test"].iter().zip(&pki.leaves) {
         let tcp = TcpStream::connect(https).await.unwrap();
         let server_name = ServerName::try_from(name.to_string()).unwrap();
-        let tls = connector.connect(server_name, tcp).await.unwrap();
+        let tls = tokio::time::timeout(TEST_TIMEOUT, connector.connect(server_name, tcp))
+            .await
+            .expect("the handshake finishes in time")
+            .unwrap();
         let (_, session) = tls.get_ref();
         assert_eq!(session.alpn_protocol(), Some(&b"http/1.1"[..]));
         assert_eq!(
@@ -122,9 +125,14 @@ async fn sni_picks_the_certificate_and_requests_are_proxied_as_https() {
             .header("host", *name)
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let exchange = async {
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.into_body().collect().await.unwrap().to_bytes()
+        };
+        let body = tokio::time::timeout(TEST_TIMEOUT, exchange)
+            .await
+            .expect("the proxy answers in time");
         let seen = text(&body);
         assert!(seen.contains("x-forwarded-proto: https\n"), "{seen}");
         assert!(seen.contains(";proto=https;"), "{seen}");
