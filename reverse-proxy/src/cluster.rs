@@ -168,6 +168,20 @@ impl Cluster {
         }
     }
 
+    /// Takes over the verdict of active health checks from the cluster this one replaces
+    /// (a reload), for the endpoints both have: a reload must not put an endpoint known to be
+    /// down back into rotation until its checks fail again.
+    pub fn inherit_health(&self, old: &Cluster) {
+        for endpoint in &self.endpoints {
+            let Some(before) = old.endpoints.iter().find(|e| e.address == endpoint.address) else {
+                continue;
+            };
+            let healthy = before.is_healthy();
+            endpoint.healthy.store(healthy, Ordering::Relaxed);
+            self.health_gauge(endpoint.address).set(i64::from(healthy));
+        }
+    }
+
     /// Counts the outcome of a try against endpoint `index` for outlier detection.
     pub fn record(&self, index: usize, outcome: Outcome) {
         let now_ms = self.clock.now_ms();

@@ -142,11 +142,17 @@ impl Proxy {
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
 
-    /// Replaces routes and clusters with those of `config` (validated by the caller). The
-    /// health gauges of endpoints that are gone are removed.
+    /// Replaces routes and clusters with those of `config` (validated by the caller).
+    /// Endpoints that stay keep their active-health verdict; the health gauges of endpoints
+    /// that are gone are removed.
     pub fn reload(&self, config: &Config) -> Result<(), String> {
         let table = Table::build(config, seed_from_clock(), &self.metrics)?;
         let old = self.table();
+        for cluster in &table.clusters {
+            if let Some(before) = old.cluster(&cluster.name) {
+                cluster.inherit_health(before);
+            }
+        }
         self.swap_table(table);
         let new = self.table();
         for cluster in &old.clusters {
