@@ -29,7 +29,7 @@ use http1::{Limits, RequestHead};
 use crate::balance::{self, Balancer, Candidates, HashKey, PickRng};
 use crate::circuit_breaker::CircuitBreaker;
 use crate::config::ClusterConfig;
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{ClusterSeries, ProxyMetrics};
 use crate::outlier::{Clock, Outcome, OutlierState};
 use crate::retry::RetryBudget;
 
@@ -75,6 +75,24 @@ pub struct Cluster {
     /// Jitter of retry backoffs.
     pub rng: PickRng,
     pub metrics: ProxyMetrics,
+    /// This cluster's request counters and latency histogram.
+    pub series: Arc<ClusterSeries>,
+    /// TLS to the endpoints, when configured.
+    tls: Option<UpstreamTls>,
+}
+
+/// What a TLS connection to an endpoint needs.
+struct UpstreamTls {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls_pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl Cluster {
@@ -100,6 +118,20 @@ impl Cluster {
             .collect();
         let client = Client::new(client_config(config))
             .map_err(|e| format!("cluster {name}: client settings: {e}"))?;
+        let tls = match &config.upstream_tls {
+            Some(tls) => {
+                let field = format!("clusters.{name}.upstream_tls");
+                let client_config =
+                    crate::tls::client_config(tls, &field).map_err(|e| e.to_string())?;
+                let server_name = rustls_pki_types::ServerName::try_from(tls.server_name.clone())
+                    .map_err(|e| format!("{field}.server_name: {e}"))?;
+                Some(UpstreamTls {
+                    connector: tokio_rustls::TlsConnector::from(client_config),
+                    name: server_name,
+                })
+            }
+            None => None,
+        };
         let cluster = Cluster {
             name: name.to_owned(),
             config: config.clone(),
@@ -111,6 +143,8 @@ impl Cluster {
             retry_budget: RetryBudget::default(),
             rng: PickRng::new(seed ^ 0x2545_f491_4f6c_dd1d),
             metrics: metrics.clone(),
+            series: metrics.series(name),
+            tls,
         };
         for endpoint in &cluster.endpoints {
             cluster.health_gauge(endpoint.address).set(1);
@@ -130,6 +164,20 @@ impl Cluster {
         let was = endpoint.healthy.swap(healthy, Ordering::Relaxed);
         if was != healthy {
             tracing::info!(cluster = %self.name, endpoint = %endpoint.address, healthy, "active health changed");
+            self.health_gauge(endpoint.address).set(i64::from(healthy));
+        }
+    }
+
+    /// Takes over the verdict of active health checks from the cluster this one replaces
+    /// (a reload), for the endpoints both have: a reload must not put an endpoint known to be
+    /// down back into rotation until its checks fail again.
+    pub fn inherit_health(&self, old: &Cluster) {
+        for endpoint in &self.endpoints {
+            let Some(before) = old.endpoints.iter().find(|e| e.address == endpoint.address) else {
+                continue;
+            };
+            let healthy = before.is_healthy();
+            endpoint.healthy.store(healthy, Ordering::Relaxed);
             self.health_gauge(endpoint.address).set(i64::from(healthy));
         }
     }
@@ -171,6 +219,37 @@ impl Cluster {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Sends one try to `endpoint` through `client`: on a pooled connection, or, with
+    /// `upstream_tls`, on a new TLS connection (connect and handshake within
+    /// `timeouts.connect_ms`; a failed handshake is a connect failure: nothing was sent).
+    pub async fn send_with(
+        &self,
+        client: &Client,
+        endpoint: SocketAddr,
+        request: http1::Request,
+    ) -> http1::Result<http1::Response> {
+        let Some(tls) = &self.tls else {
+            return client.send(endpoint, request).await;
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(endpoint)
+                .await
+                .map_err(http1::Error::Connect)?;
+            let _ = tcp.set_nodelay(true);
+            tls.connector
+                .connect(tls.name.clone(), tcp)
+                .await
+                .map_err(|e| {
+                    let message = format!("TLS handshake: {e}");
+                    http1::Error::Connect(std::io::Error::new(e.kind(), message))
+                })
+        };
+        let stream = tokio::time::timeout(self.config.timeouts.connect(), connect)
+            .await
+            .map_err(|_| http1::Error::Timeout("connect"))??;
+        client.send_on(stream, request).await
     }
 
     pub fn hash_key(&self) -> &HashKey {

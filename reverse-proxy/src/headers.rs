@@ -145,7 +145,8 @@ fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
         }
     }
     list.push_str(item);
-    if let Ok(value) = HeaderValue::from_str(&list) {
+    // The String's buffer becomes the value's: no second copy.
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(list)) {
         headers.insert(name.clone(), value);
     }
 }

@@ -128,8 +128,18 @@ impl Checker {
     }
 
     async fn http_probe(&self, address: SocketAddr) -> bool {
-        let request = Request::new(Method::GET, self.config.path.clone(), Body::empty());
-        let Ok(response) = self.client.send(address, request).await else {
+        let Some(cluster) = self.cluster.upgrade() else {
+            return false;
+        };
+        let mut request = Request::new(Method::GET, self.config.path.clone(), Body::empty());
+        if let Some(tls) = &cluster.config.upstream_tls
+            && let Ok(host) = http::HeaderValue::from_str(&tls.server_name)
+        {
+            request.head.headers.insert(http::header::HOST, host);
+        }
+        let sent = cluster.send_with(&self.client, address, request).await;
+        drop(cluster);
+        let Ok(response) = sent else {
             return false;
         };
         let status_ok = response.status().as_u16() == self.config.expected_status;

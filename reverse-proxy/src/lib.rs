@@ -19,6 +19,7 @@
 //! | [`headers`] | hop-by-hop fields out, forwarding fields (`Via`, `X-Forwarded-*`, `Forwarded`) in |
 //! | [`request_id`] | `X-Request-Id` kept or generated |
 //! | [`error`] | why the proxy answered itself: status and `Proxy-Status` per failure |
+//! | [`l4`] | L4 mode: TCP relayed on an explicit `mio` event loop, same clusters and balancers |
 //! | [`tls`] | TLS termination: certificates by SNI, ALPN http/1.1, the HTTPS accept loop |
 //! | [`tunnel`] | WebSocket and other upgrades relayed as raw byte streams |
 //! | [`metrics`] | the Prometheus metrics of the request path |
@@ -30,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod headers;
 pub mod health;
+pub mod l4;
 pub mod metrics;
 pub mod outlier;
 pub mod proxy;

@@ -41,9 +41,14 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
         config.proxy.workers = workers;
     }
     config.validate()?;
+    // Reads the certificate, key and CA files: a bad one is a usage error at start-up.
     if let Some(tls) = &config.tls {
-        // Reads the certificate and key files: a bad one is a usage error at start-up.
         reverse_proxy::tls::server_config(tls)?;
+    }
+    for (name, cluster) in &config.clusters {
+        if let Some(tls) = &cluster.upstream_tls {
+            reverse_proxy::tls::client_config(tls, &format!("clusters.{name}.upstream_tls"))?;
+        }
     }
     Ok(config)
 }
@@ -101,6 +106,12 @@ async fn serve(config: Config, cli: Cli) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let mut tcp = Vec::with_capacity(config.tcp.len());
+    for (i, l4) in config.tcp.iter().enumerate() {
+        let listener = std::net::TcpListener::bind(l4.listen)
+            .with_context(|| format!("cannot listen on {} (tcp[{i}].listen)", l4.listen))?;
+        tcp.push(listener);
+    }
     let stop = shutdown::Shutdown::new();
     let signals = tokio::spawn({
         let stop = stop.clone();
@@ -114,13 +125,13 @@ async fn serve(config: Config, cli: Cli) -> anyhow::Result<()> {
     let (reload_tx, reloads) = tokio::sync::mpsc::channel(server::RELOAD_QUEUE);
     let hangups = tokio::spawn(reload_on_sighup(cli, reload_tx));
     let drain = server.shutdown_timeout();
-    server::run(
-        Listeners { http, https, admin },
-        config,
-        stop.clone(),
-        reloads,
-    )
-    .await?;
+    let listeners = Listeners {
+        http,
+        https,
+        tcp,
+        admin,
+    };
+    server::run(listeners, config, stop.clone(), reloads).await?;
     signals.abort();
     hangups.abort();
     let outcome = stop.drain(drain).await;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use http::StatusCode;
 use http1::ClientStats;
 use service_kit::metrics::{
-    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, LATENCY_SECONDS_BUCKETS, MetricsError,
-    Registry,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    LATENCY_SECONDS_BUCKETS, MetricsError, Registry,
 };
 
 /// Cluster label of requests that matched no route.
@@ -49,6 +49,11 @@ pub struct ProxyMetrics {
     pub connections_reused: IntCounterVec,
     /// `proxy_upstream_connections_idle{cluster}`: idle pooled connections now.
     pub connections_idle: IntGaugeVec,
+    /// `proxy_l4_connections_active`: TCP connections being relayed (or connecting).
+    pub l4_active: IntGauge,
+    /// `proxy_l4_connections_total{cluster, outcome}`: L4 connections by how they started
+    /// (`relayed`, `no_endpoint`).
+    pub l4_connections: IntCounterVec,
 }
 
 impl ProxyMetrics {
@@ -106,18 +111,51 @@ impl ProxyMetrics {
                 "Idle keep-alive connections in the pool now, by cluster.",
                 &["cluster"],
             )?,
+            l4_active: registry.gauge(
+                "proxy_l4_connections_active",
+                "TCP connections being relayed or connecting in L4 mode.",
+            )?,
+            l4_connections: registry.counter_vec(
+                "proxy_l4_connections_total",
+                "L4 connections by cluster and how they started (relayed, no_endpoint).",
+                &["cluster", "outcome"],
+            )?,
         })
     }
 }
 
-/// `2xx`, `5xx`, ...: a bounded label for a status.
-pub fn status_class(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+/// The status classes, in the order of [`status_class`]'s index.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index of a status's class in [`CLASSES`] (`2xx` is 1).
+fn status_class(status: StatusCode) -> usize {
+    (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1
+}
+
+/// One cluster's per-request series, looked up once: a label lookup hashes the label values
+/// under a lock, which is worth avoiding on every request.
+#[derive(Debug)]
+pub struct ClusterSeries {
+    by_class: [IntCounter; 5],
+    duration: Histogram,
+}
+
+impl ClusterSeries {
+    /// Counts a request answered with `status` after `seconds`.
+    pub fn observe(&self, status: StatusCode, seconds: f64) {
+        self.by_class[status_class(status)].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+impl ProxyMetrics {
+    /// The per-request series of `cluster` (or [`NO_CLUSTER`]).
+    pub fn series(&self, cluster: &str) -> Arc<ClusterSeries> {
+        let by_class = CLASSES.map(|class| self.requests.with_label_values(&[cluster, class]));
+        Arc::new(ClusterSeries {
+            by_class,
+            duration: self.duration.with_label_values(&[cluster]),
+        })
     }
 }
 

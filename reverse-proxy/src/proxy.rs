@@ -48,7 +48,7 @@ use crate::config::{Config, RetryConfig};
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarding, Scheme};
 use crate::health;
-use crate::metrics::{NO_CLUSTER, ProxyMetrics, status_class};
+use crate::metrics::{ClusterSeries, NO_CLUSTER, ProxyMetrics};
 use crate::outlier::Outcome;
 use crate::request_id::{RequestIds, X_REQUEST_ID};
 use crate::retry::{self, RetryPermit};
@@ -92,6 +92,8 @@ pub struct Proxy {
     via_10: HeaderValue,
     ids: RequestIds,
     metrics: ProxyMetrics,
+    /// The series of requests that matched no route.
+    unrouted: Arc<ClusterSeries>,
     access_log: bool,
     tunnels: TunnelLimit,
     shutdown: Shutdown,
@@ -120,6 +122,7 @@ impl Proxy {
             via_10: headers::via_value(Version::HTTP_10, &pseudonym),
             pseudonym,
             ids: RequestIds::default(),
+            unrouted: metrics.series(NO_CLUSTER),
             metrics,
             access_log: config.proxy.access_log,
             tunnels: Arc::new(Semaphore::new(config.proxy.max_tunnels)),
@@ -139,11 +142,17 @@ impl Proxy {
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
 
-    /// Replaces routes and clusters with those of `config` (validated by the caller). The
-    /// health gauges of endpoints that are gone are removed.
+    /// Replaces routes and clusters with those of `config` (validated by the caller).
+    /// Endpoints that stay keep their active-health verdict; the health gauges of endpoints
+    /// that are gone are removed.
     pub fn reload(&self, config: &Config) -> Result<(), String> {
         let table = Table::build(config, seed_from_clock(), &self.metrics)?;
         let old = self.table();
+        for cluster in &table.clusters {
+            if let Some(before) = old.cluster(&cluster.name) {
+                cluster.inherit_health(before);
+            }
+        }
         self.swap_table(table);
         let new = self.table();
         for cluster in &old.clusters {
@@ -174,7 +183,11 @@ impl Proxy {
         let mut record = Record {
             id: id.clone(),
             method: request.head.method.clone(),
-            path: request.head.path().to_owned(),
+            // Only the access log reads it: no copy without one.
+            path: match self.access_log {
+                true => request.head.path().to_owned(),
+                false => String::new(),
+            },
             client: request.remote_addr,
             cluster: None,
             started,
@@ -272,7 +285,8 @@ impl Proxy {
             let endpoint = in_flight.endpoint().address;
             let (attempt, replayable) = tries.next(!retries_left);
             let may_retry = retries_left && replayable;
-            let permit = match cluster.client().send(endpoint, attempt).await {
+            let sent = cluster.send_with(cluster.client(), endpoint, attempt).await;
+            let permit = match sent {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let outcome = match status >= 500 {
@@ -405,6 +419,10 @@ impl Proxy {
     ) -> Response {
         let body = std::mem::take(&mut response.body);
         let status = response.status();
+        let series = match &record.cluster {
+            Some(cluster) => cluster.series.clone(),
+            None => self.unrouted.clone(),
+        };
         response.body = Body::from_stream(Relayed {
             body,
             bytes: 0,
@@ -413,7 +431,7 @@ impl Proxy {
                 record,
                 status,
                 upstream,
-                metrics: self.metrics.clone(),
+                series,
                 access_log: self.access_log,
             }),
         });
@@ -594,7 +612,7 @@ struct End {
     record: Record,
     status: StatusCode,
     upstream: Option<Upstream>,
-    metrics: ProxyMetrics,
+    series: Arc<ClusterSeries>,
     access_log: bool,
 }
 
@@ -606,15 +624,7 @@ impl End {
             .cluster
             .as_ref()
             .map_or(NO_CLUSTER, |c| c.name.as_str());
-        let metrics = &self.metrics;
-        metrics
-            .requests
-            .with_label_values(&[cluster, status_class(self.status)])
-            .inc();
-        metrics
-            .duration
-            .with_label_values(&[cluster])
-            .observe(elapsed.as_secs_f64());
+        self.series.observe(self.status, elapsed.as_secs_f64());
         if self.access_log {
             let endpoint = self.upstream.as_ref().map(Upstream::endpoint);
             tracing::info!(

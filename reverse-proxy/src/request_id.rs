@@ -63,9 +63,11 @@ impl RequestIds {
 
     fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let low = finalize(n);
-        let text = format!("{:016x}{low:016x}", self.prefix);
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        let id = (u128::from(self.prefix) << 64) | u128::from(finalize(n));
+        let text = format!("{id:032x}");
+        // Hex digits are always a valid value; the String's buffer becomes the value's.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+            .unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// HTTPS clients, when the config has a `[tls]` section (ignored otherwise).
     pub https: Option<TcpListener>,
+    /// The L4 listeners, one per `[[tcp]]` entry, in order (std sockets: they go to `mio`).
+    pub tcp: Vec<std::net::TcpListener>,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub admin: TcpListener,
 }
@@ -111,6 +113,29 @@ pub async fn run(
         }
         _ => None,
     };
+    if listeners.tcp.len() != config.tcp.len() {
+        return Err(RunError::Setup(format!(
+            "{} L4 listeners for {} [[tcp]] entries",
+            listeners.tcp.len(),
+            config.tcp.len()
+        )));
+    }
+    if !listeners.tcp.is_empty() {
+        let l4_listeners = listeners
+            .tcp
+            .into_iter()
+            .zip(&config.tcp)
+            .map(|(socket, tcp)| (socket, tcp.cluster.clone()))
+            .collect();
+        crate::l4::spawn(
+            l4_listeners,
+            proxy.clone(),
+            config.proxy.max_connections,
+            config.proxy.access_log,
+            &shutdown,
+        )
+        .map_err(|e| RunError::Setup(format!("L4 event loop: {e}")))?;
+    }
     let reloader = tokio::spawn(apply_reloads(
         proxy.clone(),
         config.clone(),
@@ -132,15 +157,26 @@ pub async fn run(
     Ok(())
 }
 
-/// The `http1` handler of a listener whose clients use `scheme`.
-fn handler(
+/// The `http1` handler of a listener whose clients use `scheme`. A named type rather than
+/// a closure returning a boxed future: the request's future (the whole try loop) is large,
+/// and boxing it would cost an allocation and a copy per request.
+fn handler(proxy: Arc<Proxy>, scheme: Scheme) -> ProxyHandler {
+    ProxyHandler { proxy, scheme }
+}
+
+struct ProxyHandler {
     proxy: Arc<Proxy>,
     scheme: Scheme,
-) -> impl Fn(Request) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync + 'static
-{
-    move |request: Request| {
-        let proxy = proxy.clone();
-        Box::pin(async move { proxy.handle(request, Downstream { scheme }).await })
+}
+
+impl http1::server::Handler for ProxyHandler {
+    fn call(&self, request: Request) -> impl Future<Output = Response> + Send {
+        self.proxy.handle(
+            request,
+            Downstream {
+                scheme: self.scheme,
+            },
+        )
     }
 }
 
@@ -192,6 +228,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.tls.as_ref().map(|t| t.listen) != new.tls.as_ref().map(|t| t.listen) {
         changed.push("tls.listen");
+    }
+    if old.tcp != new.tcp {
+        changed.push("tcp");
     }
     if old.proxy.workers != new.proxy.workers {
         changed.push("proxy.workers");

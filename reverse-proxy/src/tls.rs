@@ -154,6 +154,35 @@ fn pem_error(
     ConfigError::invalid(field, format!("{}: {error}", path.display()))
 }
 
+/// The client configuration for TLS to a cluster's endpoints: only the CAs of `ca_file` are
+/// trusted; ALPN offers http/1.1. `field` is the cluster's `upstream_tls` path, for errors.
+pub fn client_config(
+    config: &crate::config::UpstreamTlsConfig,
+    field: &str,
+) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+    let ca_field = format!("{field}.ca_file");
+    let mut roots = rustls::RootCertStore::empty();
+    let cas = CertificateDer::pem_file_iter(&config.ca_file)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(&ca_field, &config.ca_file, e))?;
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| ConfigError::invalid(&ca_field, e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(ConfigError::invalid(ca_field, "no certificate in the file"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::invalid(field, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(client))
+}
+
 /// SNI first, then the default certificate.
 #[derive(Debug)]
 struct SniResolver {

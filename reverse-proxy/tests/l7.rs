@@ -75,6 +75,20 @@ async fn every_algorithm_serves_through_the_proxy_and_reaches_every_backend() {
 }
 
 #[tokio::test]
+async fn weights_shape_the_spread_over_real_backends() {
+    // Exact for the deterministic algorithm; the random ones are checked with a seed in
+    // their unit tests (the proxy seeds its balancers from the clock).
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let mut cluster = cluster(&[a.addr, b.addr]);
+    cluster.lb = Algorithm::WeightedRoundRobin;
+    cluster.endpoints[0].weight = 3;
+    let proxy = RunningProxy::start(config_with(cluster)).await;
+    let counts = spread(proxy.addr, 400).await;
+    assert_eq!((counts["a"], counts["b"]), (300, 100), "{counts:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn hashing_on_a_header_keeps_each_user_on_one_backend() {
     let backends = [
         Backend::start("a").await,
@@ -171,6 +185,24 @@ async fn forwarding_fields_are_added_and_hop_by_hop_fields_removed_both_ways() {
 }
 
 #[tokio::test]
+async fn head_keeps_the_length_of_the_body_it_does_not_carry() {
+    let backend = Backend::start("backend-a").await;
+    let proxy = RunningProxy::start(config_with(cluster(&[backend.addr]))).await;
+    let mut client = HyperClient::connect(proxy.addr).await;
+    let (status, headers, body) = client.send(request("HEAD", "/", &[], Bytes::new())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["content-length"],
+        "backend-a".len().to_string().as_str()
+    );
+    assert!(body.is_empty());
+    // The connection is still in step: the next request is answered normally.
+    let (status, _, body) = client.get("/").await;
+    assert_eq!((status, text(&body)), (StatusCode::OK, "backend-a"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn a_request_id_from_the_client_is_kept_end_to_end() {
     let backend = Backend::start("a").await;
     let proxy = RunningProxy::start(config_with(cluster(&[backend.addr]))).await;
@@ -251,6 +283,52 @@ async fn bodies_stream_through_in_both_directions() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.len(), payload.len());
     assert!(body == payload, "the echoed body differs");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_client_slows_the_upstream_down_instead_of_filling_memory() {
+    let backend = Backend::start("a").await;
+    let proxy = RunningProxy::start(config_with(cluster(&[backend.addr]))).await;
+    const MIB: u64 = 256;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(format!("GET /stream/{MIB} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The client reads nothing for a while: the upstream may only get as far as the socket
+    // buffers of two hops and the proxy's bounded buffers allow.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let early = backend.streamed();
+    eprintln!(
+        "produced for a client that read nothing: {} KiB",
+        early / 1024
+    );
+    assert!(early > 0, "the response started");
+    assert!(
+        early < 64 * 1024 * 1024,
+        "{} MiB produced for a client that read nothing",
+        early / (1024 * 1024)
+    );
+    // Then it reads everything, and gets all of it.
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    let expected_body = MIB * 1024 * 1024;
+    let mut head_len = None;
+    while head_len.is_none_or(|h| total < h + expected_body) {
+        let n = tokio::time::timeout(TEST_TIMEOUT, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {total} bytes");
+        if head_len.is_none() {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            head_len = text.find("\r\n\r\n").map(|i| i as u64 + 4);
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        }
+        total += n as u64;
+    }
+    assert_eq!(backend.streamed(), expected_body);
     proxy.stop().await;
 }
 

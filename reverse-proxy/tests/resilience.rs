@@ -202,3 +202,67 @@ async fn wait_for_active(proxy: &RunningProxy, n: u64) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_reload_keeps_a_down_endpoint_out_of_rotation() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down = closed.local_addr().unwrap();
+    drop(closed);
+    let good = Backend::start("good").await;
+    let mut checked = cluster(&[down, good.addr]);
+    checked.health_check.kind = reverse_proxy::config::HealthCheckKind::Tcp;
+    checked.health_check.interval_ms = 300;
+    checked.health_check.timeout_ms = 100;
+    checked.health_check.unhealthy_threshold = 1;
+    checked.panic_threshold_percent = 0;
+    let config = config_with(checked.clone());
+    let proxy = RunningProxy::start(config.clone()).await;
+    let series = format!("proxy_endpoint_healthy{{cluster=\"app\",endpoint=\"{down}\"}}");
+    wait_for_metric(&proxy, &series, 0.0).await;
+
+    // Reload with the same cluster and one more route, whose answer tells when it applied.
+    let mut reloaded = config;
+    reloaded
+        .clusters
+        .insert("marker".into(), cluster(&[good.addr]));
+    reloaded.routes.insert(
+        0,
+        reverse_proxy::config::RouteConfig {
+            host: None,
+            path_prefix: "/marker".into(),
+            cluster: "marker".into(),
+        },
+    );
+    proxy.reload.send(reloaded).await.unwrap();
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    while get(proxy.addr, "/marker").await.0 != StatusCode::OK {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reload never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The new cluster's checks have not run yet, but the endpoint stays out.
+    for _ in 0..10 {
+        let metrics = proxy.metrics().await;
+        assert_eq!(metric(&metrics, &series), Some(0.0), "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.stop().await;
+}
+
+/// Polls `/metrics` until `series` has `value`.
+async fn wait_for_metric(proxy: &RunningProxy, series: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    loop {
+        let metrics = proxy.metrics().await;
+        if metric(&metrics, series) == Some(value) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never {value}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,8 @@ use tokio_rustls::TlsConnector;
 struct Pki {
     _dir: tempfile::TempDir,
     ca: CertificateDer<'static>,
+    /// The CA certificate as a PEM file.
+    ca_file: PathBuf,
     leaves: Vec<(CertificateConfig, CertificateDer<'static>)>,
 }
 
@@ -35,7 +38,10 @@ fn pki(names: &[&str]) -> Pki {
         .distinguished_name
         .push(DnType::CommonName, "reverse-proxy test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let ca_der = AsRef::<rcgen::Certificate>::as_ref(&ca).der().clone();
+    let ca_cert = AsRef::<rcgen::Certificate>::as_ref(&ca);
+    let ca_der = ca_cert.der().clone();
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
     let leaves = names
         .iter()
         .map(|&name| {
@@ -59,6 +65,7 @@ fn pki(names: &[&str]) -> Pki {
     Pki {
         _dir: dir,
         ca: ca_der,
+        ca_file,
         leaves,
     }
 }
@@ -97,7 +104,10 @@ async fn sni_picks_the_certificate_and_requests_are_proxied_as_https() {
     for (name, (_, expected_leaf)) in ["a.test", "b.test"].iter().zip(&pki.leaves) {
         let tcp = TcpStream::connect(https).await.unwrap();
         let server_name = ServerName::try_from(name.to_string()).unwrap();
-        let tls = connector.connect(server_name, tcp).await.unwrap();
+        let tls = tokio::time::timeout(TEST_TIMEOUT, connector.connect(server_name, tcp))
+            .await
+            .expect("the handshake finishes in time")
+            .unwrap();
         let (_, session) = tls.get_ref();
         assert_eq!(session.alpn_protocol(), Some(&b"http/1.1"[..]));
         assert_eq!(
@@ -115,9 +125,14 @@ async fn sni_picks_the_certificate_and_requests_are_proxied_as_https() {
             .header("host", *name)
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let exchange = async {
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.into_body().collect().await.unwrap().to_bytes()
+        };
+        let body = tokio::time::timeout(TEST_TIMEOUT, exchange)
+            .await
+            .expect("the proxy answers in time");
         let seen = text(&body);
         assert!(seen.contains("x-forwarded-proto: https\n"), "{seen}");
         assert!(seen.contains(";proto=https;"), "{seen}");
@@ -162,4 +177,71 @@ fn bad_certificate_settings_are_errors_naming_the_field() {
         .to_string();
     assert!(err.contains("`tls.certificates[0].key_file`"), "{err}");
     assert!(err.contains("/nonexistent/a.key"), "{err}");
+}
+
+/// An HTTPS backend on port 0: `http1` over rustls with `leaf`'s certificate; answers every
+/// request with "secure" and the Host it was sent.
+async fn tls_backend(leaf: &CertificateConfig) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = TlsConfig {
+        listen: addr,
+        certificates: vec![leaf.clone()],
+        handshake_timeout_ms: 10_000,
+    };
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(reverse_proxy::tls::server_config(&config).unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, peer)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let handler = |request: http1::Request| async move {
+                    let host = request.head.headers["host"].to_str().unwrap().to_owned();
+                    http1::Response::text(StatusCode::OK, format!("secure {host}"))
+                };
+                let config = http1::server::ServerConfig::default();
+                http1::server::serve_connection(
+                    tls,
+                    Some(peer),
+                    &config,
+                    &handler,
+                    std::future::pending(),
+                )
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn requests_reach_a_tls_upstream_verified_against_its_ca() {
+    let pki = pki(&["upstream.test"]);
+    let backend = tls_backend(&pki.leaves[0].0).await;
+    let ca_file = pki.ca_file.clone();
+    let mut secure = cluster(&[backend]);
+    secure.upstream_tls = Some(reverse_proxy::config::UpstreamTlsConfig {
+        server_name: "upstream.test".into(),
+        ca_file: ca_file.clone(),
+    });
+    let proxy = RunningProxy::start(config_with(secure)).await;
+    let (status, _, body) = get(proxy.addr, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text(&body), "secure proxy.test");
+    proxy.stop().await;
+
+    // A name the certificate does not carry: the handshake fails, the client gets 502.
+    let mut wrong = cluster(&[backend]);
+    wrong.retry.max_retries = 0;
+    wrong.upstream_tls = Some(reverse_proxy::config::UpstreamTlsConfig {
+        server_name: "other.test".into(),
+        ca_file,
+    });
+    let proxy = RunningProxy::start(config_with(wrong)).await;
+    let (status, headers, _) = get(proxy.addr, "/").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{headers:?}");
+    proxy.stop().await;
 }

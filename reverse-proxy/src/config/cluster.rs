@@ -58,6 +58,19 @@ pub struct ClusterConfig {
     pub retry: RetryConfig,
     pub circuit_breaker: CircuitBreakerConfig,
     pub pool: PoolConfig,
+    /// TLS to the endpoints (L7 only). Absent: plain HTTP. With TLS, each try opens a new
+    /// connection (the `http1` pool keeps plain TCP connections only).
+    pub upstream_tls: Option<UpstreamTlsConfig>,
+}
+
+/// TLS from the proxy to a cluster's endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// The name sent as SNI and checked against the endpoints' certificates.
+    pub server_name: String,
+    /// PEM file of the certificate authorities trusted for the endpoints.
+    pub ca_file: std::path::PathBuf,
 }
 
 /// One upstream server.
@@ -213,6 +226,7 @@ impl Default for ClusterConfig {
             retry: RetryConfig::default(),
             circuit_breaker: CircuitBreakerConfig::default(),
             pool: PoolConfig::default(),
+            upstream_tls: None,
         }
     }
 }

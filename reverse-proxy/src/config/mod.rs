@@ -5,6 +5,7 @@
 //!  [server]          listen (the HTTP listener), admin_listen, logging, shutdown drain
 //!  [proxy]           downstream limits: workers, max_connections, Via pseudonym
 //!  [tls]             the HTTPS listener: address, certificates by SNI (optional)
+//!  [[tcp]]           L4 listeners: address -> cluster, relayed as bytes (optional)
 //!  [[routes]]        host + path prefix  ──▶  cluster name      (first match wins)
 //!  [clusters.NAME]   endpoints, lb, health_check, outlier_detection, timeouts, retry,
 //!                    circuit_breaker, pool
@@ -28,7 +29,7 @@ use service_kit::config::{ConfigError, ServerConfig, Validate};
 
 pub use cluster::{
     CircuitBreakerConfig, ClusterConfig, EndpointConfig, HealthCheckConfig, HealthCheckKind,
-    OutlierConfig, PoolConfig, RetryConfig, TimeoutConfig,
+    OutlierConfig, PoolConfig, RetryConfig, TimeoutConfig, UpstreamTlsConfig,
 };
 pub use quick_start::{QUICK_START_CLUSTER, QuickStartArgs};
 
@@ -51,6 +52,8 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// The HTTPS listener; absent: plain HTTP only.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// L4 (TCP) listeners, each relaying to a cluster.
+    pub tcp: Vec<crate::l4::TcpListenerConfig>,
     /// Which cluster serves a request, tried in order; the first match wins.
     pub routes: Vec<RouteConfig>,
     /// Upstream clusters by name.
@@ -106,6 +109,7 @@ impl Default for Config {
             server: ServerConfig::new(listen, admin),
             proxy: ProxySettings::default(),
             tls: None,
+            tcp: Vec::new(),
             routes: Vec::new(),
             clusters: BTreeMap::new(),
         }
@@ -141,11 +145,27 @@ impl Validate for Config {
                 ));
             }
         }
-        if self.routes.is_empty() {
+        if self.routes.is_empty() && self.tcp.is_empty() {
             return Err(ConfigError::invalid(
                 "routes",
-                "no route: add a [[routes]] entry, or give --upstream",
+                "no route: add a [[routes]] entry (or a [[tcp]] listener), or give --upstream",
             ));
+        }
+        for (i, tcp) in self.tcp.iter().enumerate() {
+            if !self.clusters.contains_key(&tcp.cluster) {
+                return Err(ConfigError::invalid(
+                    format!("tcp[{i}].cluster"),
+                    format!("no cluster named `{}` in [clusters]", tcp.cluster),
+                ));
+            }
+            let taken = [self.server.listen, self.server.admin_listen];
+            let duplicate = self.tcp[..i].iter().any(|t| t.listen == tcp.listen);
+            if tcp.listen.port() != 0 && (taken.contains(&tcp.listen) || duplicate) {
+                return Err(ConfigError::invalid(
+                    format!("tcp[{i}].listen"),
+                    format!("{} is already used by another listener", tcp.listen),
+                ));
+            }
         }
         if self.routes.len() > MAX_ROUTES {
             let reason = format!(

@@ -33,12 +33,15 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// | `/ws` | `101` to an upgrade request, then echoes raw bytes |
 /// | `/status/NNN` | status NNN |
 /// | `/sleep/MS` | waits MS milliseconds, then answers |
+/// | `/stream/MIB` | MIB mebibytes, produced 64 KiB at a time as the reader takes them (counted in `streamed`) |
 /// | anything else | its name, with `x-backend: <name>`, and status 200 (or the one given to [`Backend::failing`]) |
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     /// Requests received.
     pub hits: Arc<AtomicU64>,
+    /// Bytes handed to the connection by `/stream/` responses so far.
+    pub streamed: Arc<AtomicU64>,
     stop: Shutdown,
     task: JoinHandle<()>,
 }
@@ -59,13 +62,19 @@ impl Backend {
     pub fn on(name: &str, listener: TcpListener, status: StatusCode) -> Backend {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
+        let streamed = Arc::new(AtomicU64::new(0));
         let stop = Shutdown::new();
         let handler = {
-            let (name, hits) = (name.to_owned(), hits.clone());
+            let (name, hits, counter) = (name.to_owned(), hits.clone(), streamed.clone());
             move |request: http1::Request| {
                 hits.fetch_add(1, Ordering::Relaxed);
-                let name = name.clone();
-                async move { answer(&name, status, request).await }
+                let (name, counter) = (name.clone(), counter.clone());
+                async move {
+                    if let Some(mib) = request.head.path().strip_prefix("/stream/") {
+                        return stream(mib.parse().unwrap(), counter);
+                    }
+                    answer(&name, status, request).await
+                }
             }
         };
         let config = http1::server::ServerConfig {
@@ -82,6 +91,7 @@ impl Backend {
             name: name.to_owned(),
             addr,
             hits,
+            streamed,
             stop,
             task,
         }
@@ -89,6 +99,10 @@ impl Backend {
 
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn streamed(&self) -> u64 {
+        self.streamed.load(Ordering::Relaxed)
     }
 
     /// Stops accepting and closes every connection.
@@ -143,6 +157,24 @@ async fn answer(name: &str, status: StatusCode, mut request: http1::Request) -> 
         HeaderName::from_static("x-backend"),
         HeaderValue::from_str(name).unwrap(),
     )
+}
+
+/// A response of `mib` MiB whose body is produced only as fast as it is taken: the channel
+/// holds one piece, so `counter` tells how far the reader (through every hop) has pulled.
+fn stream(mib: u64, counter: Arc<AtomicU64>) -> http1::Response {
+    const PIECE: usize = 64 * 1024;
+    let (mut tx, body) = http1::Body::channel(1, Some(mib * 1024 * 1024));
+    tokio::spawn(async move {
+        let piece = Bytes::from(vec![b'x'; PIECE]);
+        for _ in 0..mib * 1024 * 1024 / PIECE as u64 {
+            if tx.send_data(piece.clone()).await.is_err() {
+                return;
+            }
+            counter.fetch_add(PIECE as u64, Ordering::Relaxed);
+        }
+        tx.finish();
+    });
+    http1::Response::new(StatusCode::OK, body)
 }
 
 fn upgrade(mut request: http1::Request) -> http1::Response {
@@ -206,6 +238,8 @@ pub struct RunningProxy {
     pub addr: SocketAddr,
     /// The HTTPS listener, when the config has `[tls]`.
     pub https: Option<SocketAddr>,
+    /// The L4 listeners, one per `[[tcp]]` entry.
+    pub tcp: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub shutdown: Shutdown,
     /// What SIGHUP does in the binary: a validated config to switch to.
@@ -224,17 +258,28 @@ impl RunningProxy {
             None => None,
         };
         let https_addr = https.as_ref().map(|l| l.local_addr().unwrap());
+        let tcp: Vec<_> = config
+            .tcp
+            .iter()
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let tcp_addrs = tcp.iter().map(|l| l.local_addr().unwrap()).collect();
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
         let (reload, reloads) = tokio::sync::mpsc::channel(server::RELOAD_QUEUE);
         let task = tokio::spawn(async move {
-            server::run(Listeners { http, https, admin }, config, stop, reloads)
-                .await
-                .unwrap();
+            let listeners = Listeners {
+                http,
+                https,
+                tcp,
+                admin,
+            };
+            server::run(listeners, config, stop, reloads).await.unwrap();
         });
         RunningProxy {
             addr,
             https: https_addr,
+            tcp: tcp_addrs,
             admin: admin_addr,
             shutdown,
             reload,

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Proxy throughput and tail latency: wrk against one backend (bench's `http-hello`) directly,
+# through reverse-proxy, through nginx (proxy_pass with upstream keepalive) and through
+# HAProxy (mode http, http-reuse always), in the same run, at equal worker counts; then L4:
+# reverse-proxy's [[tcp]] listener against HAProxy's mode tcp. Each target is measured
+# ROUNDS times, alternating, and the medians are printed as a Markdown table.
+#
+#   bash reverse-proxy/bench/proxy.sh                      # workers 1 and 2, 3 rounds of 10 s
+#   WORKERS="1" ROUNDS=1 DURATION=5s bash reverse-proxy/bench/proxy.sh
+#
+# Needs wrk, nginx and haproxy (installed from Debian's packages if missing, as root).
+# The backend always runs one worker; wrk runs WRK_THREADS threads and CONNECTIONS
+# connections. On a small machine everything shares the same cores: compare ratios.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+WRK_THREADS=${WRK_THREADS:-2}
+WORKERS=${WORKERS:-"1 2"}
+
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq wrk nginx-light haproxy >/dev/null
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
+
+cargo build --release --locked -q -p bench --bin http-hello -p reverse-proxy --bin reverse-proxy
+target="${CARGO_TARGET_DIR:-target}/release"
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+backend=$(free_port)
+"$target/http-hello" --listen "127.0.0.1:$backend" --admin-listen "127.0.0.1:$(free_port)" \
+  --workers 1 --log-level warn &
+pids+=($!)
+wait_port "$backend"
+
+# Starts every proxy with `workers` workers; sets the *_port variables.
+start_proxies() {
+  local workers=$1
+  ours=$(free_port); ours_l4=$(free_port); nginx_port=$(free_port)
+  haproxy_port=$(free_port); haproxy_l4=$(free_port)
+  cat > "$work/ours.toml" <<CONF
+[server]
+listen = "127.0.0.1:$ours"
+admin_listen = "127.0.0.1:$(free_port)"
+log_level = "warn"
+[proxy]
+workers = $workers
+access_log = false
+[[tcp]]
+listen = "127.0.0.1:$ours_l4"
+cluster = "app"
+[[routes]]
+cluster = "app"
+[clusters.app]
+endpoints = [{ address = "127.0.0.1:$backend" }]
+[clusters.app.pool]
+# The same idle-connection cache as nginx's `keepalive 64` below: with fewer idle slots than
+# wrk's connections, the excess would be closed and reopened on every request.
+max_idle_per_endpoint = 64
+CONF
+  "$target/reverse-proxy" --config "$work/ours.toml" &
+  pids+=($!)
+
+  mkdir -p "$work/nginx/logs"
+  cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes $workers;
+daemon off;
+error_log $work/nginx/logs/error.log crit;
+pid $work/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  upstream app { server 127.0.0.1:$backend; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+  pids+=($!)
+
+  cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread $workers
+  maxconn 4096
+defaults
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend http_in
+  mode http
+  bind 127.0.0.1:$haproxy_port
+  default_backend app
+backend app
+  mode http
+  http-reuse always
+  server s1 127.0.0.1:$backend
+frontend tcp_in
+  mode tcp
+  bind 127.0.0.1:$haproxy_l4
+  default_backend app_tcp
+backend app_tcp
+  mode tcp
+  server s1 127.0.0.1:$backend
+CONF
+  haproxy -f "$work/haproxy.cfg" -db &
+  pids+=($!)
+  for port in "$ours" "$ours_l4" "$nginx_port" "$haproxy_port" "$haproxy_l4"; do wait_port "$port"; done
+}
+
+stop_proxies() {
+  local keep=${pids[0]}
+  for pid in "${pids[@]:1}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  pids=("$keep")
+}
+
+# One wrk run; prints "rps p99_ms".
+run_wrk() {
+  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$1/" |
+    awk '/Requests\/sec/ {rps=$2}
+         /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v}
+         END {printf "%s %s\n", rps, p99}'
+}
+median_col() { awk -v c="$1" '{print $c}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "| workers | target | rps (median) | p99 ms (median) |"
+echo "|---|---|---|---|"
+for workers in $WORKERS; do
+  start_proxies "$workers"
+  targets=("direct:$backend" "reverse-proxy:$ours" "nginx:$nginx_port" "haproxy:$haproxy_port" \
+           "reverse-proxy-l4:$ours_l4" "haproxy-tcp:$haproxy_l4")
+  mkdir -p "$work/results"
+  for t in "${targets[@]}"; do : > "$work/results/${t%%:*}"; done
+  for round in $(seq "$ROUNDS"); do
+    for t in "${targets[@]}"; do
+      run_wrk "${t##*:}" >> "$work/results/${t%%:*}"
+      echo "workers $workers round $round ${t%%:*}: $(tail -1 "$work/results/${t%%:*}")" >&2
+    done
+  done
+  for t in "${targets[@]}"; do
+    name=${t%%:*}
+    result="$work/results/$name"
+    echo "| $workers | $name | $(median_col 1 < "$result") | $(median_col 2 < "$result") |"
+  done
+  stop_proxies
+done
