@@ -5,14 +5,14 @@
 # reverse-proxy's [[tcp]] listener against HAProxy's mode tcp. Each target is measured
 # ROUNDS times, alternating, and the medians are printed as a Markdown table.
 #
-#   bash reverse-proxy/bench/proxy.sh                      # workers 1 and 2, 3 rounds of 10 s
-#   WORKERS="1" ROUNDS=1 DURATION=5s bash reverse-proxy/bench/proxy.sh
+#   bash bench/reverse-proxy.sh                      # workers 1 and 2, 3 rounds of 10 s
+#   WORKERS="1" ROUNDS=1 DURATION=5s bash bench/reverse-proxy.sh
 #
 # Needs wrk, nginx and haproxy (installed from Debian's packages if missing, as root).
 # The backend always runs one worker; wrk runs WRK_THREADS threads and CONNECTIONS
 # connections. On a small machine everything shares the same cores: compare ratios.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
