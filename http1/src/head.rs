@@ -96,6 +96,22 @@ impl RequestHead {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
     }
 
+    /// Whether running the request twice does no more harm than running it once: an idempotent
+    /// method of RFC 9110 section 9.2.2, or a request made idempotent by an `Idempotency-Key`
+    /// (the API gateway's idempotency keys; the header of the IETF draft). The rule for when a
+    /// client or a proxy may send a request again.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        ) || self.headers.contains_key("idempotency-key")
+    }
+
     /// Whether the client asks to switch protocols (`Connection: upgrade` plus `Upgrade`).
     /// Upgrade is an HTTP/1.1 mechanism: in an HTTP/1.0 request the field is ignored (RFC 9110
     /// section 7.8).

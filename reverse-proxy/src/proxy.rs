@@ -263,7 +263,7 @@ impl Proxy {
             false => None,
         };
         let key = cluster.key_of(&request.head, client);
-        let idempotent = retry::is_idempotent(&request.head);
+        let idempotent = request.head.is_idempotent();
         let policy = &cluster.config.retry;
         let mut tries = Tries::new(request, upgrading, policy).await?;
         let mut tried: Vec<usize> = Vec::new();

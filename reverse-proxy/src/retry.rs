@@ -13,9 +13,9 @@
 //! | malformed response head | idempotent requests |
 //! | a status listed in `retry_on_status` | idempotent requests |
 //!
-//! "Idempotent" is RFC 9110 section 9.2.2 (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or a
-//! request carrying an `Idempotency-Key`; `retry_non_idempotent = true` extends the last four
-//! rows to every request. A POST that may have reached the upstream is otherwise never sent
+//! "Idempotent" is `http1::RequestHead::is_idempotent`: RFC 9110 section 9.2.2 (GET, HEAD,
+//! OPTIONS, TRACE, PUT, DELETE) or a request carrying an `Idempotency-Key`;
+//! `retry_non_idempotent = true` extends the last four rows to every request. A POST that may have reached the upstream is otherwise never sent
 //! twice: a duplicated payment is worse than an error.
 //!
 //! **How long to wait.** Exponential backoff with "full jitter" (AWS Architecture Blog,
@@ -34,20 +34,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use http::Method;
-use http1::RequestHead;
-
 use crate::balance::PickRng;
 use crate::config::RetryConfig;
 use crate::error::ProxyError;
-
-/// Whether running the request twice does no more harm than running it once.
-pub fn is_idempotent(head: &RequestHead) -> bool {
-    matches!(
-        head.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    ) || head.headers.contains_key("idempotency-key")
-}
 
 /// Whether a failed try may be retried (leaving aside the count and the budget).
 pub fn retryable_error(error: &ProxyError, idempotent: bool, config: &RetryConfig) -> bool {
@@ -165,16 +154,6 @@ mod tests {
         assert!(retryable_status(503, true, &config));
         assert!(!retryable_status(500, true, &config));
         assert!(!retryable_status(503, false, &config));
-    }
-
-    #[test]
-    fn idempotency_follows_the_method_or_an_idempotency_key() {
-        assert!(is_idempotent(&RequestHead::new(Method::DELETE, "/")));
-        let mut post = RequestHead::new(Method::POST, "/");
-        assert!(!is_idempotent(&post));
-        post.headers
-            .insert("idempotency-key", http::HeaderValue::from_static("k"));
-        assert!(is_idempotent(&post));
     }
 
     #[test]

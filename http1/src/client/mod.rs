@@ -60,12 +60,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::Method;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::head::{RequestHead, check_target};
+use crate::head::check_target;
 use crate::limits::Limits;
 use crate::message::{Request, Response};
 use crate::upgrade::Io;
@@ -269,31 +268,24 @@ impl Client {
 /// (that is the caller's policy: it already waited once).
 fn may_retry(error: &Error, replay: &Replay) -> bool {
     matches!(error, Error::Closed | Error::Io(_))
-        && (replay.nothing_written || is_idempotent(&replay.request.head))
-}
-
-/// Idempotent methods of RFC 9110 section 9.2.2, or a request made idempotent by an
-/// `Idempotency-Key` (the API gateway's idempotency keys; the header of the IETF draft).
-fn is_idempotent(head: &RequestHead) -> bool {
-    matches!(
-        head.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    ) || head.headers.contains_key("idempotency-key")
+        && (replay.nothing_written || replay.request.head.is_idempotent())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::head::RequestHead;
+    use http::Method;
 
     #[test]
     fn idempotency_follows_the_method_or_an_idempotency_key() {
-        assert!(is_idempotent(&RequestHead::new(Method::PUT, "/")));
-        assert!(!is_idempotent(&RequestHead::new(Method::POST, "/")));
+        assert!(RequestHead::new(Method::PUT, "/").is_idempotent());
+        assert!(!RequestHead::new(Method::POST, "/").is_idempotent());
         let mut keyed = RequestHead::new(Method::POST, "/");
         keyed
             .headers
             .insert("idempotency-key", http::HeaderValue::from_static("k1"));
-        assert!(is_idempotent(&keyed));
+        assert!(keyed.is_idempotent());
     }
 
     #[test]
