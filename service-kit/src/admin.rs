@@ -164,8 +164,15 @@ pub async fn serve(
         let response = respond(&state, &request.head);
         async move { response }
     };
+    // The span tells the admin listener's own log lines (accepting, draining) from those of
+    // the server's main listener, which come from the same `http1::server` code.
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let span = tracing::info_span!("admin", listen = %addr);
     // `serve` fails only on an invalid config, and this one is fixed.
-    if let Err(err) = server::serve(listener, config, handler, shutdown).await {
+    let served = server::serve(listener, config, handler, shutdown);
+    if let Err(err) = tracing::Instrument::instrument(served, span).await {
         tracing::error!(%err, "admin endpoint stopped");
     }
 }
