@@ -19,7 +19,11 @@
 //! by key (tables merge recursively; any other value, arrays included, is replaced whole), and
 //! deserialises the result. So a file that sets only `[server] log_level` keeps *this server's*
 //! default `listen`, not some generic one: defaults live in exactly one place, the server's
-//! `Default` impl, and its structs need no `#[serde(default)]` attributes. The price is that a
+//! `Default` impl, and structs reached through tables need no `#[serde(default)]` attributes.
+//! Structs inside an array or a map are the exception: the default has no entry to lay a file's
+//! entry over (an array is replaced whole, a map key may be new), so a struct that appears as an
+//! element (a proxy's routes, a map of clusters) needs `#[serde(default)]` for the fields a file
+//! may leave out. The price of the merge is that a
 //! `Config` must also implement `Serialize`, and two limits of TOML show through: an `Option`
 //! whose default is `Some` cannot be unset by the file (TOML has no null), and a `u64` default
 //! above `i64::MAX` cannot be written at all ([`ConfigError::Defaults`]).
