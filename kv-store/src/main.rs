@@ -16,9 +16,9 @@ use kv_store::config::{Config, Fsync, MaxmemoryPolicy};
 use kv_store::memory::{self, CountingAllocator};
 use kv_store::node::Node;
 use service_kit::admin::{self, AdminState};
-use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, EXIT_USAGE, Validate};
+use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, Validate};
 use service_kit::metrics::Registry;
-use service_kit::{logging, shutdown};
+use service_kit::{launch, shutdown};
 
 /// Counts allocated bytes, so `maxmemory` and `INFO memory` know the memory in use.
 #[global_allocator]
@@ -77,41 +77,13 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match configure(&cli) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("kv-store: {err}");
-            return ExitCode::from(EXIT_USAGE as u8);
-        }
-    };
-    if let Err(err) = logging::init(config.server.log_format, &config.server.log_level) {
-        eprintln!("kv-store: {err}");
-        return ExitCode::from(EXIT_USAGE as u8);
-    }
-    match start(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("kv-store: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn start(config: Config) -> anyhow::Result<()> {
-    let runtime = match config.workers {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        0 => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?,
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build()?,
-    };
-    runtime.block_on(run(config))
+    launch::main(
+        "kv-store",
+        configure(&cli),
+        |c| &c.server,
+        |c| c.workers,
+        run,
+    )
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -12,8 +12,8 @@ use anyhow::Context;
 use clap::Parser;
 use reverse_proxy::config::{Config, QuickStartArgs};
 use reverse_proxy::server::{self, Listeners};
-use service_kit::config::{self, CommonArgs, ConfigError, EXIT_USAGE, Validate};
-use service_kit::{logging, shutdown};
+use service_kit::config::{self, CommonArgs, ConfigError, Validate};
+use service_kit::{launch, shutdown};
 use tokio::sync::mpsc;
 
 #[derive(Parser, Clone)]
@@ -55,39 +55,14 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match configure(&cli) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("reverse-proxy: {err}");
-            return ExitCode::from(EXIT_USAGE as u8);
-        }
-    };
-    if let Err(err) = logging::init(config.server.log_format, &config.server.log_level) {
-        eprintln!("reverse-proxy: {err}");
-        return ExitCode::from(EXIT_USAGE as u8);
-    }
-    match start(config, cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("reverse-proxy: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn start(config: Config, cli: Cli) -> anyhow::Result<()> {
-    let runtime = if config.proxy.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.proxy.workers)
-            .enable_all()
-            .build()?
-    };
-    runtime.block_on(serve(config, cli))
+    let config = configure(&cli);
+    launch::main(
+        "reverse-proxy",
+        config,
+        |c| &c.server,
+        |c| c.proxy.workers,
+        move |config| serve(config, cli),
+    )
 }
 
 async fn serve(config: Config, cli: Cli) -> anyhow::Result<()> {

@@ -31,6 +31,7 @@
 pub mod admin;
 pub mod config;
 pub mod frame;
+pub mod launch;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;

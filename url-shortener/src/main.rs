@@ -13,9 +13,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use service_kit::admin::{self, AdminState};
-use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, EXIT_USAGE, Validate};
+use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, Validate};
 use service_kit::metrics::Registry;
-use service_kit::{logging, shutdown};
+use service_kit::{launch, shutdown};
 use url_shortener::clock::SystemClock;
 use url_shortener::config::Config;
 use url_shortener::store::SledStore;
@@ -55,38 +55,13 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match configure(&cli) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("url-shortener: {err}");
-            return ExitCode::from(EXIT_USAGE as u8);
-        }
-    };
-    if let Err(err) = logging::init(config.server.log_format, &config.server.log_level) {
-        eprintln!("url-shortener: {err}");
-        return ExitCode::from(EXIT_USAGE as u8);
-    }
-    let runtime = if config.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.workers)
-            .enable_all()
-            .build()
-    };
-    let started = runtime
-        .context("cannot start the runtime")
-        .and_then(|runtime| runtime.block_on(start(config)));
-    match started {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("url-shortener: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    launch::main(
+        "url-shortener",
+        configure(&cli),
+        |c| &c.server,
+        |c| c.workers,
+        start,
+    )
 }
 
 async fn start(config: Config) -> anyhow::Result<()> {

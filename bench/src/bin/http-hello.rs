@@ -22,9 +22,9 @@ use http1::server::{self, ServerConfig as HttpConfig};
 use http1::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use service_kit::admin::{self, AdminState};
-use service_kit::config::{self, CommonArgs, ConfigError, EXIT_USAGE, ServerConfig, Validate};
+use service_kit::config::{self, CommonArgs, ConfigError, ServerConfig, Validate};
 use service_kit::metrics::Registry;
-use service_kit::{logging, shutdown};
+use service_kit::{launch, shutdown};
 
 /// Most worker threads: more than the cores of any machine this runs on is a mistake.
 const MAX_WORKERS: usize = 256;
@@ -85,39 +85,13 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match configure(&cli) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("http-hello: {err}");
-            return ExitCode::from(EXIT_USAGE as u8);
-        }
-    };
-    if let Err(err) = logging::init(config.server.log_format, &config.server.log_level) {
-        eprintln!("http-hello: {err}");
-        return ExitCode::from(EXIT_USAGE as u8);
-    }
-    match start(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("http-hello: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn start(config: Config) -> anyhow::Result<()> {
-    let runtime = if config.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.workers)
-            .enable_all()
-            .build()?
-    };
-    runtime.block_on(run(config))
+    launch::main(
+        "http-hello",
+        configure(&cli),
+        |c| &c.server,
+        |c| c.workers,
+        run,
+    )
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -18,9 +18,9 @@ use message_broker::server::coordinator::Coordinator;
 use message_broker::server::delivery::Deliveries;
 use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
 use service_kit::admin::{self, AdminState};
-use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, EXIT_USAGE, Validate};
+use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, Validate};
 use service_kit::metrics::Registry;
-use service_kit::{logging, shutdown};
+use service_kit::{launch, shutdown};
 
 #[derive(Parser)]
 #[command(
@@ -52,35 +52,8 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match configure(&cli) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("message-broker: {err}");
-            return ExitCode::from(EXIT_USAGE as u8);
-        }
-    };
-    if let Err(err) = logging::init(config.server.log_format, &config.server.log_level) {
-        eprintln!("message-broker: {err}");
-        return ExitCode::from(EXIT_USAGE as u8);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("message-broker: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("message-broker: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    // Zero workers: one runtime thread per core.
+    launch::main("message-broker", configure(&cli), |c| &c.server, |_| 0, run)
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
