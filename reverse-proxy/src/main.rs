@@ -14,7 +14,6 @@ use reverse_proxy::config::{Config, QuickStartArgs};
 use reverse_proxy::server::{self, Listeners};
 use service_kit::config::{self, CommonArgs, ConfigError, Validate};
 use service_kit::{launch, shutdown};
-use tokio::sync::mpsc;
 
 #[derive(Parser, Clone)]
 #[command(
@@ -98,7 +97,10 @@ async fn serve(config: Config, cli: Cli) -> anyhow::Result<()> {
         }
     });
     let (reload_tx, reloads) = tokio::sync::mpsc::channel(server::RELOAD_QUEUE);
-    let hangups = tokio::spawn(reload_on_sighup(cli, reload_tx));
+    let hangups = tokio::spawn(shutdown::reload_on_sighup(
+        move || configure(&cli),
+        reload_tx,
+    ));
     let drain = server.shutdown_timeout();
     let listeners = Listeners {
         http,
@@ -114,30 +116,4 @@ async fn serve(config: Config, cli: Cli) -> anyhow::Result<()> {
         tracing::warn!(?outcome, "shutdown cut off unfinished work");
     }
     Ok(())
-}
-
-/// On each SIGHUP, reads the file and flags again; a valid config goes to the server, an
-/// invalid one is logged (naming the field) and the proxy keeps serving the previous one.
-async fn reload_on_sighup(cli: Cli, reloads: mpsc::Sender<Config>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
-        Err(error) => {
-            tracing::error!(%error, "cannot handle SIGHUP: reload disabled");
-            return;
-        }
-    };
-    while hangup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading the config");
-        match configure(&cli) {
-            Ok(config) => {
-                if reloads.try_send(config).is_err() {
-                    tracing::info!("a reload is already queued");
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, "reload refused; still serving the previous config")
-            }
-        }
-    }
 }

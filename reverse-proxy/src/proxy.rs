@@ -177,7 +177,31 @@ impl Proxy {
 
     /// Serves one request received from a client: routes it, forwards it, and relays the
     /// answer (or answers itself when that fails).
-    pub async fn handle(&self, mut request: Request, downstream: Downstream) -> Response {
+    pub async fn handle(&self, request: Request, downstream: Downstream) -> Response {
+        let table = self.table();
+        let routed = self.route(&table, &request).cloned();
+        self.serve(routed, request, downstream).await.0
+    }
+
+    /// [`Proxy::handle`] for a request whose cluster the caller chose (the API gateway routes
+    /// by its own rules): the same request id, forwarding, retries, metrics and access log.
+    /// Returns the response and, when the proxy answered itself, why (a caller deciding whether
+    /// the upstream may have acted on the request reads [`ProxyError::nothing_sent`]).
+    pub async fn handle_in(
+        &self,
+        cluster: &Arc<Cluster>,
+        request: Request,
+        downstream: Downstream,
+    ) -> (Response, Option<ProxyError>) {
+        self.serve(Ok(cluster.clone()), request, downstream).await
+    }
+
+    async fn serve(
+        &self,
+        routed: Result<Arc<Cluster>, ProxyError>,
+        mut request: Request,
+        downstream: Downstream,
+    ) -> (Response, Option<ProxyError>) {
         let started = Instant::now();
         let id = self.ids.ensure(&mut request.head.headers);
         let mut record = Record {
@@ -193,27 +217,25 @@ impl Proxy {
             started,
             _active: Active::new(&self.metrics.active),
         };
-        let table = self.table();
-        let routed = self.route(&table, &request);
         let result = match routed {
             Ok(cluster) => {
                 record.cluster = Some(cluster.clone());
-                self.forward_to(cluster, request, downstream).await
+                self.forward_to(&cluster, request, downstream).await
             }
             Err(error) => Err(error),
         };
-        let (mut response, upstream) = match result {
-            Ok((response, upstream)) => (response, Some(upstream)),
+        let (mut response, upstream, failure) = match result {
+            Ok((response, upstream)) => (response, Some(upstream), None),
             Err(error) => {
                 tracing::debug!(request_id = ?id, %error, "answered by the proxy");
-                (error.to_response(&self.pseudonym), None)
+                (error.to_response(&self.pseudonym), None, Some(error))
             }
         };
         let response_headers = &mut response.head.headers;
         if !response_headers.contains_key(&X_REQUEST_ID) {
             response_headers.insert(X_REQUEST_ID.clone(), id);
         }
-        self.finish(response, record, upstream)
+        (self.finish(response, record, upstream), failure)
     }
 
     fn route<'t>(

@@ -76,7 +76,7 @@ impl TlsConfig {
     }
 
     /// Checks the fields that need no file; [`server_config`] checks the files.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.certificates.is_empty() || self.certificates.len() > MAX_CERTIFICATES {
             let reason = format!("a TLS listener needs 1 to {MAX_CERTIFICATES} certificates");
             return Err(ConfigError::invalid("tls.certificates", reason));

@@ -10,7 +10,7 @@
 //! |--------------|------------------------------------------------------------------------|
 //! | [`config`]   | `--config`, `--listen`, `--admin-listen`, `--log-*`, `--shutdown-timeout-ms` and `--data-dir` flags; TOML loading with flag > file > default precedence; a `Validate` check that names the bad field |
 //! | [`logging`]  | `tracing` to stderr as text or JSON, filtered by one `--log-level` directive |
-//! | [`shutdown`] | SIGINT/SIGTERM handling; stop accepting, drain in-flight work up to a deadline, report what was cut off |
+//! | [`shutdown`] | SIGINT/SIGTERM handling; stop accepting, drain in-flight work up to a deadline, report what was cut off; SIGHUP as a config reload |
 //! | [`metrics`]  | a Prometheus registry with checked names and the 0.0.4 text format      |
 //! | [`admin`]    | `/metrics`, `/healthz`, `/readyz` on its own listener, over `http1`     |
 //! | [`frame`]    | versioned, length-delimited postcard frames for internal RPC (Raft, the broker protocol) |

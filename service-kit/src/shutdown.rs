@@ -246,6 +246,38 @@ pub async fn wait_for_signal() -> std::io::Result<Signal> {
     Ok(Signal::Interrupt)
 }
 
+/// Turns every SIGHUP into a reload: `configure` reads the file and flags again and
+/// validates them; a valid config goes on `reloads` (dropped if a reload is already queued:
+/// the queued one reads the same file), an invalid one is logged, naming the field, and the
+/// server keeps serving the previous config. Runs until the task is aborted.
+#[cfg(unix)]
+pub async fn reload_on_sighup<C>(
+    configure: impl Fn() -> Result<C, crate::config::ConfigError>,
+    reloads: tokio::sync::mpsc::Sender<C>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            tracing::error!(%error, "cannot handle SIGHUP: reload disabled");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        match configure() {
+            Ok(config) => {
+                if reloads.try_send(config).is_err() {
+                    tracing::info!("a reload is already queued");
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "reload refused; still serving the previous config")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::sync::oneshot;

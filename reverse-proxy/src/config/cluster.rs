@@ -335,7 +335,7 @@ fn check_ms(field: &str, value: u64) -> Result<(), ConfigError> {
 
 impl ClusterConfig {
     /// Checks every field; `prefix` is the cluster's dotted path (`clusters.api`).
-    pub(crate) fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         self.validate_endpoints(prefix)?;
         self.validate_balancing(prefix)?;
         self.health_check
