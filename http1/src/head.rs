@@ -320,8 +320,12 @@ struct Seen {
     connection: bool,
 }
 
+/// Room for fields added after parsing (a proxy's `Via`, `X-Forwarded-*` and `X-Request-Id`,
+/// a gateway's `RateLimit` fields) without the map rehashing on the way through.
+const ADDED_FIELDS: usize = 8;
+
 fn to_header_map(fields: &[httparse::Header<'_>]) -> Result<(HeaderMap, Seen), HeadError> {
-    let mut map = HeaderMap::with_capacity(fields.len());
+    let mut map = HeaderMap::with_capacity(fields.len() + ADDED_FIELDS);
     let mut seen = Seen::default();
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes())
