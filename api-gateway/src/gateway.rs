@@ -70,6 +70,8 @@ use crate::ratelimit::{Policy, PolicyConfig};
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
+    /// `route:NAME`, the rate-limit key of `key = "route"`.
+    pub limit_key: String,
     pub matcher: Matcher,
     pub rewrite: Option<String>,
     pub split: Split,
@@ -88,6 +90,8 @@ pub struct Route {
 #[derive(Debug)]
 pub struct Consumer {
     pub name: String,
+    /// `consumer:NAME`, the rate-limit key of `key = "consumer"`.
+    pub limit_key: String,
     /// The plan's policies.
     pub policies: Vec<Arc<Policy>>,
 }
@@ -155,6 +159,7 @@ impl Table {
                     name.clone(),
                     Arc::new(Consumer {
                         name: name.clone(),
+                        limit_key: format!("consumer:{name}"),
                         policies,
                     }),
                 )
@@ -179,6 +184,7 @@ impl Table {
                 .collect();
             routes.push(Arc::new(Route {
                 name: r.name.clone(),
+                limit_key: format!("route:{}", r.name),
                 matcher: routing::matcher(r.host.as_deref(), path, &r.methods, &r.headers),
                 rewrite: r.rewrite.clone(),
                 split: Split::new(&members, seed.wrapping_add(i as u64)),
@@ -254,7 +260,7 @@ pub struct Exchange {
     /// `RateLimit-Policy`, `RateLimit` and `Retry-After` for the response.
     pub rate_limit_headers: Vec<(HeaderName, HeaderValue)>,
     pub origin: Option<HeaderValue>,
-    pub cluster: Option<String>,
+    pub cluster: Option<Arc<str>>,
 }
 
 impl Exchange {
@@ -381,7 +387,7 @@ impl Gateway {
             idempotency::Begun::Claimed(claimed) => Some(claimed),
             idempotency::Begun::NotApplicable => None,
         };
-        let cluster = route.split.pick().to_owned();
+        let cluster = route.split.pick().clone();
         exchange.cluster = Some(cluster.clone());
         let call = match circuit_breaker::admit(self, table, &cluster, exchange) {
             Ok(call) => call,

@@ -16,6 +16,8 @@
 //! each; a request denied by one policy still counts against the others, as in Envoy's
 //! rate-limit filter (a denied client retrying too early burns its other quotas too).
 
+use std::borrow::Cow;
+
 use http1::RequestHead;
 
 use crate::auth::Method as AuthMethod;
@@ -68,25 +70,32 @@ pub async fn run(
     }
 }
 
-fn key_of(source: &KeySource, route: &Route, request: &RequestHead, exchange: &Exchange) -> String {
-    let ip = || {
-        exchange
-            .client_ip
-            .map_or_else(|| "-".to_owned(), |ip| format!("ip:{ip}"))
+/// The request's key for one policy. Consumer and route keys are built once, with the table.
+fn key_of<'a>(
+    source: &KeySource,
+    route: &'a Route,
+    request: &RequestHead,
+    exchange: &'a Exchange,
+) -> Cow<'a, str> {
+    let ip = || match exchange.client_ip {
+        Some(ip) => Cow::Owned(format!("ip:{ip}")),
+        None => Cow::Borrowed("-"),
     };
     match source {
         KeySource::Consumer => match &exchange.consumer {
-            Some(consumer) => format!("consumer:{}", consumer.name),
+            Some(consumer) => Cow::Borrowed(&consumer.limit_key),
             None => ip(),
         },
         KeySource::ApiKey => match &exchange.identity {
-            Some(id) if id.method == AuthMethod::ApiKey => format!("key:{}", id.credential_id),
+            Some(id) if id.method == AuthMethod::ApiKey => {
+                Cow::Owned(format!("key:{}", id.credential_id))
+            }
             _ => ip(),
         },
         KeySource::ClientIp => ip(),
-        KeySource::Route => format!("route:{}", route.name),
+        KeySource::Route => Cow::Borrowed(&route.limit_key),
         KeySource::Header(name) => match request.headers.get(name).map(|v| v.as_bytes()) {
-            Some(value) => format!("header:{}", String::from_utf8_lossy(value)),
+            Some(value) => Cow::Owned(format!("header:{}", String::from_utf8_lossy(value))),
             None => ip(),
         },
     }

@@ -277,8 +277,9 @@ impl Matcher {
 /// The weighted choice among a route's upstream clusters.
 #[derive(Debug)]
 pub struct Split {
-    /// (cluster name, cumulative weight), in config order.
-    members: Vec<(String, u64)>,
+    /// (cluster name, cumulative weight), in config order. Shared, so that a request can
+    /// keep the name it was sent to without copying it.
+    members: Vec<(Arc<str>, u64)>,
     total: u64,
     counter: AtomicU64,
 }
@@ -290,7 +291,7 @@ impl Split {
             .iter()
             .map(|(name, weight)| {
                 total += u64::from(*weight);
-                (name.clone(), total)
+                (Arc::from(name.as_str()), total)
             })
             .collect();
         Split {
@@ -303,7 +304,7 @@ impl Split {
     /// The cluster for the next request: member `i` is chosen with probability
     /// `weight_i / total`. A Weyl sequence (add a large odd constant) mixed by SplitMix64
     /// gives uniform, independent-looking draws from one atomic add.
-    pub fn pick(&self) -> &str {
+    pub fn pick(&self) -> &Arc<str> {
         if self.members.len() == 1 {
             return &self.members[0].0;
         }
@@ -318,7 +319,7 @@ impl Split {
     }
 
     pub fn clusters(&self) -> impl Iterator<Item = &str> {
-        self.members.iter().map(|(name, _)| name.as_str())
+        self.members.iter().map(|(name, _)| &**name)
     }
 }
 
@@ -540,7 +541,7 @@ mod tests {
     fn a_split_follows_its_weights() {
         let split = Split::new(&[("stable".into(), 90), ("canary".into(), 10)], 7);
         let n = 100_000;
-        let canary = (0..n).filter(|_| split.pick() == "canary").count() as f64;
+        let canary = (0..n).filter(|_| &**split.pick() == "canary").count() as f64;
         // Binomial(n, 0.1): sigma = sqrt(n * 0.1 * 0.9) ~ 95; 5 sigma either way.
         assert!(
             (canary - 10_000.0).abs() < 5.0 * 95.0,

@@ -45,7 +45,7 @@ pub struct Keyed<A: Algorithm> {
     per_shard: usize,
 }
 
-type Shard<S> = HashMap<Box<str>, Entry<S>>;
+type Shard<S> = HashMap<Box<str>, Entry<S>, foldhash::fast::RandomState>;
 
 struct Entry<S> {
     state: S,
@@ -64,9 +64,12 @@ impl<S> Entry<S> {
     }
 }
 
-/// The shard of a key: FNV-1a, cheap for short keys. The maps inside the shards hash with a
-/// random key (`RandomState`), so chosen keys cannot degrade a map; they could only crowd one
-/// shard, which costs that shard's share of `max_keys` and nothing else.
+/// The shard of a key: FNV-1a, cheap for short keys. The maps inside the shards hash with
+/// foldhash under a per-process random seed (hashbrown's default): against std's SipHash it
+/// saves 10 to 20 ns of a 50 to 110 ns decision (`benches/limiters.rs`), and being seeded,
+/// keys chosen without knowledge of the process's seed cannot make them collide.
+/// Keys chosen to land in one shard could only crowd it, which costs that shard's share of
+/// `max_keys` and nothing else.
 fn shard_of(key: &str, shards: usize) -> usize {
     let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
@@ -79,7 +82,9 @@ impl<A: Algorithm> Keyed<A> {
         let shards = SHARDS.min(max_keys / MIN_KEYS_PER_SHARD).max(1);
         Keyed {
             algorithm,
-            shards: (0..shards).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..shards)
+                .map(|_| RwLock::new(HashMap::with_hasher(Default::default())))
+                .collect(),
             per_shard: (max_keys / shards).max(1),
         }
     }

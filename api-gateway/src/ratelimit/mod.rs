@@ -46,7 +46,7 @@ pub mod sliding_log;
 pub mod sliding_window;
 pub mod token_bucket;
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -444,37 +444,24 @@ impl Policy {
 /// longest wait among the denials, since every denying policy must have recovered). A
 /// policy whose store failed is left out of the `RateLimit` fields: its state is unknown.
 pub fn response_headers(decisions: &[Decision<'_>]) -> Vec<(HeaderName, HeaderValue)> {
-    let known: Vec<&Decision<'_>> = decisions.iter().filter(|d| !d.store_failed).collect();
-    let join = |member: &dyn Fn(&Decision) -> String| {
-        known
-            .iter()
-            .map(|d| member(d))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let policy = join(&|d| {
-        format!(
-            "{};q={};w={}",
-            sf_string(d.policy),
-            d.limit,
-            seconds_up(d.window)
-        )
-    });
-    let state = join(&|d| {
-        format!(
-            "{};r={};t={}",
-            sf_string(d.policy),
-            d.remaining,
-            seconds_up(d.reset)
-        )
-    });
-    let mut fields = Vec::with_capacity(3);
-    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
-        if known.is_empty() {
-            break;
+    // Each field is written straight into one buffer: this runs on every limited request.
+    let (mut policy, mut state) = (String::new(), String::new());
+    for d in decisions.iter().filter(|d| !d.store_failed) {
+        if !policy.is_empty() {
+            policy.push_str(", ");
+            state.push_str(", ");
         }
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            fields.push((HeaderName::from_static(name), value));
+        push_sf_string(&mut policy, d.policy);
+        let _ = write!(policy, ";q={};w={}", d.limit, seconds_up(d.window));
+        push_sf_string(&mut state, d.policy);
+        let _ = write!(state, ";r={};t={}", d.remaining, seconds_up(d.reset));
+    }
+    let mut fields = Vec::with_capacity(3);
+    if !policy.is_empty() {
+        for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                fields.push((HeaderName::from_static(name), value));
+            }
         }
     }
     let wait = decisions
@@ -497,10 +484,10 @@ fn seconds_up(d: Duration) -> u64 {
     d.as_nanos().div_ceil(1_000_000_000) as u64
 }
 
-/// An RFC 8941 § 3.3.3 string: quoted, with `"` and `\` escaped; other characters outside
-/// printable ASCII are dropped (policy names are config keys, so there are none in practice).
-fn sf_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
+/// Appends an RFC 8941 § 3.3.3 string: quoted, with `"` and `\` escaped; other characters
+/// outside printable ASCII are dropped (policy names are config keys, so there are none in
+/// practice).
+fn push_sf_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars().filter(|c| (' '..='~').contains(c)) {
         if c == '"' || c == '\\' {
@@ -509,7 +496,6 @@ fn sf_string(text: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
 /// Ceiling division for the algorithms' "how long until" arithmetic, in u128 so products of

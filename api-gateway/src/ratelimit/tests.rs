@@ -325,8 +325,13 @@ fn headers_list_every_policy_in_the_draft_form() {
 
 #[test]
 fn policy_names_are_escaped_as_structured_field_strings() {
-    assert_eq!(sf_string(r#"a"b\c"#), r#""a\"b\\c""#);
-    assert_eq!(sf_string("tab\there"), r#""tabhere""#);
+    let sf = |text: &str| {
+        let mut out = String::new();
+        push_sf_string(&mut out, text);
+        out
+    };
+    assert_eq!(sf(r#"a"b\c"#), r#""a\"b\\c""#);
+    assert_eq!(sf("tab\there"), r#""tabhere""#);
 }
 
 #[test]
