@@ -3,10 +3,12 @@
 # reverse-proxy, and through api-gateway with a policy chain on every request (an HS256 JWT
 # verified, a token-bucket limit keyed by consumer that never trips), in the same run, at
 # equal worker counts. Each target is measured ROUNDS times, alternating; medians are printed
-# as a Markdown table with the gateway/proxy ratio.
+# as a Markdown table with the gateway/proxy ratios.
 #
 #   bash bench/api-gateway.sh                    # workers 1, 3 rounds of 10 s
 #   WORKERS="1 2" ROUNDS=5 DURATION=5s bash bench/api-gateway.sh
+#   BREAKDOWN=1 bash bench/api-gateway.sh        # also the gateway with routing only, with
+#                                                # the JWT only, and with the limiter only
 #
 # Needs wrk (installed from Debian's packages if missing, as root) and python3 (to mint the
 # token). The decision cost of each limiter alone is `cargo bench -p api-gateway --bench limiters`.
@@ -18,6 +20,7 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
 WRK_THREADS=${WRK_THREADS:-2}
 WORKERS=${WORKERS:-1}
+BREAKDOWN=${BREAKDOWN:-0}
 
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
@@ -56,7 +59,7 @@ PY
 
 start_servers() {
   local workers=$1
-  proxy=$(free_port); gateway=$(free_port)
+  proxy=$(free_port)
   cat > "$work/proxy.toml" <<CONF
 [server]
 listen = "127.0.0.1:$proxy"
@@ -71,10 +74,8 @@ cluster = "app"
 endpoints = [{ address = "127.0.0.1:$backend" }]
 pool = { max_idle_per_endpoint = 64 }
 CONF
-  cat > "$work/gateway.toml" <<CONF
+  cat > "$work/api-gateway.toml" <<CONF
 [server]
-listen = "127.0.0.1:$gateway"
-admin_listen = "127.0.0.1:$(free_port)"
 log_level = "warn"
 [gateway]
 workers = $workers
@@ -102,12 +103,27 @@ pool = { max_idle_per_endpoint = 64 }
 CONF
   "$target/reverse-proxy" --config "$work/proxy.toml" &
   pids+=($!)
-  "$target/api-gateway" --config "$work/gateway.toml" &
-  pids+=($!)
-  wait_port "$proxy"; wait_port "$gateway"
-  # The policy chain must pass: a refused request would measure the refusal.
-  status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$gateway/")
-  [ "$status" = 200 ] || { echo "gateway answered $status, not 200" >&2; exit 1; }
+  wait_port "$proxy"
+  targets=("direct:$backend" "reverse-proxy:$proxy")
+  variants=(api-gateway)
+  if [ "$BREAKDOWN" = 1 ]; then
+    # The same config with the route's policies cut down: what each phase costs.
+    sed -e '/^auth = /d' -e '/^rate_limits = /d' "$work/api-gateway.toml" > "$work/gw-routing-only.toml"
+    sed -e '/^rate_limits = /d' "$work/api-gateway.toml" > "$work/gw-jwt-only.toml"
+    sed -e '/^auth = /d' "$work/api-gateway.toml" > "$work/gw-limiter-only.toml"
+    variants+=(gw-routing-only gw-jwt-only gw-limiter-only)
+  fi
+  for variant in "${variants[@]}"; do
+    config="$work/$variant.toml"
+    port=$(free_port); admin=$(free_port)
+    "$target/api-gateway" --config "$config" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" &
+    pids+=($!)
+    wait_port "$port"
+    # The policy chain must pass: a refused request would measure the refusal.
+    status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$port/")
+    [ "$status" = 200 ] || { echo "$variant answered $status, not 200" >&2; exit 1; }
+    targets+=("$variant:$port")
+  done
 }
 
 stop_servers() {
@@ -131,7 +147,6 @@ echo "| workers | target | rps (median) | p99 ms (median) |"
 echo "|---|---|---|---|"
 for workers in $WORKERS; do
   start_servers "$workers"
-  targets=("direct:$backend" "reverse-proxy:$proxy" "api-gateway:$gateway")
   mkdir -p "$work/results"
   for t in "${targets[@]}"; do : > "$work/results/${t%%:*}"; done
   for round in $(seq "$ROUNDS"); do
@@ -144,7 +159,10 @@ for workers in $WORKERS; do
     name=${t%%:*}
     echo "| $workers | $name | $(median_col 1 < "$work/results/$name") | $(median_col 2 < "$work/results/$name") |"
   done
-  gw=$(median_col 1 < "$work/results/api-gateway"); px=$(median_col 1 < "$work/results/reverse-proxy")
-  echo "| $workers | api-gateway / reverse-proxy | $(python3 -c "print(round($gw / $px, 2))") | |"
+  px=$(median_col 1 < "$work/results/reverse-proxy")
+  for variant in "${variants[@]}"; do
+    gw=$(median_col 1 < "$work/results/$variant")
+    echo "| $workers | $variant / reverse-proxy | $(python3 -c "print(round($gw / $px, 2))") | |"
+  done
   stop_servers
 done
