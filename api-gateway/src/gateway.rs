@@ -408,7 +408,10 @@ impl Gateway {
 
 /// The client's address: the peer, or, behind a trusted proxy, the right-most address of
 /// `X-Forwarded-For` that is not itself a trusted proxy (the left-most entries are whatever
-/// the client wrote; only the entries the trusted proxies appended can be believed).
+/// the client wrote; only the entries the trusted proxies appended can be believed). The walk
+/// from the right stops at the first entry that is not an address (`unknown`, a port, a
+/// field that is not text): what lies left of it was not vouched for, so the last trusted
+/// hop stands for the client.
 fn client_ip(
     peer: Option<SocketAddr>,
     headers: &http::HeaderMap,
@@ -418,18 +421,22 @@ fn client_ip(
     if !settings.trusted_proxies.contains(&peer) {
         return Some(peer);
     }
-    let forwarded = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-        .collect::<Vec<_>>();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|ip| !settings.trusted_proxies.contains(ip))
-        .or(Some(peer))
+    let mut client = peer;
+    let fields: Vec<&http::HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
+    let entries = fields.iter().rev().flat_map(|v| match v.to_str() {
+        Ok(text) => text.rsplit(',').map(Some).collect::<Vec<_>>(),
+        Err(_) => vec![None],
+    });
+    for entry in entries {
+        if !settings.trusted_proxies.contains(&client) {
+            break;
+        }
+        match entry.and_then(|e| e.trim().parse::<IpAddr>().ok()) {
+            Some(ip) => client = ip,
+            None => break,
+        }
+    }
+    Some(client)
 }
 
 /// Counts a request in `gateway_requests_active` for as long as it lives.
@@ -570,6 +577,16 @@ mod tests {
         let from_proxy = Some(SocketAddr::new(proxy, 5000));
         let ip = client_ip(from_proxy, &headers, &settings).unwrap();
         assert_eq!(ip, "203.0.113.9".parse::<IpAddr>().unwrap());
+        let mut junk = http::HeaderMap::new();
+        junk.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, unknown, 10.0.0.1"),
+        );
+        let ip = client_ip(from_proxy, &junk, &settings).unwrap();
+        assert_eq!(
+            ip, proxy,
+            "nothing left of an entry that is not an address is believed"
+        );
         let direct = Some(SocketAddr::from(([192, 0, 2, 7], 5000)));
         let ip = client_ip(direct, &headers, &settings).unwrap();
         assert_eq!(

@@ -171,8 +171,14 @@ async fn header_transforms_cors_and_body_limits_apply_per_route() {
 allow_origins = ["https://app.example.com"]
 
 [[routes]]
+name = "writes"
+path = "/writes"
+methods = ["POST"]
+cluster = "api"
+
+[[routes]]
 name = "api"
-path_prefix = "/"
+path_prefix = "/x"
 cors = "web"
 max_body_bytes = 16
 request_headers = {{ set = {{ "x-env" = "test" }}, remove = ["x-debug"] }}
@@ -232,6 +238,19 @@ cluster = "api"
     .await;
     assert_eq!(reply.status, 403);
     assert_eq!(api.hits(), hits, "preflights never reach the upstream");
+    // A route without CORS answers no preflight: the OPTIONS request is routed as itself,
+    // and a POST-only route refuses it rather than forwarding it.
+    let reply = send(
+        gateway.addr,
+        Method::OPTIONS,
+        "/writes",
+        &preflight,
+        Default::default(),
+    )
+    .await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("POST"));
+    assert_eq!(api.hits(), hits);
 
     let reply = gateway
         .post("/x", &[], "a body well over sixteen bytes")

@@ -7,7 +7,8 @@
 //!  store.begin(consumer + key, fingerprint)
 //!     Proceed  ─▶ phases 5 and 6 run ─▶ the outcome is stored (finish) or, when nothing
 //!                 reached the upstream, the claim is released so a retry may run
-//!     Replay   ─▶ the stored response, with `Idempotent-Replayed: true`
+//!     Replay   ─▶ the stored response, with `Idempotent-Replayed: true` (and
+//!                 `Idempotent-Body-Omitted: true` when its body was too large to store)
 //!     InProgress ─▶ 409 · Mismatch ─▶ 422 · store down ─▶ 503
 //! ```
 //!
@@ -29,6 +30,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use http1::{Body, BodyError, BodyStream, Frame, Request, Response};
 
+use crate::auth::Method as AuthMethod;
 use crate::error::GatewayError;
 use crate::gateway::{Exchange, Gateway, Route};
 use crate::idempotency::{Begin, Claim, IdempotencyConfig, StoredResponse, fingerprint};
@@ -37,6 +39,9 @@ use crate::phase::upstream::Outcome;
 
 /// Set on a stored response given again (Stripe's field name).
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Set on a replay whose body was not stored (over `idempotency.max_body_bytes`, or cut off
+/// upstream): the status and headers are the first response's, the body is empty.
+pub static IDEMPOTENT_BODY_OMITTED: HeaderName = HeaderName::from_static("idempotent-body-omitted");
 
 /// What phase 4 decided.
 pub enum Begun {
@@ -71,9 +76,14 @@ pub async fn begin(
         return Ok(Begun::NotApplicable);
     };
     let key = parse_key(config, value.as_bytes())?;
+    // Each kind of caller has its own prefix, so a token whose `sub` happens to equal a
+    // configured consumer's name, or an API key entry's id, never shares its keys.
     let scope = match (&exchange.consumer, &exchange.identity) {
-        (Some(consumer), _) => consumer.name.clone(),
-        (None, Some(identity)) => identity.credential_id.clone(),
+        (Some(consumer), _) => format!("consumer:{}", consumer.name),
+        (None, Some(identity)) if identity.method == AuthMethod::ApiKey => {
+            format!("key:{}", identity.credential_id)
+        }
+        (None, Some(identity)) => format!("token:{}", identity.credential_id),
         (None, None) => ANONYMOUS.to_owned(),
     };
     let scoped = format!("{scope}\n{key}");
@@ -274,6 +284,12 @@ fn replay(stored: StoredResponse) -> Response {
         IDEMPOTENT_REPLAYED.clone(),
         HeaderValue::from_static("true"),
     );
+    if stored.body_omitted {
+        headers.insert(
+            IDEMPOTENT_BODY_OMITTED.clone(),
+            HeaderValue::from_static("true"),
+        );
+    }
     response.head.headers = headers;
     response
 }
@@ -341,5 +357,27 @@ mod tests {
         let (stored, relayed) = capture(big, 10).await;
         assert!(stored.body_omitted && stored.body.is_empty());
         assert_eq!(relayed.body.collect(1024).await.unwrap().data.len(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_replay_says_it_is_one_and_says_when_its_body_was_not_stored() {
+        let mut response = Response::text(StatusCode::CREATED, vec![b'x'; 100]);
+        response
+            .head
+            .headers
+            .insert("x-request-id", HeaderValue::from_static("first"));
+        let (stored, _) = capture(response, 10).await;
+        let again = replay(stored);
+        assert_eq!(again.status(), StatusCode::CREATED);
+        let headers = &again.head.headers;
+        assert_eq!(headers[&IDEMPOTENT_REPLAYED], "true");
+        assert_eq!(headers[&IDEMPOTENT_BODY_OMITTED], "true");
+        assert!(!headers.contains_key("x-request-id"), "{headers:?}");
+        assert!(again.body.collect(1024).await.unwrap().data.is_empty());
+
+        let (stored, _) = capture(Response::text(StatusCode::OK, "whole"), 1024).await;
+        let again = replay(stored);
+        assert!(!again.head.headers.contains_key(&IDEMPOTENT_BODY_OMITTED));
+        assert_eq!(again.body.collect(1024).await.unwrap().data, "whole");
     }
 }

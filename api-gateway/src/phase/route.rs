@@ -381,15 +381,24 @@ pub fn run(table: &Table, request: &Request) -> Result<(Arc<Route>, Option<Strin
             "dot segments (`.`, `..`) are not allowed in a path",
         ));
     }
-    // A preflight is routed as the request it announces.
-    let method = cors::preflight_method(&head.method, &head.headers).unwrap_or(head.method.clone());
     let host = head.headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let matchers = table.routes.iter().map(|r| &r.matcher);
-    let (index, params, rest) =
-        find(matchers, &method, host, path, &head.headers).map_err(|e| match e {
+    let lookup = |method: &Method| {
+        let matchers = table.routes.iter().map(|r| &r.matcher);
+        find(matchers, method, host, path, &head.headers).map_err(|e| match e {
             Unrouted::NoRoute => GatewayError::NoRoute,
             Unrouted::MethodNotAllowed { allow } => GatewayError::MethodNotAllowed { allow },
-        })?;
+        })
+    };
+    // A preflight is routed as the request it announces, but only a route with CORS answers
+    // one: elsewhere an OPTIONS request is an ordinary request, routed by its own method, so
+    // that announcing a method cannot reach a route that does not accept OPTIONS.
+    let (index, params, rest) = match cors::preflight_method(&head.method, &head.headers) {
+        Some(announced) => match lookup(&announced) {
+            Ok(found) if table.routes[found.0].cors.is_some() => found,
+            _ => lookup(&head.method)?,
+        },
+        None => lookup(&head.method)?,
+    };
     let route = table.routes[index].clone();
     let target = route.rewrite.as_ref().map(|template| {
         let path = rewritten_path(template, &route.matcher.path, &params, rest);

@@ -10,7 +10,8 @@
 //!
 //! **State**: one `u64`: the window index (low 40 bits of it, enough to tell this window
 //! from any other) and the count (24 bits); a decision is one compare-and-swap. Denials do
-//! not count. The state of a key seen in an earlier window is a fresh count.
+//! not count. The state of a key seen in an earlier window is a fresh count; a clock reading
+//! from before the key's window counts in that window ([`super::not_behind`]).
 //!
 //! **Accuracy**: exact per window (the count never passes `limit`), which is why the same
 //! arithmetic runs in the kv-store for the cluster scope ([`super::cluster`]: `INCR` and
@@ -54,10 +55,16 @@ impl Algorithm for FixedWindow {
         AtomicU64::new(self.index(now_ns) << (64 - INDEX_BITS))
     }
 
-    fn decide(&self, state: &AtomicU64, now_ns: u64) -> Verdict {
-        let to_end = self.window_ns - now_ns % self.window_ns;
+    fn decide(&self, state: &AtomicU64, reading_ns: u64) -> Verdict {
         let mut old = state.load(Ordering::Acquire);
         loop {
+            let now_ns = super::not_behind(
+                old >> (64 - INDEX_BITS),
+                INDEX_BITS,
+                reading_ns,
+                self.window_ns,
+            );
+            let to_end = self.window_ns - now_ns % self.window_ns;
             let count = self.count(old, now_ns);
             if count >= self.limit {
                 return Verdict {

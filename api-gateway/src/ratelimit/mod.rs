@@ -498,6 +498,25 @@ fn push_sf_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// The instant a window algorithm decides at: `reading_ns`, or, when the key's state is
+/// already in a later window, that window's start. Threads read the clock a moment apart: one
+/// reading just past a boundary moves the key's window on, and a reading taken just before it
+/// but deciding after must not move the window back, which would restart the count (and let
+/// up to one window's quota through again). `stored_index` is the window index kept in the
+/// state, `bits` wide; a state is never far ahead, so "later" is the nearer half of the
+/// index space.
+fn not_behind(stored_index: u64, bits: u32, reading_ns: u64, window_ns: u64) -> u64 {
+    let mask = (1u64 << bits) - 1;
+    let reading_index = reading_ns / window_ns;
+    let ahead = stored_index.wrapping_sub(reading_index) & mask;
+    if ahead == 0 || ahead > mask / 2 {
+        return reading_ns;
+    }
+    reading_index
+        .saturating_add(ahead)
+        .saturating_mul(window_ns)
+}
+
 /// Ceiling division for the algorithms' "how long until" arithmetic, in u128 so products of
 /// counts and nanoseconds cannot overflow.
 fn div_ceil(numerator: u128, denominator: u128) -> u64 {

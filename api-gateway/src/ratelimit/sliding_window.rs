@@ -11,7 +11,8 @@
 //!
 //! **State**: one `u64`: the window index (low 24 bits, enough to tell "this", "the previous"
 //! and "older"), the current count and the previous count (20 bits each); a decision is one
-//! compare-and-swap. Only allowed requests count.
+//! compare-and-swap. Only allowed requests count. A clock reading from before the key's
+//! window counts in that window ([`super::not_behind`]).
 //!
 //! **Accuracy**: an estimate. It assumes the previous window's requests were spread evenly;
 //! when they were bunched at its start it over-counts (denies a little early), at its end it
@@ -126,10 +127,11 @@ impl Algorithm for SlidingWindow {
         AtomicU64::new(((now_ns / self.window_ns) & INDEX_MASK) << 40)
     }
 
-    fn decide(&self, state: &AtomicU64, now_ns: u64) -> Verdict {
-        let index = (now_ns / self.window_ns) & INDEX_MASK;
+    fn decide(&self, state: &AtomicU64, reading_ns: u64) -> Verdict {
         let mut old = state.load(Ordering::Acquire);
         loop {
+            let now_ns = super::not_behind(old >> 40, 24, reading_ns, self.window_ns);
+            let index = (now_ns / self.window_ns) & INDEX_MASK;
             let counts = self.counts(old, now_ns);
             if !Self::admits(self.limit, self.window_ns, counts) {
                 return Verdict {

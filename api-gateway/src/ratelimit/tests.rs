@@ -453,3 +453,25 @@ fn the_config_reads_from_toml() {
         "unknown fields are refused"
     );
 }
+
+#[test]
+fn a_reading_from_before_the_window_counts_in_it_and_never_restarts_it() {
+    // Limit 2 per second. One thread's reading just past the boundary moves the key into the
+    // next window; another's, taken just before the boundary but deciding after, must count
+    // in that next window, not reset it.
+    for algorithm in [AlgorithmKind::FixedWindow, AlgorithmKind::SlidingWindow] {
+        let p = policy(algorithm, 2, 1000, None);
+        let boundary = T0 + 10 * SECOND;
+        assert!(check(&p, "k", boundary + MS).allowed, "{algorithm:?}");
+        let late = check(&p, "k", boundary - MS);
+        assert!(late.allowed, "{algorithm:?}");
+        assert_eq!(
+            late.remaining, 0,
+            "{algorithm:?}: counted in the new window"
+        );
+        assert!(
+            !check(&p, "k", boundary + 2 * MS).allowed,
+            "{algorithm:?}: the new window still holds both requests"
+        );
+    }
+}
