@@ -87,7 +87,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use service_kit::config::ConfigError;
 
-/// Most buckets in a window: the window sum reads every bucket on each failure.
+/// Most buckets in a window: the window sum reads every bucket on each recorded call.
 pub const MAX_BUCKETS: u32 = 1_000;
 /// Most half-open probes: probing is meant to be a trickle, not a reopening.
 pub const MAX_HALF_OPEN_PROBES: u32 = 10_000;
@@ -219,8 +219,8 @@ pub struct Rejected {
     pub state: State,
 }
 
-/// How many times a breaker entered each state since it was built, for
-/// `*_transitions_total{to="..."}` counters.
+/// How many times a breaker entered each state since it was built (the gateway's metrics
+/// export the current state instead, `gateway_circuit_breaker_state`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Transitions {
     pub to_open: u64,

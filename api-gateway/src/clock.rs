@@ -7,8 +7,7 @@
 //! The reading is monotonic (an [`Instant`] underneath: a wall-clock step backwards must not
 //! refill a token bucket or reopen a window) and starts at the Unix time of start-up, so that
 //! window indexes of cluster-wide limits line up across gateway instances as closely as their
-//! wall clocks agree. JWT claims are checked against [`Clock::unix_s`], the same reading in
-//! seconds.
+//! wall clocks agree. JWT claims are checked against the same reading in whole seconds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +17,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// Nanoseconds: monotonic, roughly Unix time.
     fn now_ns(&self) -> u64;
-
-    /// The same reading in whole Unix seconds.
-    fn unix_s(&self) -> u64 {
-        self.now_ns() / 1_000_000_000
-    }
 }
 
 /// The real clock: Unix time at start-up plus the monotonic time since.

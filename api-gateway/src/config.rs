@@ -81,8 +81,8 @@ pub struct Config {
 pub struct GatewaySettings {
     /// Worker threads, 1 to [`MAX_WORKERS`]; 1 is a single-threaded runtime. Default 1.
     pub workers: usize,
-    /// Most downstream connections at once; past it new clients wait in the backlog.
-    /// Default 10,000.
+    /// Most downstream connections at once on each listener (the plain and the TLS one count
+    /// apart); past it new clients wait in the backlog. Default 10,000.
     pub max_connections: usize,
     /// The pseudonym written in `Via`. Default `api-gateway`.
     pub via: String,

@@ -71,8 +71,10 @@ fn auth_message(error: &AuthError) -> String {
     }
 }
 
+/// Whole seconds, rounded up, and never 0: a refusal that said "retry in 0 s" would invite
+/// an immediate retry.
 fn whole_seconds(d: Duration) -> u64 {
-    d.as_millis().div_ceil(1000) as u64
+    (d.as_millis().div_ceil(1000) as u64).max(1)
 }
 
 impl GatewayError {

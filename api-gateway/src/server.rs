@@ -13,9 +13,10 @@
 //! ```
 //!
 //! What a reload cannot change, because it belongs to the process or its sockets:
-//! `[server]`, `[tls]`, `gateway.workers`, `gateway.max_connections`, `[kv]` and
-//! `[idempotency]` (the store and its keys outlive reloads). A reload that changes them
-//! applies the rest and says in the log that these need a restart.
+//! `[server]`, `[tls]`, `[kv]`, `[idempotency]` (the store and its keys outlive reloads) and
+//! the `[gateway]` settings other than `max_body_bytes` (workers, max_connections, via,
+//! access_log, trusted_proxies). A reload that changes them applies the rest and says in
+//! the log that these need a restart.
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -66,6 +67,9 @@ struct Fixed<'c> {
     tls: &'c Option<tls::TlsConfig>,
     workers: usize,
     max_connections: usize,
+    via: &'c str,
+    access_log: bool,
+    trusted_proxies: &'c [std::net::IpAddr],
     kv: &'c Option<crate::config::KvConfig>,
     idempotency: &'c crate::idempotency::IdempotencyConfig,
 }
@@ -77,6 +81,9 @@ impl<'c> Fixed<'c> {
             tls: &config.tls,
             workers: config.gateway.workers,
             max_connections: config.gateway.max_connections,
+            via: &config.gateway.via,
+            access_log: config.gateway.access_log,
+            trusted_proxies: &config.gateway.trusted_proxies,
             kv: &config.kv,
             idempotency: &config.idempotency,
         }
@@ -137,11 +144,14 @@ pub async fn run(
             state.mark_draining();
         }
     });
-    let http = HttpConfig {
+    let mut http = HttpConfig {
         max_connections: config.gateway.max_connections,
         drain_timeout: drain,
         ..HttpConfig::default()
     };
+    // The decoder admits the largest body any route may be configured with (now or after a
+    // reload); each route's own limit is enforced by the gateway (phase/upstream.rs).
+    http.limits.max_body_bytes = crate::config::MAX_BODY_BYTES;
     if let (Some(tls_config), Some(listener)) = (&config.tls, listeners.https) {
         let server_config =
             tls::server_config(tls_config).map_err(|e| RunError::Setup(e.to_string()))?;
@@ -195,7 +205,7 @@ impl http1::server::Handler for GatewayHandler {
 
 async fn apply_reloads(
     gateway: Arc<Gateway>,
-    mut current: Config,
+    started: Config,
     kv: Option<kv_store::client::ClientConfig>,
     mut reloads: mpsc::Receiver<Config>,
     metrics: GatewayMetrics,
@@ -217,14 +227,16 @@ async fn apply_reloads(
             continue;
         }
         gateway.swap_table(table);
-        if Fixed::of(&config) != Fixed::of(&current) {
+        // Against the config the process started with: a setting changed by an earlier
+        // reload is still not in force.
+        if Fixed::of(&config) != Fixed::of(&started) {
             tracing::warn!(
-                "reload applied, but [server], [tls], [kv], [idempotency], gateway.workers and \
-                 gateway.max_connections keep their old values until a restart"
+                "reload applied, but [server], [tls], [kv], [idempotency] and gateway.workers, \
+                 max_connections, via, access_log and trusted_proxies keep their start-up \
+                 values until a restart"
             );
         }
         metrics.reloads.with_label_values(&["applied"]).inc();
         tracing::info!(routes = config.routes.len(), "reloaded");
-        current = config;
     }
 }

@@ -174,6 +174,7 @@ allow_origins = ["https://app.example.com"]
 name = "writes"
 path = "/writes"
 methods = ["POST"]
+max_body_bytes = 33554432
 cluster = "api"
 
 [[routes]]
@@ -260,6 +261,11 @@ cluster = "api"
     let reply = gateway.post("/x", &[], "small").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["body"], "small");
+    // A route may allow more than the HTTP decoder's default of 16 MiB.
+    let big = "x".repeat(17 << 20);
+    let reply = gateway.post("/writes", &[], &big).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["body_bytes"], 17 << 20);
     gateway.stop().await;
 }
 

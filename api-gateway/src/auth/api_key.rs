@@ -44,7 +44,8 @@ pub(crate) enum Presented {
     None,
     /// One key (the header's, else the query parameter's, percent-decoded).
     Key(Vec<u8>),
-    /// The same place twice.
+    /// The same place twice, or a query value whose percent-escapes do not decode: no one
+    /// key can be read, so the request is refused rather than guessed at.
     Ambiguous,
 }
 

@@ -17,7 +17,9 @@
 //! 1. **Size first.** A token over `max_token_bytes` is refused before it is decoded.
 //! 2. **Shape.** Exactly three segments (five would be a JWE, RFC 7516, which is not accepted),
 //!    strict base64url without padding (RFC 7515 section 2), a header that is a JSON object.
-//!    Duplicate header members: the last one wins, as RFC 7515 section 4 allows.
+//!    A header repeating a member the gateway reads (`alg`, `kid`, `crit`, ...) is malformed
+//!    and refused (RFC 7515 section 4 lets a parser either refuse it or take the last one;
+//!    refusing leaves no doubt which `alg` counts).
 //! 3. **The algorithm, before any crypto.** `alg: none` is refused always (RFC 8725 section
 //!    3.2); any other `alg` must be on the gateway's allowlist (section 3.1), *and* it must be
 //!    the one algorithm the chosen key verifies. The key's algorithm comes from the key set,
@@ -359,6 +361,11 @@ mod tests {
             format!("{head}.e30."),
             token_with_header(json!({"alg": 256})),
             token_with_header(json!({"kid": "k"})),
+            // A repeated member: which `alg` would count is exactly the doubt to avoid.
+            format!(
+                "{}.{rest}",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","alg":"RS256"}"#)
+            ),
         ];
         for token in cases {
             assert_eq!(

@@ -63,9 +63,11 @@ pub async fn run(
     let policy = denied.policy.to_string();
     match denied.store_failed {
         true => Err(GatewayError::RateLimitUnavailable { policy }),
+        // The message names the first policy that denied but gives the wait the
+        // `Retry-After` field gives: the longest, after which every denying policy recovered.
         false => Err(GatewayError::RateLimited {
             policy,
-            retry_after: denied.retry_after.unwrap_or_default(),
+            retry_after: ratelimit::longest_wait(&decisions).unwrap_or_default(),
         }),
     }
 }

@@ -43,7 +43,7 @@ pub const MAX_PARAMS: usize = 16;
 /// A compiled path rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathPattern {
-    /// Segments of an exact path; `None` is a `{param}` (its name kept alongside).
+    /// Segments of an exact path: literals and `{param}`s.
     Exact(Vec<Segment>),
     /// A prefix without its trailing slash (`""` for `/`).
     Prefix(String),
@@ -316,10 +316,6 @@ impl Split {
             .members
             .partition_point(|(_, cumulative)| *cumulative <= draw);
         &self.members[index.min(self.members.len() - 1)].0
-    }
-
-    pub fn clusters(&self) -> impl Iterator<Item = &str> {
-        self.members.iter().map(|(name, _)| &**name)
     }
 }
 

@@ -20,9 +20,8 @@
 //! them back, because this window's count weighs on the next. `PEXPIRE ... NX` sets the
 //! key's life once, at two windows, long enough to serve as the next window's "previous".
 //!
-//! Store keys are `ratelimit:{policy}:{key}:{window}`; a request key longer than
-//! [`MAX_KEY_BYTES`] is replaced by its SHA-256, so a client cannot make the store hold
-//! long keys. A failed or timed-out call (the client's `io_timeout`, `[kv] timeout_ms`)
+//! Store keys are `ratelimit:{policy}:{key}:{window}`, the key already bounded by
+//! [`super::bounded_key`]. A failed or timed-out call (the client's `io_timeout`, `[kv] timeout_ms`)
 //! is decided by `on_store_error`, and the decision says `store_failed`.
 
 use std::fmt::Write;
@@ -30,13 +29,10 @@ use std::fmt::Write;
 use bytes::Bytes;
 use kv_store::client::Client;
 use kv_store::resp::reply::Reply;
-use sha2::{Digest, Sha256};
 
 use super::sliding_window::{Counts, SlidingWindow};
 use super::{AlgorithmKind, FailureMode, NS_PER_MS, PolicyConfig, Verdict};
 
-/// Longest request key stored as is.
-pub const MAX_KEY_BYTES: usize = 128;
 /// What a fail-closed denial asks the client to wait.
 const STORE_RETRY_NS: u64 = 1_000_000_000;
 
@@ -100,7 +96,7 @@ impl ClusterLimiter {
             .pipeline(vec![incr(&name), self.expire(&name)])
             .await
             .map_err(|e| e.to_string())?;
-        let count = integer(&replies[0])?;
+        let count = integer(replies.first())?;
         let to_end = self.window_ns - now_ns % self.window_ns;
         let allowed = count <= self.limit;
         Ok(Verdict {
@@ -123,11 +119,11 @@ impl ClusterLimiter {
             .await
             .map_err(|e| e.to_string())?;
         let before = Counts {
-            current: integer(&replies[0])?.saturating_sub(1),
-            previous: match &replies[2] {
-                Reply::Null => 0,
+            current: integer(replies.first())?.saturating_sub(1),
+            previous: match replies.get(2) {
+                Some(Reply::Null) => 0,
                 reply => reply
-                    .as_bytes()
+                    .and_then(Reply::as_bytes)
                     .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
                     .ok_or_else(|| format!("unexpected GET reply {reply:?}"))?,
             },
@@ -170,17 +166,11 @@ impl ClusterLimiter {
             .collect()
     }
 
-    /// `ratelimit:{policy}:{key}:{window}`, the key hashed when long.
+    /// `ratelimit:{policy}:{key}:{window}`.
     pub fn store_key(&self, key: &str, index: u64) -> String {
-        let mut name = self.prefix.clone();
-        if key.len() <= MAX_KEY_BYTES {
-            name.push_str(key);
-        } else {
-            name.push_str("sha256:");
-            for byte in Sha256::digest(key.as_bytes()) {
-                let _ = write!(name, "{byte:02x}");
-            }
-        }
+        let mut name = String::with_capacity(self.prefix.len() + key.len() + 21);
+        name.push_str(&self.prefix);
+        name.push_str(key);
         let _ = write!(name, ":{index}");
         name
     }
@@ -193,9 +183,9 @@ fn incr(name: &str) -> Vec<Bytes> {
     ]
 }
 
-fn integer(reply: &Reply) -> Result<u64, String> {
+fn integer(reply: Option<&Reply>) -> Result<u64, String> {
     match reply {
-        Reply::Integer(n) if *n >= 0 => Ok(*n as u64),
+        Some(Reply::Integer(n)) if *n >= 0 => Ok(*n as u64),
         other => Err(format!("unexpected INCR reply {other:?}")),
     }
 }
@@ -217,20 +207,12 @@ mod tests {
     }
 
     #[test]
-    fn store_keys_are_namespaced_and_long_keys_hashed() {
+    fn store_keys_are_namespaced_by_policy_and_window() {
         let l = limiter("per_ip");
         assert_eq!(
             l.store_key("ip:10.0.0.1", 1_800_000_007),
             "ratelimit:per_ip:ip:10.0.0.1:1800000007"
         );
-        let long = "header:".to_owned() + &"x".repeat(500);
-        let stored = l.store_key(&long, 3);
-        assert!(
-            stored.starts_with("ratelimit:per_ip:sha256:") && stored.ends_with(":3"),
-            "{stored}"
-        );
-        assert_eq!(stored.len(), "ratelimit:per_ip:sha256:".len() + 64 + 2);
-        assert_ne!(stored, l.store_key(&(long + "y"), 3));
     }
 
     #[test]

@@ -89,10 +89,6 @@ impl<A: Algorithm> Keyed<A> {
         }
     }
 
-    pub fn algorithm(&self) -> &A {
-        &self.algorithm
-    }
-
     /// One request for `key` at `now_ns`.
     pub fn decide(&self, key: &str, now_ns: u64) -> Verdict {
         let shard = &self.shards[shard_of(key, self.shards.len())];

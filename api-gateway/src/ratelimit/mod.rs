@@ -21,6 +21,10 @@
 //! is why only they have a cluster scope ([`cluster`]): the kv-store has no scripting, so a
 //! read-modify-write of a bucket could not be made atomic across gateway instances.
 //!
+//! A key longer than [`MAX_KEY_BYTES`] (a `header:NAME` value may be kilobytes) is replaced
+//! by `sha256:` and its digest before any limiter sees it, so a client can make neither a
+//! key table nor the cluster store hold long keys.
+//!
 //! Time is a parameter (`now_ns`, the gateway's [`crate::clock`]) and is never read here, so
 //! the tests drive it by hand. Windows are aligned to multiples of `window_ms` since the Unix
 //! epoch, so that gateway instances with synchronised clocks agree on them.
@@ -46,12 +50,14 @@ pub mod sliding_log;
 pub mod sliding_window;
 pub mod token_bucket;
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use service_kit::config::ConfigError;
+use sha2::{Digest, Sha256};
 
 use cluster::ClusterLimiter;
 use keys::Keyed;
@@ -65,7 +71,11 @@ pub const MAX_LIMIT: u64 = 1_000_000;
 pub const MAX_LOG_LIMIT: u64 = 10_000;
 /// Longest window: a day. Longer quotas are billing, not rate limiting.
 pub const MAX_WINDOW_MS: u64 = 86_400_000;
-/// Most keys one local policy tracks: at about 100 bytes a key, 10 M keys is 1 GB.
+/// Longest request key kept as is; longer ones are hashed ([`bounded_key`]).
+pub const MAX_KEY_BYTES: usize = 128;
+/// Most keys one local policy tracks: a key is at most [`MAX_KEY_BYTES`], and with its
+/// table entry and state takes at most about 250 bytes (plus 8 bytes per request in the
+/// window for a sliding log), so 10 M keys is under 2.5 GB.
 pub const MAX_KEYS: usize = 10_000_000;
 /// Default `max_keys`.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -392,7 +402,8 @@ impl Policy {
     pub async fn check(&self, key: &str, now_ns: u64) -> Decision<'_> {
         match &self.limiter {
             Limiter::Cluster(cluster) => {
-                let (verdict, store_failed) = cluster.decide(key, now_ns).await;
+                let key = bounded_key(key);
+                let (verdict, store_failed) = cluster.decide(&key, now_ns).await;
                 self.decision(verdict, store_failed)
             }
             _ => self.check_local(key, now_ns).expect("a local limiter"),
@@ -402,6 +413,7 @@ impl Policy {
     /// [`Policy::check`] for a local policy, synchronously (`None` for a cluster policy). The
     /// benchmarks call it directly.
     pub fn check_local(&self, key: &str, now_ns: u64) -> Option<Decision<'_>> {
+        let key = &*bounded_key(key);
         let verdict = match &self.limiter {
             Limiter::TokenBucket(k) => k.decide(key, now_ns),
             Limiter::Gcra(k) => k.decide(key, now_ns),
@@ -464,12 +476,7 @@ pub fn response_headers(decisions: &[Decision<'_>]) -> Vec<(HeaderName, HeaderVa
             }
         }
     }
-    let wait = decisions
-        .iter()
-        .filter(|d| !d.allowed)
-        .map(|d| d.retry_after.unwrap_or(d.reset))
-        .max();
-    if let Some(wait) = wait {
+    if let Some(wait) = longest_wait(decisions) {
         // A denial always asks for at least one second: "0" would invite an immediate retry.
         fields.push((
             http::header::RETRY_AFTER,
@@ -477,6 +484,29 @@ pub fn response_headers(decisions: &[Decision<'_>]) -> Vec<(HeaderName, HeaderVa
         ));
     }
     fields
+}
+
+/// The key as a limiter keeps it: as is up to [`MAX_KEY_BYTES`], else `sha256:` and the
+/// digest in hex (71 bytes).
+pub fn bounded_key(key: &str) -> Cow<'_, str> {
+    if key.len() <= MAX_KEY_BYTES {
+        return Cow::Borrowed(key);
+    }
+    let mut hashed = String::with_capacity(7 + 64);
+    hashed.push_str("sha256:");
+    for byte in Sha256::digest(key.as_bytes()) {
+        let _ = write!(hashed, "{byte:02x}");
+    }
+    Cow::Owned(hashed)
+}
+
+/// How long until every policy that denied admits again, or `None` when none denied.
+pub fn longest_wait(decisions: &[Decision<'_>]) -> Option<Duration> {
+    decisions
+        .iter()
+        .filter(|d| !d.allowed)
+        .map(|d| d.retry_after.unwrap_or(d.reset))
+        .max()
 }
 
 /// Whole seconds, rounded up.

@@ -475,3 +475,28 @@ fn a_reading_from_before_the_window_counts_in_it_and_never_restarts_it() {
         );
     }
 }
+
+#[test]
+fn long_keys_are_hashed_before_any_limiter_keeps_them() {
+    assert_eq!(bounded_key("ip:10.0.0.1"), "ip:10.0.0.1");
+    let long = "header:".to_owned() + &"x".repeat(500);
+    let hashed = bounded_key(&long);
+    assert!(
+        hashed.starts_with("sha256:") && hashed.len() == 7 + 64,
+        "{hashed}"
+    );
+    assert_ne!(hashed, bounded_key(&(long.clone() + "y")));
+
+    // Two long keys are two keys, and a long key is counted like any other.
+    let config = PolicyConfig {
+        algorithm: AlgorithmKind::FixedWindow,
+        limit: 1,
+        window_ms: 1000,
+        ..PolicyConfig::default()
+    };
+    let policy = Policy::new("p", &config, None).unwrap();
+    assert!(policy.check_local(&long, 0).unwrap().allowed);
+    assert!(!policy.check_local(&long, 1).unwrap().allowed);
+    assert!(policy.check_local(&(long + "y"), 2).unwrap().allowed);
+    assert_eq!(policy.tracked_keys(), 2);
+}

@@ -23,12 +23,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// Largest request body the test upstream reads.
+const UPSTREAM_MAX_BODY: u64 = 64 << 20;
+
 /// Every wait in these tests is bounded by this.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// An upstream on `127.0.0.1:0`, served by the workspace's `http1` server. It answers every
 /// request with a JSON report of what it received (`upstream`, `method`, `target`, `headers`,
-/// `body`) and `x-upstream: <name>`, except:
+/// `body` when at most 1 MiB, and `body_bytes`) and `x-upstream: <name>`, except:
 ///
 /// | path | answer |
 /// |---|---|
@@ -68,10 +71,11 @@ impl Upstream {
                 answer(name.clone(), failing, request)
             }
         };
-        let config = http1::server::ServerConfig {
+        let mut config = http1::server::ServerConfig {
             drain_timeout: Duration::from_millis(100),
             ..Default::default()
         };
+        config.limits.max_body_bytes = UPSTREAM_MAX_BODY;
         let triggered = stop.clone();
         let task = tokio::spawn(async move {
             http1::server::serve(listener, config, handler, triggered.triggered())
@@ -134,16 +138,21 @@ async fn answer(name: String, failing: u16, request: http1::Request) -> http1::R
     let target = request.head.target.clone();
     let body = request
         .body
-        .collect(1 << 20)
+        .collect(UPSTREAM_MAX_BODY)
         .await
         .map(|c| c.data)
         .unwrap_or_default();
+    let shown = match body.len() <= 1 << 20 {
+        true => String::from_utf8_lossy(&body).into_owned(),
+        false => String::new(),
+    };
     let report = serde_json::json!({
         "upstream": name,
         "method": method,
         "target": target,
         "headers": headers,
-        "body": String::from_utf8_lossy(&body),
+        "body": shown,
+        "body_bytes": body.len(),
     });
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     http1::Response::new(status, http1::Body::full(report.to_string()))
