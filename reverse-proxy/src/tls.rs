@@ -160,15 +160,24 @@ pub fn client_config(
     config: &crate::config::UpstreamTlsConfig,
     field: &str,
 ) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
-    let ca_field = format!("{field}.ca_file");
+    client_config_trusting(&config.ca_file, &format!("{field}.ca_file"))
+}
+
+/// A client configuration that trusts only the CAs of the PEM file `ca_file` (the setting
+/// `ca_field` names it, for errors); ALPN offers http/1.1. For any HTTPS client of the
+/// workspace: the proxy's upstream connections, the gateway's JWKS fetches.
+pub fn client_config_trusting(
+    ca_file: &std::path::Path,
+    ca_field: &str,
+) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
     let mut roots = rustls::RootCertStore::empty();
-    let cas = CertificateDer::pem_file_iter(&config.ca_file)
+    let cas = CertificateDer::pem_file_iter(ca_file)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| pem_error(&ca_field, &config.ca_file, e))?;
+        .map_err(|e| pem_error(ca_field, ca_file, e))?;
     for ca in cas {
         roots
             .add(ca)
-            .map_err(|e| ConfigError::invalid(&ca_field, e.to_string()))?;
+            .map_err(|e| ConfigError::invalid(ca_field, e.to_string()))?;
     }
     if roots.is_empty() {
         return Err(ConfigError::invalid(ca_field, "no certificate in the file"));
@@ -176,7 +185,7 @@ pub fn client_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::invalid(field, e.to_string()))?
+        .map_err(|e| ConfigError::invalid(ca_field, e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     client.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -75,7 +75,19 @@ impl JwtVerifier {
                     response_header_timeout: JWKS_RESPONSE_TIMEOUT,
                     ..http1::ClientConfig::default()
                 })?;
-                Source::Url { url, client }
+                let tls = match (&config.jwks_ca_file, url.tls) {
+                    (Some(ca_file), true) => {
+                        let tls = reverse_proxy::tls::client_config_trusting(
+                            ca_file,
+                            "auth.jwt.jwks_ca_file",
+                        )
+                        .map_err(|e| e.to_string())?;
+                        Some(tokio_rustls::TlsConnector::from(tls))
+                    }
+                    (None, true) => return Err("auth.jwt.jwks_ca_file: required with https".into()),
+                    (_, false) => None,
+                };
+                Source::Url { url, client, tls }
             }
             (None, None) => return Err("auth.jwt: no jwks_file or jwks_url".into()),
         };

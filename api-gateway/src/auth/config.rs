@@ -11,7 +11,8 @@
 //! consumer = "acme"             # whose plan (rate limits) the request counts against
 //!
 //! [auth.jwt]
-//! jwks_url = "http://127.0.0.1:8081/.well-known/jwks.json"   # or jwks_file = "jwks.json"
+//! jwks_url = "https://issuer.example/.well-known/jwks.json"  # or jwks_file = "jwks.json"
+//! jwks_ca_file = "/etc/ssl/certs/ca-certificates.crt"        # the CAs trusted for it
 //! issuers = ["https://issuer.example"]
 //! audiences = ["orders-api"]
 //! algorithms = ["RS256", "ES256"]
@@ -104,9 +105,13 @@ pub struct ApiKeyEntry {
 pub struct JwtConfig {
     /// A JWKS document on disk, re-read like a URL is refetched (TTL, unknown `kid`).
     pub jwks_file: Option<PathBuf>,
-    /// A JWKS URL, `http://` only (the gateway's client has no TLS). Exactly one of
-    /// `jwks_file` and `jwks_url`.
+    /// A JWKS URL, `https://` or `http://`. Exactly one of `jwks_file` and `jwks_url`.
     pub jwks_url: Option<String>,
+    /// PEM file of the certificate authorities trusted for an `https://` `jwks_url`, and only
+    /// those (for a public identity provider, the system's bundle:
+    /// `/etc/ssl/certs/ca-certificates.crt` on Debian). Required with `https://`, refused
+    /// with `http://`.
+    pub jwks_ca_file: Option<PathBuf>,
     /// Accepted `iss` values (exact match); empty: `iss` is not checked.
     pub issuers: Vec<String>,
     /// `aud` must contain one of these; empty: `aud` is not checked.
@@ -140,6 +145,7 @@ impl Default for JwtConfig {
         JwtConfig {
             jwks_file: None,
             jwks_url: None,
+            jwks_ca_file: None,
             issuers: Vec::new(),
             audiences: Vec::new(),
             leeway_s: DEFAULT_LEEWAY_S,
@@ -242,9 +248,34 @@ impl JwtConfig {
         let invalid =
             |name: &str, reason: String| ConfigError::invalid(format!("{field}.{name}"), reason);
         match (&self.jwks_file, &self.jwks_url) {
+            (Some(_), None) if self.jwks_ca_file.is_some() => {
+                return Err(invalid(
+                    "jwks_ca_file",
+                    "applies to an https:// jwks_url only".into(),
+                ));
+            }
             (Some(_), None) => {}
             (None, Some(url)) => {
-                JwksUrl::parse(url).map_err(|reason| invalid("jwks_url", reason.to_owned()))?;
+                let url = JwksUrl::parse(url)
+                    .map_err(|reason| invalid("jwks_url", reason.to_owned()))?;
+                match (url.tls, &self.jwks_ca_file) {
+                    (true, None) => {
+                        return Err(invalid(
+                            "jwks_ca_file",
+                            "required with an https:// jwks_url: the PEM file of the \
+                             certificate authorities to trust (for a public identity \
+                             provider, /etc/ssl/certs/ca-certificates.crt)"
+                                .into(),
+                        ));
+                    }
+                    (false, Some(_)) => {
+                        return Err(invalid(
+                            "jwks_ca_file",
+                            "applies to an https:// jwks_url only".into(),
+                        ));
+                    }
+                    _ => {}
+                }
             }
             _ => {
                 return Err(invalid(
@@ -321,9 +352,11 @@ impl JwtConfig {
     }
 }
 
-/// A parsed `http://host[:port]/path` JWKS URL.
+/// A parsed `http[s]://host[:port]/path` JWKS URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct JwksUrl {
+    /// `https://`: the fetch runs over TLS, `host` is the name the certificate must hold.
+    pub tls: bool,
     /// `host` or `host:port`, also the `Host` header.
     pub authority: String,
     pub host: String,
@@ -334,8 +367,10 @@ pub(crate) struct JwksUrl {
 
 impl JwksUrl {
     pub(crate) fn parse(url: &str) -> Result<JwksUrl, &'static str> {
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err("must start with http:// (the gateway's HTTP client has no TLS)");
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err("must start with https:// or http://"),
         };
         let (authority, target) = match rest.find('/') {
             Some(at) => (&rest[..at], &rest[at..]),
@@ -347,8 +382,10 @@ impl JwksUrl {
         if target.contains('#') || !target.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("the path must be printable ASCII without a fragment");
         }
-        let (host, port) = split_host_port(authority).ok_or("has a bad port")?;
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = split_host_port(authority, default_port).ok_or("has a bad port")?;
         Ok(JwksUrl {
+            tls,
             authority: authority.to_owned(),
             host: host.to_owned(),
             port,
@@ -357,20 +394,20 @@ impl JwksUrl {
     }
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port`; port 80 when absent.
-fn split_host_port(authority: &str) -> Option<(&str, u16)> {
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; `default_port` when absent.
+fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
     if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         return match after.strip_prefix(':') {
             Some(port) => Some((host, port.parse().ok()?)),
-            None if after.is_empty() => Some((host, 80)),
+            None if after.is_empty() => Some((host, default_port)),
             None => None,
         };
     }
     match authority.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() => Some((host, port.parse().ok()?)),
         Some(_) => None,
-        None => Some((authority, 80)),
+        None => Some((authority, default_port)),
     }
 }
 
@@ -452,8 +489,23 @@ mod tests {
             ..JwtConfig::default()
         };
         assert_eq!(
-            field_of(with_jwt(https).validate("auth")),
-            "auth.jwt.jwks_url"
+            field_of(with_jwt(https.clone()).validate("auth")),
+            "auth.jwt.jwks_ca_file",
+            "https needs the CAs to trust"
+        );
+        let trusted = JwtConfig {
+            jwks_ca_file: Some("ca.pem".into()),
+            ..https
+        };
+        assert!(with_jwt(trusted).validate("auth").is_ok());
+        let plain_with_cas = JwtConfig {
+            jwks_url: Some("http://issuer/keys".into()),
+            jwks_ca_file: Some("ca.pem".into()),
+            ..JwtConfig::default()
+        };
+        assert_eq!(
+            field_of(with_jwt(plain_with_cas).validate("auth")),
+            "auth.jwt.jwks_ca_file"
         );
     }
 
@@ -539,9 +591,11 @@ mod tests {
         );
         let url = JwksUrl::parse("http://issuer.test").expect("parses");
         assert_eq!(
-            (url.authority.as_str(), url.port, url.target.as_str()),
-            ("issuer.test", 80, "/")
+            (url.tls, url.authority.as_str(), url.port, url.target.as_str()),
+            (false, "issuer.test", 80, "/")
         );
+        let url = JwksUrl::parse("https://issuer.test/keys").expect("parses");
+        assert_eq!((url.tls, url.port), (true, 443));
         for bad in ["http://h:99999/", "http://:80/", "http://u@h/", "ftp://h/"] {
             assert!(JwksUrl::parse(bad).is_err(), "{bad}");
         }

@@ -35,6 +35,11 @@
 //! a URL is refetched, so rotation works with a file too: write the new set, and the first token
 //! with the new `kid` loads it. Key rotation by the issuer (publish the new key, then sign with
 //! it) therefore needs no restart.
+//!
+//! **The fetch.** A URL is fetched with the workspace's HTTP/1.1 client, one connection per
+//! fetch (fetches are rare). Over `https://` the connection is TLS (rustls), and the server's
+//! certificate must chain to a CA of `jwks_ca_file` and name the URL's host: the key set is
+//! what every token is trusted by, so where it comes from is checked as strictly as a token.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -261,16 +266,23 @@ fn ec_material(x: &str, y: &str) -> Option<KeyMaterial> {
 #[derive(Debug)]
 pub(crate) enum Source {
     File(PathBuf),
-    Url { url: JwksUrl, client: http1::Client },
+    Url {
+        url: JwksUrl,
+        client: http1::Client,
+        /// Set for an `https://` URL.
+        tls: Option<tokio_rustls::TlsConnector>,
+    },
 }
 
 impl Source {
     async fn load(&self) -> Result<KeySet, JwksError> {
         let document = match self {
             Source::File(path) => read_file(path).await?,
-            Source::Url { url, client } => tokio::time::timeout(FETCH_TIMEOUT, fetch(url, client))
-                .await
-                .map_err(|_| JwksError::Timeout)??,
+            Source::Url { url, client, tls } => {
+                tokio::time::timeout(FETCH_TIMEOUT, fetch(url, client, tls.as_ref()))
+                    .await
+                    .map_err(|_| JwksError::Timeout)??
+            }
         };
         KeySet::parse(&document)
     }
@@ -288,7 +300,11 @@ async fn read_file(path: &PathBuf) -> Result<Vec<u8>, JwksError> {
     tokio::fs::read(path).await.map_err(read_error)
 }
 
-async fn fetch(url: &JwksUrl, client: &http1::Client) -> Result<Vec<u8>, JwksError> {
+async fn fetch(
+    url: &JwksUrl,
+    client: &http1::Client,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Vec<u8>, JwksError> {
     let addr: SocketAddr = tokio::net::lookup_host((url.host.as_str(), url.port))
         .await
         .map_err(|e| JwksError::Fetch(format!("cannot resolve {}: {e}", url.host)))?
@@ -298,10 +314,23 @@ async fn fetch(url: &JwksUrl, client: &http1::Client) -> Result<Vec<u8>, JwksErr
     let host = http::HeaderValue::from_str(&url.authority)
         .map_err(|_| JwksError::Fetch("the URL's authority is not a header value".into()))?;
     request.head.headers.insert(http::header::HOST, host);
-    let response = client
-        .send(addr, request)
-        .await
-        .map_err(|e| JwksError::Fetch(e.to_string()))?;
+    let fetch_error = |e: &dyn std::fmt::Display| JwksError::Fetch(e.to_string());
+    let response = match tls {
+        None => client.send(addr, request).await,
+        Some(connector) => {
+            let name = rustls_pki_types::ServerName::try_from(url.host.clone())
+                .map_err(|e| fetch_error(&format!("{} is not a TLS server name: {e}", url.host)))?;
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| fetch_error(&format!("connect to {addr}: {e}")))?;
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| fetch_error(&format!("TLS with {}: {e}", url.host)))?;
+            client.send_on(stream, request).await
+        }
+    }
+    .map_err(|e| fetch_error(&e))?;
     if response.status() != StatusCode::OK {
         return Err(JwksError::Status(response.status()));
     }
@@ -508,6 +537,7 @@ mod tests {
             let source = Source::Url {
                 url: self.url.clone(),
                 client,
+                tls: None,
             };
             KeyCache::new(source, ttl, min_interval)
         }
@@ -711,5 +741,97 @@ mod tests {
         assert_eq!(bit_length(&strip_leading_zeros(vec![0, 0, 0x01, 0xff])), 9);
         assert_eq!(bit_length(&[]), 0);
         assert_eq!(bit_length(&[0x80; 256]), 2048);
+    }
+
+    /// A CA, a certificate it signed for `names`, and both as PEM files in `dir`.
+    fn pki(dir: &std::path::Path, tag: &str, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
+            .expect("CA");
+        let key = KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("certificate");
+        let paths = ["ca.crt", "leaf.crt", "leaf.key"].map(|f| dir.join(format!("{tag}-{f}")));
+        let ca_pem = AsRef::<rcgen::Certificate>::as_ref(&ca).pem();
+        std::fs::write(&paths[0], ca_pem).expect("write");
+        std::fs::write(&paths[1], cert.pem()).expect("write");
+        std::fs::write(&paths[2], key.serialize_pem()).expect("write");
+        let [ca, leaf, key] = paths;
+        (ca, leaf, key)
+    }
+
+    /// An HTTPS JWKS endpoint on the reverse proxy's TLS listener, with the given certificate.
+    async fn https_jwks(cert_file: PathBuf, key_file: PathBuf, keys: &[&SigningKey]) -> u16 {
+        use reverse_proxy::tls::{CertificateConfig, TlsConfig};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let server = reverse_proxy::tls::server_config(&TlsConfig {
+            listen: addr,
+            certificates: vec![CertificateConfig {
+                cert_file,
+                key_file,
+                server_names: Vec::new(),
+            }],
+            handshake_timeout_ms: 5_000,
+        })
+        .expect("server config");
+        let document = jwt_mint::jwks(keys);
+        let handler = move |_request: Request| {
+            let document = document.clone();
+            async move { Response::text(StatusCode::OK, document) }
+        };
+        tokio::spawn(reverse_proxy::tls::serve(
+            listener,
+            Arc::new(std::sync::RwLock::new(server)),
+            Duration::from_secs(5),
+            Arc::new(http1::server::ServerConfig::default()),
+            Arc::new(handler),
+            Arc::new(Semaphore::new(16)),
+            service_kit::shutdown::Shutdown::new(),
+        ));
+        addr.port()
+    }
+
+    fn https_cache(port: u16, ca_file: &std::path::Path) -> KeyCache {
+        let url = JwksUrl::parse(&format!("https://127.0.0.1:{port}/jwks.json")).expect("URL");
+        let tls = reverse_proxy::tls::client_config_trusting(ca_file, "ca").expect("CAs");
+        let source = Source::Url {
+            url,
+            client: http1::Client::new(http1::ClientConfig::default()).expect("client"),
+            tls: Some(tokio_rustls::TlsConnector::from(tls)),
+        };
+        KeyCache::new(source, HOUR, SECOND)
+    }
+
+    #[tokio::test]
+    async fn an_https_set_is_loaded_only_from_a_server_the_cas_vouch_for() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = jwt_mint::es256("e1");
+        let (ca, cert, cert_key) = pki(dir.path(), "good", &["127.0.0.1"]);
+        let port = https_jwks(cert, cert_key, &[&key]).await;
+        let loaded = https_cache(port, &ca).load_now(Instant::now()).await;
+        assert!(matches!(loaded, Ok(1)), "{loaded:?}");
+
+        // The same server, trusted through another CA: the handshake fails, no keys.
+        let (other_ca, _, _) = pki(dir.path(), "other", &["127.0.0.1"]);
+        let refused = https_cache(port, &other_ca).load_now(Instant::now()).await;
+        assert!(
+            matches!(&refused, Err(JwksError::Fetch(e)) if e.contains("TLS")),
+            "{refused:?}"
+        );
+
+        // A certificate from the trusted CA, but for another name.
+        let (ca, cert, cert_key) = pki(dir.path(), "misnamed", &["keys.example"]);
+        let port = https_jwks(cert, cert_key, &[&key]).await;
+        let refused = https_cache(port, &ca).load_now(Instant::now()).await;
+        assert!(
+            matches!(&refused, Err(JwksError::Fetch(e)) if e.contains("TLS")),
+            "{refused:?}"
+        );
     }
 }
