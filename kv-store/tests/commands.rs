@@ -533,6 +533,39 @@ async fn hashes_lists_sets_and_sorted_sets() {
     );
     assert_eq!(query::<i64>(&mut con, &["ZCARD", "z"]).await.unwrap(), 0);
 
+    // BYLEX: a sorted set of equal scores as an ordered index.
+    let _: i64 = query(
+        &mut con,
+        &["ZADD", "idx", "0", "b", "0", "a", "0", "c", "0", "bb", "0", "d"],
+    )
+    .await
+    .unwrap();
+    let lex = |args: &'static [&'static str]| {
+        let mut call = vec!["ZRANGE", "idx"];
+        call.extend_from_slice(args);
+        call
+    };
+    for (args, expected) in [
+        (&["-", "+", "BYLEX"][..], &["a", "b", "bb", "c", "d"][..]),
+        (&["(b", "+", "BYLEX", "LIMIT", "0", "2"], &["bb", "c"]),
+        (&["[b", "(c", "BYLEX"], &["b", "bb"]),
+        (&["+", "[bb", "BYLEX", "REV"], &["d", "c", "bb"]),
+        (&["-", "+", "BYLEX", "LIMIT", "1", "2"], &["b", "bb"]),
+        (&["[c", "[b", "BYLEX"], &[]),
+        (&["(b", "(b", "BYLEX"], &[]),
+        (&["+", "-", "BYLEX"], &[]),
+    ] {
+        let got: Vec<String> = query(&mut con, &lex(args)).await.unwrap();
+        assert_eq!(got, expected, "{args:?}");
+    }
+    for (args, message) in [
+        (&["a", "+", "BYLEX"][..], "not valid string range item"),
+        (&["-", "+", "BYLEX", "WITHSCORES"], "WITHSCORES not supported"),
+    ] {
+        let err = query::<Value>(&mut con, &lex(args)).await.unwrap_err();
+        assert!(err.to_string().contains(message), "{args:?}: {err}");
+    }
+
     // WRONGTYPE across types, where Redis gives it.
     let () = query(&mut con, &["SET", "str", "x"]).await.unwrap();
     for call in [

@@ -1,9 +1,12 @@
-//! `ZRANGE key start stop [BYSCORE] [REV] [LIMIT offset count] [WITHSCORES]`.
+//! `ZRANGE key start stop [BYSCORE | BYLEX] [REV] [LIMIT offset count] [WITHSCORES]`.
 //!
 //! By rank (the default) `start`/`stop` are indexes; with `BYSCORE` they are score bounds,
-//! `(` marking an exclusive one and `-inf`/`+inf` allowed. With `REV` the order is descending
-//! and, for `BYSCORE`, the bounds are given high first. Lexicographic ranges (`BYLEX`) are
-//! refused with an error naming them.
+//! `(` marking an exclusive one and `-inf`/`+inf` allowed; with `BYLEX` they are member
+//! bounds, `[m` inclusive, `(m` exclusive, `-` and `+` the ends, over a set whose members
+//! all have one score (a sorted set used as an ordered index, as Redis assumes). With `REV`
+//! the order is descending and, for `BYSCORE` and `BYLEX`, the bounds are given high first.
+
+use std::ops::Bound;
 
 use bytes::Bytes;
 
@@ -14,6 +17,7 @@ use crate::resp::{Frame, Protocol};
 
 struct Query {
     by_score: bool,
+    by_lex: bool,
     rev: bool,
     limit: Option<(i64, i64)>,
     with_scores: bool,
@@ -22,6 +26,7 @@ struct Query {
 fn query(args: &[Bytes]) -> Result<Query, Frame> {
     let mut q = Query {
         by_score: false,
+        by_lex: false,
         rev: false,
         limit: None,
         with_scores: false,
@@ -38,15 +43,21 @@ fn query(args: &[Bytes]) -> Result<Query, Frame> {
             q.limit = Some((int(&args[at + 1])?, int(&args[at + 2])?));
             at += 2;
         } else if is(arg, "BYLEX") {
-            return Err(Frame::error(
-                "ERR BYLEX ranges are not supported by this server",
-            ));
+            q.by_lex = true;
         } else {
             return Err(syntax_error());
         }
         at += 1;
     }
-    if q.limit.is_some() && !q.by_score {
+    if q.by_score && q.by_lex {
+        return Err(syntax_error());
+    }
+    if q.by_lex && q.with_scores {
+        return Err(Frame::error(
+            "ERR syntax error, WITHSCORES not supported in combination with BYLEX",
+        ));
+    }
+    if q.limit.is_some() && !q.by_score && !q.by_lex {
         return Err(Frame::error(
             "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
         ));
@@ -71,6 +82,8 @@ pub fn zrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     };
     let members = if q.by_score {
         by_score(zset, &args[2], &args[3], &q)?
+    } else if q.by_lex {
+        by_lex(zset, &args[2], &args[3], &q)?
     } else {
         by_rank(zset, int(&args[2])?, int(&args[3])?, q.rev)
     };
@@ -129,6 +142,39 @@ fn by_score(
             .take(count)
             .map(pick)
             .collect()
+    };
+    Ok(members)
+}
+
+/// A member bound of `BYLEX`: `-`, `+`, `[member` or `(member`.
+fn lex_bound(arg: &[u8]) -> Result<Bound<&[u8]>, Frame> {
+    match arg.split_first() {
+        Some((b'-', [])) => Ok(Bound::Unbounded),
+        Some((b'+', [])) => Ok(Bound::Unbounded),
+        Some((b'[', rest)) => Ok(Bound::Included(rest)),
+        Some((b'(', rest)) => Ok(Bound::Excluded(rest)),
+        _ => Err(Frame::error("ERR min or max not valid string range item")),
+    }
+}
+
+fn by_lex(zset: &ZSet, first: &[u8], second: &[u8], q: &Query) -> Result<Vec<(Bytes, f64)>, Frame> {
+    let (min, max) = if q.rev { (second, first) } else { (first, second) };
+    // `+` as a minimum or `-` as a maximum is an empty range, not the whole set.
+    if min == b"+" || max == b"-" {
+        return Ok(Vec::new());
+    }
+    let (min, max) = (lex_bound(min)?, lex_bound(max)?);
+    let (offset, count) = q.limit.unwrap_or((0, -1));
+    if offset < 0 {
+        return Ok(Vec::new());
+    }
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    let pick = |(m, s): (&Bytes, f64)| (m.clone(), s);
+    let range = zset.range_lex(min, max);
+    let members = if q.rev {
+        range.rev().skip(offset as usize).take(count).map(pick).collect()
+    } else {
+        range.skip(offset as usize).take(count).map(pick).collect()
     };
     Ok(members)
 }

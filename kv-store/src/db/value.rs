@@ -1,6 +1,7 @@
 //! The five value types and the sorted set's two indexes.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 
 use bytes::Bytes;
 
@@ -94,6 +95,39 @@ impl ZSet {
     /// Members in ascending order of (score, member).
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&Bytes, f64)> {
         self.ordered.iter().map(|(score, member)| (member, score.0))
+    }
+
+    /// Members between `min` and `max` in member order, for `BYLEX`. Like Redis, this assumes
+    /// every member has the same score (the way a sorted set is used as an ordered index);
+    /// the range is taken among members of the lowest score. O(log n) to the first member.
+    pub fn range_lex(
+        &self,
+        min: Bound<&[u8]>,
+        max: Bound<&[u8]>,
+    ) -> impl DoubleEndedIterator<Item = (&Bytes, f64)> {
+        let key = |score: Score, m: &[u8]| (score, Bytes::copy_from_slice(m));
+        let empty = match (min, max) {
+            (Bound::Included(lo), Bound::Included(hi)) => lo > hi,
+            (Bound::Included(lo) | Bound::Excluded(lo), Bound::Excluded(hi))
+            | (Bound::Excluded(lo), Bound::Included(hi)) => lo >= hi,
+            _ => false,
+        };
+        let range = match self.ordered.first() {
+            Some((score, _)) if !empty => {
+                let score = *score;
+                let lower = min.map(|m| key(score, m));
+                let upper = match max {
+                    Bound::Unbounded => Bound::Unbounded,
+                    bound => bound.map(|m| key(score, m)),
+                };
+                Some(self.ordered.range((lower, upper)))
+            }
+            _ => None,
+        };
+        range
+            .into_iter()
+            .flatten()
+            .map(|(score, member)| (member, score.0))
     }
 
     /// 0-based rank of `member` in ascending order.
