@@ -536,7 +536,9 @@ async fn hashes_lists_sets_and_sorted_sets() {
     // BYLEX: a sorted set of equal scores as an ordered index.
     let _: i64 = query(
         &mut con,
-        &["ZADD", "idx", "0", "b", "0", "a", "0", "c", "0", "bb", "0", "d"],
+        &[
+            "ZADD", "idx", "0", "b", "0", "a", "0", "c", "0", "bb", "0", "d",
+        ],
     )
     .await
     .unwrap();
@@ -560,7 +562,10 @@ async fn hashes_lists_sets_and_sorted_sets() {
     }
     for (args, message) in [
         (&["a", "+", "BYLEX"][..], "not valid string range item"),
-        (&["-", "+", "BYLEX", "WITHSCORES"], "WITHSCORES not supported"),
+        (
+            &["-", "+", "BYLEX", "WITHSCORES"],
+            "WITHSCORES not supported",
+        ),
     ] {
         let err = query::<Value>(&mut con, &lex(args)).await.unwrap_err();
         assert!(err.to_string().contains(message), "{args:?}: {err}");

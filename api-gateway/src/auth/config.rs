@@ -256,8 +256,8 @@ impl JwtConfig {
             }
             (Some(_), None) => {}
             (None, Some(url)) => {
-                let url = JwksUrl::parse(url)
-                    .map_err(|reason| invalid("jwks_url", reason.to_owned()))?;
+                let url =
+                    JwksUrl::parse(url).map_err(|reason| invalid("jwks_url", reason.to_owned()))?;
                 match (url.tls, &self.jwks_ca_file) {
                     (true, None) => {
                         return Err(invalid(
@@ -591,7 +591,12 @@ mod tests {
         );
         let url = JwksUrl::parse("http://issuer.test").expect("parses");
         assert_eq!(
-            (url.tls, url.authority.as_str(), url.port, url.target.as_str()),
+            (
+                url.tls,
+                url.authority.as_str(),
+                url.port,
+                url.target.as_str()
+            ),
             (false, "issuer.test", 80, "/")
         );
         let url = JwksUrl::parse("https://issuer.test/keys").expect("parses");

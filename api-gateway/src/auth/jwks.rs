@@ -263,7 +263,6 @@ fn ec_material(x: &str, y: &str) -> Option<KeyMaterial> {
 }
 
 /// Where the key set comes from.
-#[derive(Debug)]
 pub(crate) enum Source {
     File(PathBuf),
     Url {
@@ -272,6 +271,19 @@ pub(crate) enum Source {
         /// Set for an `https://` URL.
         tls: Option<tokio_rustls::TlsConnector>,
     },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(path) => f.debug_tuple("File").field(path).finish(),
+            Source::Url { url, tls, .. } => f
+                .debug_struct("Url")
+                .field("url", url)
+                .field("tls", &tls.is_some())
+                .finish(),
+        }
+    }
 }
 
 impl Source {
@@ -748,8 +760,8 @@ mod tests {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
-            .expect("CA");
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
         let key = KeyPair::generate().expect("key");
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let cert = CertificateParams::new(names)

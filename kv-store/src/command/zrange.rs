@@ -158,7 +158,11 @@ fn lex_bound(arg: &[u8]) -> Result<Bound<&[u8]>, Frame> {
 }
 
 fn by_lex(zset: &ZSet, first: &[u8], second: &[u8], q: &Query) -> Result<Vec<(Bytes, f64)>, Frame> {
-    let (min, max) = if q.rev { (second, first) } else { (first, second) };
+    let (min, max) = if q.rev {
+        (second, first)
+    } else {
+        (first, second)
+    };
     // `+` as a minimum or `-` as a maximum is an empty range, not the whole set.
     if min == b"+" || max == b"-" {
         return Ok(Vec::new());
@@ -172,7 +176,12 @@ fn by_lex(zset: &ZSet, first: &[u8], second: &[u8], q: &Query) -> Result<Vec<(By
     let pick = |(m, s): (&Bytes, f64)| (m.clone(), s);
     let range = zset.range_lex(min, max);
     let members = if q.rev {
-        range.rev().skip(offset as usize).take(count).map(pick).collect()
+        range
+            .rev()
+            .skip(offset as usize)
+            .take(count)
+            .map(pick)
+            .collect()
     } else {
         range.skip(offset as usize).take(count).map(pick).collect()
     };
