@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! data_dir = "/var/lib/url-shortener"
+//! store = "kv://127.0.0.1:6379"            # or "embedded" (sled in data_dir, the default)
 //! public_url = "https://sho.rt"            # prefix of every short_url the API returns
 //! url_blocklist = ["evil.example"]         # hosts (and their subdomains) links may not target
 //! # SHA-256 of each API key, lower-case hex (`printf %s "$KEY" | sha256sum`). When any is set,
@@ -42,6 +43,18 @@ pub const MAX_WORKERS: usize = 256;
 /// Most API keys.
 pub const MAX_API_KEYS: usize = 1000;
 
+/// Largest `store_timeout_ms`: a minute. A store slower than that is down.
+pub const MAX_STORE_TIMEOUT_MS: u64 = 60_000;
+
+/// Which store `store` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// sled in `data_dir`.
+    Embedded,
+    /// The kv-store at this address.
+    Kv(SocketAddr),
+}
+
 /// Every setting. Field docs give units and defaults.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +65,14 @@ pub struct Config {
     pub workers: usize,
     /// Directory of the embedded store. Default `url-shortener-data`.
     pub data_dir: PathBuf,
+    /// Where links live: `embedded` (sled in `data_dir`, one instance) or `kv://IP:PORT`, the
+    /// workspace's kv-store, shared by every instance pointed at it. Default `embedded`.
+    pub store: String,
+    /// The kv-store's password (its `requirepass`). Default none.
+    pub store_password: Option<String>,
+    /// Longest one kv-store call may take, in milliseconds, 1 to [`MAX_STORE_TIMEOUT_MS`];
+    /// a slower store counts as down and the request is answered 503. Default 1000.
+    pub store_timeout_ms: u64,
     /// Scheme, host and optional path prefix that short URLs are written with, without a
     /// trailing `/`. Default: `http://` and the listen address.
     pub public_url: Option<String>,
@@ -104,6 +125,9 @@ impl Default for Config {
             server: ServerConfig::new(listen, admin),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
             data_dir: PathBuf::from("url-shortener-data"),
+            store: "embedded".to_owned(),
+            store_password: None,
+            store_timeout_ms: 1000,
             public_url: None,
             store_cache_bytes: DEFAULT_CACHE_BYTES,
             id_block_size: DEFAULT_BLOCK_SIZE,
@@ -124,6 +148,41 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The store `store` names, or why it names none.
+    pub fn backend(&self) -> Result<Backend, ConfigError> {
+        let invalid = |reason: String| ConfigError::invalid("store", reason);
+        if self.store == "embedded" {
+            return Ok(Backend::Embedded);
+        }
+        let Some(address) = self.store.strip_prefix("kv://") else {
+            return Err(invalid(format!(
+                "`{}` is neither `embedded` nor `kv://IP:PORT`",
+                self.store
+            )));
+        };
+        if address.contains(',') {
+            return Err(invalid(
+                "takes one kv-store address: the kv-store is a single node for now".into(),
+            ));
+        }
+        address.parse().map(Backend::Kv).map_err(|_| {
+            invalid(format!(
+                "`{address}` is not an IP address and port (names are not resolved)"
+            ))
+        })
+    }
+
+    /// The kv-store client's settings, for `Backend::Kv(addr)`.
+    pub fn kv_client(&self, addr: SocketAddr) -> kv_store::client::ClientConfig {
+        let timeout = Duration::from_millis(self.store_timeout_ms);
+        kv_store::client::ClientConfig {
+            password: self.store_password.clone(),
+            connect_timeout: timeout,
+            io_timeout: timeout,
+            ..kv_store::client::ClientConfig::new(addr)
+        }
+    }
+
     /// The prefix of short URLs: `public_url`, or `http://` and the listen address.
     pub fn public_url(&self, listen: SocketAddr) -> String {
         match &self.public_url {
@@ -184,6 +243,11 @@ impl Validate for Config {
                 "store_cache_bytes",
                 "must be at least 1048576 (1 MiB)",
             ));
+        }
+        self.backend()?;
+        if !(1..=MAX_STORE_TIMEOUT_MS).contains(&self.store_timeout_ms) {
+            let reason = format!("must be between 1 and {MAX_STORE_TIMEOUT_MS}");
+            return Err(ConfigError::invalid("store_timeout_ms", reason));
         }
         self.validate_cache_and_clicks()?;
         self.validate_lists()
@@ -290,6 +354,31 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(invalid_field(&config), "max_body_bytes");
+        for store in [
+            "sled",
+            "kv://localhost:6379",
+            "kv://127.0.0.1",
+            "kv://127.0.0.1:1,127.0.0.1:2",
+        ] {
+            config = Config {
+                store: store.into(),
+                ..Config::default()
+            };
+            assert_eq!(invalid_field(&config), "store", "{store}");
+        }
+    }
+
+    #[test]
+    fn the_store_is_embedded_or_one_kv_store() {
+        assert_eq!(Config::default().backend().unwrap(), Backend::Embedded);
+        let config = Config {
+            store: "kv://127.0.0.1:6379".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            config.backend().unwrap(),
+            Backend::Kv(SocketAddr::from(([127, 0, 0, 1], 6379)))
+        );
     }
 
     #[test]

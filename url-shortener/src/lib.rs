@@ -5,7 +5,7 @@
 //! | [`id`] | ids leased in blocks from a counter, scrambled by a Feistel permutation, spelt in base62 |
 //! | [`target`] | which URLs a link may point to |
 //! | [`alias`] | which custom codes a user may choose |
-//! | [`store`] | the [`store::Store`] trait and the embedded sled store |
+//! | [`store`] | the [`store::Store`] trait, the embedded sled store and the shared kv-store one |
 //! | [`expiry`] | when links stop redirecting, and the sweep that removes them |
 //! | [`cache`] | cache-aside: a sharded LRU with TTL, byte bound, negative entries, invalidation |
 //! | [`clicks`] | click counts through a bounded queue, aggregated and flushed periodically |

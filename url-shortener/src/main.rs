@@ -2,7 +2,8 @@
 //! [`url_shortener::run`].
 //!
 //! ```text
-//!  flags + TOML ─▶ validate (exit 2 naming the field) ─▶ logging ─▶ open the sled store
+//!  flags + TOML ─▶ validate (exit 2 naming the field) ─▶ logging
+//!     ─▶ open the sled store, or check that the kv-store answers (--store kv://IP:PORT)
 //!     ─▶ bind --listen and --admin-listen ─▶ run (ready once serving)
 //!  SIGINT/SIGTERM ─▶ /readyz draining ─▶ stop accepting ─▶ finish in-flight requests ─▶ exit 0
 //! ```
@@ -17,14 +18,14 @@ use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, Validate};
 use service_kit::metrics::Registry;
 use service_kit::{launch, shutdown};
 use url_shortener::clock::SystemClock;
-use url_shortener::config::Config;
-use url_shortener::store::SledStore;
+use url_shortener::config::{Backend, Config};
+use url_shortener::store::{KvStore, SledStore, Store};
 
 #[derive(Parser)]
 #[command(
     name = "url-shortener",
     version,
-    about = "URL shortener: JSON API, base62 codes, 301/302 redirects, on an embedded sled store"
+    about = "URL shortener: JSON API, base62 codes, 301/302 redirects, on an embedded sled store or the kv-store"
 )]
 struct Cli {
     #[command(flatten)]
@@ -37,6 +38,10 @@ struct Cli {
     /// Worker threads; 1 runs a single-threaded runtime (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Where links live: `embedded` (sled in --data-dir, the default) or `kv://IP:PORT`, a
+    /// kv-store that several instances share.
+    #[arg(long, value_name = "STORE")]
+    store: Option<String>,
 }
 
 fn configure(cli: &Cli) -> Result<Config, ConfigError> {
@@ -48,6 +53,9 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
     }
     if let Some(url) = &cli.public_url {
         config.public_url = Some(url.clone());
+    }
+    if let Some(store) = &cli.store {
+        config.store = store.clone();
     }
     config.validate()?;
     Ok(config)
@@ -65,13 +73,31 @@ fn main() -> ExitCode {
 }
 
 async fn start(config: Config) -> anyhow::Result<()> {
+    match config.backend()? {
+        Backend::Embedded => {
+            let store =
+                SledStore::open(&config.data_dir, config.store_cache_bytes).with_context(|| {
+                    format!(
+                        "cannot open the store in {} (data_dir)",
+                        config.data_dir.display()
+                    )
+                })?;
+            serve(config, store).await
+        }
+        Backend::Kv(addr) => {
+            let retention = std::time::Duration::from_secs(config.expired_retention_seconds);
+            let store = KvStore::new(config.kv_client(addr), retention);
+            store
+                .ping()
+                .await
+                .with_context(|| format!("the kv-store at {addr} does not answer (store)"))?;
+            serve(config, store).await
+        }
+    }
+}
+
+async fn serve(config: Config, store: impl Store) -> anyhow::Result<()> {
     let server = config.server.clone();
-    let store = SledStore::open(&config.data_dir, config.store_cache_bytes).with_context(|| {
-        format!(
-            "cannot open the store in {} (data_dir)",
-            config.data_dir.display()
-        )
-    })?;
     let listener = tokio::net::TcpListener::bind(server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (listen)", server.listen))?;

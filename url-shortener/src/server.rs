@@ -90,7 +90,7 @@ pub async fn run<S: Store>(
         let app = app.clone();
         async move { app.handle(request).await }
     };
-    tracing::info!(listen = %listener.local_addr()?, data_dir = %config.data_dir.display(), "serving");
+    tracing::info!(listen = %listener.local_addr()?, store = %config.store, data_dir = %config.data_dir.display(), "serving");
     admin.mark_ready();
     let served = server::serve(listener, http, handler, shutdown.triggered()).await;
     // `serve` has dropped the handler and with it the last click recorder: the aggregator

@@ -1,23 +1,26 @@
-//! Where links live: the [`Store`] trait and its embedded implementation on sled.
+//! Where links live: the [`Store`] trait, the embedded store on sled and the shared store on
+//! the workspace's kv-store.
 //!
-//! The trait is the boundary between the service and its storage, drawn where the issue puts
-//! it: the embedded store ([`SledStore`], the default, one process) and a store on the
-//! workspace's kv-store cluster (several instances sharing it) answer the same calls. Each
-//! method is one step a backend can make atomic on its own:
+//! The trait is the boundary between the service and its storage: the embedded store
+//! ([`SledStore`], the default, one process) and the kv-store ([`KvStore`], several instances
+//! sharing it) answer the same calls. Each method is one step a backend can make atomic on its
+//! own:
 //!
-//! | call | sled | a Redis-protocol store would use |
+//! | call | sled (`embedded.rs`) | kv-store (`kv.rs`) |
 //! |---|---|---|
-//! | `create` | transaction: insert only if absent | `SET code v NX` |
-//! | `replace` | transaction: overwrite only if present | `SET code v XX` |
+//! | `create` | transaction: insert only if absent | `SET link v NX` |
+//! | `replace` | transaction: overwrite only if present | `SET link v XX` |
+//! | `list` | a range scan of the links tree | `ZRANGE codes (after + BYLEX LIMIT`, then `MGET` |
 //! | `lease_ids` | `update_and_fetch` on one counter, then flush | `INCRBY` |
 //! | `add_clicks` | one transaction per batch | `INCRBY` per code, pipelined |
-//! | `remove_expired` | the expiry index, in batches | nothing: `PEXPIREAT` expires keys itself |
+//! | `remove_expired` | the expiry index, in batches | nothing: `PXAT` expires keys itself |
 //!
 //! Methods return futures because a networked store needs them; the sled store answers from
 //! memory or its page cache, and waits only for flushes (group-committed by `flusher.rs`).
 
 mod embedded;
 mod flusher;
+mod kv;
 
 use std::future::Future;
 use std::ops::Range;
@@ -26,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use embedded::{DEFAULT_CACHE_BYTES, SledStore};
+pub use kv::{KEY_PREFIX, KvStore};
 
 /// A short link as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +109,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("embedded store flush: {0}")]
     Flush(String),
+    #[error("kv-store: {0}")]
+    Kv(String),
     #[error("no randomness for the id key: {0}")]
     Random(String),
     #[error("stored record for `{code}` is unreadable: {reason}")]
