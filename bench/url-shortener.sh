@@ -4,7 +4,8 @@
 #  1. Redirects: GET /{code} on a cached link (`url-shortener --workers 1`) against nginx's
 #     `return 302` (one worker process), the same wrk load on each, alternating, ROUNDS times.
 #  2. Link creation: POST /api/v1/links with generated codes on the embedded sled store (each
-#     create is flushed to disk before the 201), ROUNDS runs.
+#     create is flushed to disk before the 201) and on the kv-store (`--store kv://`, the
+#     kv-store with `--fsync always`: the same promise), alternating, ROUNDS times.
 #
 # Prints Markdown tables of medians for BENCHMARKS.md, and the click counters at the end
 # (every redirect is a click: queued, aggregated, flushed; dropped ones are counted).
@@ -27,12 +28,17 @@ fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-cargo build --release --locked -q -p url-shortener --bin url-shortener
+cargo build --release --locked -q -p url-shortener --bin url-shortener -p kv-store --bin kv-store
 bin="${CARGO_TARGET_DIR:-target}/release/url-shortener"
+kv_bin="${CARGO_TARGET_DIR:-target}/release/kv-store"
 work=$(mktemp -d)
 ours_port=$(free_port)
 ours_admin=$(free_port)
 nginx_port=$(free_port)
+kv_port=$(free_port)
+kv_admin=$(free_port)
+shared_port=$(free_port)
+shared_admin=$(free_port)
 target="https://example.com/a/landing/page?utm_source=bench"
 
 mkdir -p "$work/logs"
@@ -62,12 +68,24 @@ CONF
 ours_pid=$!
 nginx -p "$work" -c "$work/nginx.conf" &
 nginx_pid=$!
-cleanup() { kill "$ours_pid" "$nginx_pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+"$kv_bin" --listen "127.0.0.1:$kv_port" --admin-listen "127.0.0.1:$kv_admin" \
+  --data-dir "$work/kv" --fsync always --log-level warn &
+kv_pid=$!
+cleanup() {
+  kill "$ours_pid" "$nginx_pid" "${shared_pid:-}" "$kv_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 wait_port "$ours_port"
 wait_port "$nginx_port"
+wait_port "$kv_port"
+"$bin" --listen "127.0.0.1:$shared_port" --admin-listen "127.0.0.1:$shared_admin" \
+  --store "kv://127.0.0.1:$kv_port" --workers 1 --log-level warn &
+shared_pid=$!
+wait_port "$shared_port"
 
 curl -sf --max-time 10 -X POST "http://127.0.0.1:$ours_port/api/v1/links" -H 'Content-Type: application/json' \
   -d "{\"url\": \"$target\", \"alias\": \"bench-link\"}" >/dev/null
@@ -94,7 +112,7 @@ run_wrk() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-: > "$work/ours"; : > "$work/nginx"; : > "$work/create"
+: > "$work/ours"; : > "$work/nginx"; : > "$work/create"; : > "$work/create_kv"
 for round in $(seq "$ROUNDS"); do
   run_wrk "http://127.0.0.1:$ours_port/bench-link" >> "$work/ours"
   run_wrk "http://127.0.0.1:$nginx_port/bench-link" >> "$work/nginx"
@@ -102,10 +120,11 @@ for round in $(seq "$ROUNDS"); do
 done
 for round in $(seq "$ROUNDS"); do
   run_wrk "http://127.0.0.1:$ours_port/api/v1/links" -s "$work/create.lua" >> "$work/create"
-  echo "round $round: create $(tail -1 "$work/create")" >&2
+  run_wrk "http://127.0.0.1:$shared_port/api/v1/links" -s "$work/create.lua" >> "$work/create_kv"
+  echo "round $round: create sled $(tail -1 "$work/create"), kv-store $(tail -1 "$work/create_kv")" >&2
 done
-if awk '$3 > 0 {bad=1} END {exit !bad}' "$work/ours" "$work/nginx"; then
-  echo "some redirects were not 3xx (third column above)" >&2; exit 1
+if awk '$3 > 0 {bad=1} END {exit !bad}' "$work/ours" "$work/nginx" "$work/create" "$work/create_kv"; then
+  echo "some responses were not 2xx or 3xx (third column above)" >&2; exit 1
 fi
 
 col() { cut -d' ' -f"$2" "$work/$1" | median; }
@@ -127,5 +146,6 @@ echo
 echo "| POST /api/v1/links, generated codes | requests/s | p99 latency (ms) |"
 echo "|---|---|---|"
 echo "| url-shortener, embedded sled store (flush per create) | $(col create 1) | $(col create 2) |"
+echo "| url-shortener, kv-store \`--fsync always\` (one process, loopback) | $(col create_kv 1) | $(col create_kv 2) |"
 echo
 echo "links created: $created; clicks counted on bench-link: $clicks; clicks dropped (queue full): $dropped"
