@@ -3,6 +3,7 @@
 //! ```toml
 //! data_dir = "/var/lib/url-shortener"
 //! store = "kv://127.0.0.1:6379"            # or "embedded" (sled in data_dir, the default)
+//! broker = "127.0.0.1:9093"                # clicks through the message broker's topic `clicks`
 //! public_url = "https://sho.rt"            # prefix of every short_url the API returns
 //! url_blocklist = ["evil.example"]         # hosts (and their subdomains) links may not target
 //! # SHA-256 of each API key, lower-case hex (`printf %s "$KEY" | sha256sum`). When any is set,
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use service_kit::config::{ConfigError, ServerConfig, Validate};
 
 use crate::cache::{self, CacheLimits};
+use crate::clicks::broker::BrokerSettings;
 use crate::clicks::{self, ClickLimits};
 use crate::id::lease::{DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE};
 use crate::store::DEFAULT_CACHE_BYTES;
@@ -42,6 +44,9 @@ pub const MAX_WORKERS: usize = 256;
 
 /// Most API keys.
 pub const MAX_API_KEYS: usize = 1000;
+
+/// Most partitions of the click topic.
+pub const MAX_CLICK_PARTITIONS: u32 = 1024;
 
 /// Largest `store_timeout_ms`: a minute. A store slower than that is down.
 pub const MAX_STORE_TIMEOUT_MS: u64 = 60_000;
@@ -115,6 +120,19 @@ pub struct Config {
     /// Most distinct codes aggregated between two writes, 1 to [`MAX_PENDING_CODES_CEILING`];
     /// reaching it writes early. Default 100 000.
     pub click_max_pending_codes: usize,
+    /// The message broker that click events go through, `IP:PORT`; none: clicks are
+    /// aggregated in this process. Default none.
+    pub broker: Option<SocketAddr>,
+    /// Topic of click events. Default `clicks`.
+    pub click_topic: String,
+    /// Partitions of the topic when an instance creates it, 1 to [`MAX_CLICK_PARTITIONS`].
+    /// Default 4.
+    pub click_topic_partitions: u32,
+    /// Consumer group of the instances counting the topic. Default `url-shortener-clicks`.
+    pub click_group: String,
+    /// Click events kept for publishing while the broker is away, 1 to
+    /// [`MAX_CLICK_QUEUE_CAPACITY`]; beyond it clicks are dropped and counted. Default 100 000.
+    pub click_max_unsent: usize,
 }
 
 impl Default for Config {
@@ -143,6 +161,11 @@ impl Default for Config {
             click_queue_capacity: clicks::DEFAULT_QUEUE_CAPACITY,
             click_flush_interval_ms: clicks::DEFAULT_FLUSH_INTERVAL.as_millis() as u64,
             click_max_pending_codes: clicks::DEFAULT_MAX_PENDING_CODES,
+            broker: None,
+            click_topic: clicks::broker::DEFAULT_TOPIC.to_owned(),
+            click_topic_partitions: clicks::broker::DEFAULT_PARTITIONS,
+            click_group: clicks::broker::DEFAULT_GROUP.to_owned(),
+            click_max_unsent: clicks::broker::DEFAULT_MAX_UNSENT,
         }
     }
 }
@@ -197,6 +220,18 @@ impl Config {
             ttl: Duration::from_millis(self.cache_ttl_ms),
             negative_ttl: Duration::from_millis(self.cache_negative_ttl_ms),
         }
+    }
+
+    /// Where clicks go when `broker` is set.
+    pub fn broker_settings(&self) -> Option<BrokerSettings> {
+        Some(BrokerSettings {
+            addr: self.broker?,
+            topic: self.click_topic.clone(),
+            partitions: self.click_topic_partitions,
+            group: self.click_group.clone(),
+            flush_interval: Duration::from_millis(self.click_flush_interval_ms),
+            max_unsent: self.click_max_unsent,
+        })
     }
 
     pub fn click_limits(&self) -> ClickLimits {
@@ -276,6 +311,30 @@ impl Config {
         if !(1..=MAX_PENDING_CODES_CEILING).contains(&self.click_max_pending_codes) {
             let reason = format!("must be between 1 and {MAX_PENDING_CODES_CEILING}");
             return Err(ConfigError::invalid("click_max_pending_codes", reason));
+        }
+        if !(1..=MAX_CLICK_PARTITIONS).contains(&self.click_topic_partitions) {
+            let reason = format!("must be between 1 and {MAX_CLICK_PARTITIONS}");
+            return Err(ConfigError::invalid("click_topic_partitions", reason));
+        }
+        if !(1..=MAX_CLICK_QUEUE_CAPACITY).contains(&self.click_max_unsent) {
+            let reason = format!("must be between 1 and {MAX_CLICK_QUEUE_CAPACITY}");
+            return Err(ConfigError::invalid("click_max_unsent", reason));
+        }
+        let valid_name = |name: &str| {
+            (1..=249).contains(&name.len())
+                && !name.starts_with('.')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        if !valid_name(&self.click_topic) {
+            return Err(ConfigError::invalid(
+                "click_topic",
+                "must be 1 to 249 of A-Z a-z 0-9 . _ -, not starting with `.`",
+            ));
+        }
+        if self.click_group.is_empty() {
+            return Err(ConfigError::invalid("click_group", "must not be empty"));
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! | [`store`] | the [`store::Store`] trait, the embedded sled store and the shared kv-store one |
 //! | [`expiry`] | when links stop redirecting, and the sweep that removes them |
 //! | [`cache`] | cache-aside: a sharded LRU with TTL, byte bound, negative entries, invalidation |
-//! | [`clicks`] | click counts through a bounded queue, aggregated and flushed periodically |
+//! | [`clicks`] | click events through a bounded queue, aggregated here or counted through the message broker |
 //! | [`api`] | the HTTP JSON API: routes, handlers, errors, API keys, OpenAPI document |
 //! | [`server`] | [`run`]: the service on a listener the caller bound |
 //! | [`config`] | every setting, its default and its check |

@@ -42,6 +42,10 @@ struct Cli {
     /// kv-store that several instances share.
     #[arg(long, value_name = "STORE")]
     store: Option<String>,
+    /// Send click events through the message broker at IP:PORT (topic `clicks`), counted by
+    /// a consumer group of the instances (default: counted in this process).
+    #[arg(long, value_name = "IP:PORT")]
+    broker: Option<std::net::SocketAddr>,
 }
 
 fn configure(cli: &Cli) -> Result<Config, ConfigError> {
@@ -56,6 +60,9 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
     }
     if let Some(store) = &cli.store {
         config.store = store.clone();
+    }
+    if let Some(broker) = cli.broker {
+        config.broker = Some(broker);
     }
     config.validate()?;
     Ok(config)

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::api::auth::ApiKeys;
 use crate::api::{App, Settings, StartError};
+use crate::clicks::broker::{self, BrokerMetrics};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::Store;
@@ -65,7 +66,24 @@ pub async fn run<S: Store>(
     let (recorder, aggregator) = clicks::pipeline(config.click_limits(), registry)?;
     let app = App::new(store.clone(), clock.clone(), settings, recorder, registry).await?;
     let app = Arc::new(app);
-    let aggregator = tokio::spawn(aggregator.run(store.clone()));
+    // Clicks: aggregated here, or published to the broker and counted by the group.
+    let (aggregator, counter) = match config.broker_settings() {
+        None => (tokio::spawn(aggregator.run(store.clone())), None),
+        Some(settings) => {
+            let metrics = BrokerMetrics::register(registry)?;
+            let counter = tokio::spawn(broker::count(
+                store.clone(),
+                settings.clone(),
+                metrics.clone(),
+                aggregator.flushed_counter(),
+                shutdown.clone(),
+            ));
+            (
+                tokio::spawn(aggregator.publish(settings, metrics)),
+                Some(counter),
+            )
+        }
+    };
 
     let swept = registry.counter(
         "url_shortener_expired_links_swept_total",
@@ -97,6 +115,14 @@ pub async fn run<S: Store>(
     // flushes what is pending and ends.
     if aggregator.await.is_err() {
         tracing::error!("click aggregator panicked");
+    }
+    if let Some(counter) = counter {
+        // Its last add and commit; a broker that does not answer cannot hold the exit up.
+        match tokio::time::timeout(config.server.shutdown_timeout(), counter).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tracing::error!("click counter panicked"),
+            Err(_) => tracing::warn!("click counter did not finish its last commit in time"),
+        }
     }
     if sweeper.await.is_err() {
         tracing::error!("expiry sweeper panicked");

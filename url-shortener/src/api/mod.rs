@@ -285,7 +285,7 @@ impl<S: Store> App<S> {
         }
         let code = code.unwrap_or_default();
         match route {
-            Route::Redirect => self.redirect(code, &request.head.method).await,
+            Route::Redirect => self.redirect(code, &request.head).await,
             Route::CreateLink => self.create_link(request).await,
             Route::ListLinks => self.list_links(request.head.query()).await,
             Route::GetLink => self.get_link(code).await,

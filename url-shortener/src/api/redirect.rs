@@ -20,15 +20,20 @@
 //! (`crate::clicks`) with `try_send`: a cache hit touches neither the store nor any lock but
 //! its cache shard's. HEAD answers the same but is not counted as a click.
 
-use http1::{HeaderValue, Method, Response, StatusCode, header};
+use http1::{HeaderValue, Method, RequestHead, Response, StatusCode, header};
 
 use super::error::ApiError;
 use super::{App, is_code_shaped};
+use crate::clicks::ClickEvent;
 use crate::store::Store;
 use crate::timestamp;
 
 impl<S: Store> App<S> {
-    pub(super) async fn redirect(&self, code: &str, method: &Method) -> Result<Response, ApiError> {
+    pub(super) async fn redirect(
+        &self,
+        code: &str,
+        head: &RequestHead,
+    ) -> Result<Response, ApiError> {
         if !is_code_shaped(code) {
             return Err(ApiError::not_found(code));
         }
@@ -48,8 +53,9 @@ impl<S: Store> App<S> {
             )
         })?;
         self.metrics.redirects.inc();
-        if *method == Method::GET {
-            self.clicks.record(code);
+        if head.method == Method::GET {
+            self.clicks
+                .record(ClickEvent::new(code, now, &head.headers));
         }
         let (status, cache_control) = if link.permanent {
             let remaining = link.expires_at_ms.map_or(u64::MAX, |at| (at - now) / 1000);

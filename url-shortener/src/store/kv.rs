@@ -28,12 +28,12 @@
 //! | `lease_ids` | `INCRBY next_id n`: blocks are disjoint across instances | |
 //! | `add_clicks` | `INCRBY clicks n` for the codes `PTTL` finds | the count's expiry follows the link's |
 //!
-//! A code in `codes` whose link is gone (deleted, expired by the store, or a crash between
+//! A code in `codes` whose link is gone (expired by the store, or a crash between a delete's
 //! `DEL` and `ZREM`) is skipped by `list` and removed as it is met. The one gap: a crash
 //! between a create's `SET` and its `ZADD` leaves a link that redirects, can be read, changed
 //! and deleted, but is not listed. Counts and links are written by separate commands, so a
-//! click batch that races a `DELETE` can leave a count behind; it expires with nothing to
-//! point at and is removed by the next `create` of that code.
+//! click batch that races a `DELETE` can leave a count behind: nothing reads it (a count is
+//! shown only with its link), and the next `create` of that code removes it.
 //!
 //! # Expiry
 //!

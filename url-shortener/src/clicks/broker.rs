@@ -1,0 +1,342 @@
+//! Clicks through the message broker (`--broker IP:PORT`): every instance publishes its
+//! clicks to one topic, and a consumer group of all the instances counts them into the store.
+//!
+//! ```text
+//!  each instance
+//!   click queue ──▶ publish: the events of each click_flush_interval_ms ──▶ topic `clicks`
+//!                   (a batch that fails is kept and sent again,            key = code, so one
+//!                    at most click_max_unsent events)                      code, one partition
+//!
+//!   topic `clicks` ──▶ count: a member of the group `url-shortener-clicks`, its share of the
+//!                      partitions ──▶ code -> n ──▶ every click_flush_interval_ms:
+//!                      store.add_clicks(counts), and only then commit the offsets
+//! ```
+//!
+//! Keying by code puts all of a code's clicks in one partition, so one member aggregates them
+//! and a hot link costs one store write per interval, as in-process aggregation does. The
+//! topic is created, if missing, by whichever instance gets there first.
+//!
+//! # Delivery: at least once, duplicates bounded and counted
+//!
+//! - **Publishing.** A batch whose answer is lost (the broker died after appending some of it)
+//!   is sent again whole: at most one batch of duplicates per failure. The events sent again
+//!   are counted in `url_shortener_click_events_resent_total`, an upper bound on these
+//!   duplicates.
+//! - **Counting.** Counts are added to the store before their offsets are committed. A member
+//!   that added counts and then failed to commit (the broker went away, or the group
+//!   rebalanced) has those records delivered again, to itself or to the partition's next
+//!   owner: at most one flush interval of one member's records. They are counted in
+//!   `url_shortener_clicks_uncommitted_total`.
+//!
+//! So once the broker is back, a link's stored count converges to at least its true count and
+//! at most that plus the two counters. What is lost: clicks dropped because the queue or the
+//! unsent batch was full (`url_shortener_clicks_dropped_total`), and the unsent batch of an
+//! instance that is itself killed. A record that is not a click event is skipped and counted
+//! (`url_shortener_click_events_unreadable_total`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use message_broker::client::{
+    Client, ClientError, GroupConfig, GroupConsumer, Producer, ProducerConfig,
+};
+use message_broker::protocol::{CreateTopicRequest, ErrorCode};
+use message_broker::record_batch::Record;
+use service_kit::metrics::{IntCounter, MetricsError, Registry};
+use service_kit::shutdown::Shutdown;
+
+use super::{ClickAggregator, ClickEvent};
+use crate::store::Store;
+
+/// Default topic of click events.
+pub const DEFAULT_TOPIC: &str = "clicks";
+/// Default partitions of the topic, when an instance creates it.
+pub const DEFAULT_PARTITIONS: u32 = 4;
+/// Default consumer group of the counting members.
+pub const DEFAULT_GROUP: &str = "url-shortener-clicks";
+/// Default most events kept for sending while the broker is away.
+pub const DEFAULT_MAX_UNSENT: usize = 100_000;
+/// Longest one publishing attempt (connect, send, acknowledgements) may take.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Waits between attempts to reach the broker again, doubling from the first to the last.
+const RECONNECT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(2));
+
+/// Where the clicks go, and how.
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    pub addr: SocketAddr,
+    pub topic: String,
+    /// Partitions of the topic, when it has to be created.
+    pub partitions: u32,
+    pub group: String,
+    pub flush_interval: Duration,
+    /// Most events kept for sending; more are dropped and counted.
+    pub max_unsent: usize,
+}
+
+/// The counters of the broker path.
+#[derive(Clone, Debug)]
+pub struct BrokerMetrics {
+    published: IntCounter,
+    resent: IntCounter,
+    uncommitted: IntCounter,
+    unreadable: IntCounter,
+}
+
+impl BrokerMetrics {
+    pub fn register(registry: &Registry) -> Result<BrokerMetrics, MetricsError> {
+        Ok(BrokerMetrics {
+            published: registry.counter(
+                "url_shortener_click_events_published_total",
+                "Click events the broker acknowledged.",
+            )?,
+            resent: registry.counter(
+                "url_shortener_click_events_resent_total",
+                "Click events sent again after a failed publish (an upper bound on duplicates).",
+            )?,
+            uncommitted: registry.counter(
+                "url_shortener_clicks_uncommitted_total",
+                "Clicks added to the store whose offsets were not committed (they may be counted again).",
+            )?,
+            unreadable: registry.counter(
+                "url_shortener_click_events_unreadable_total",
+                "Records in the click topic that are not click events; skipped.",
+            )?,
+        })
+    }
+}
+
+/// Creates the topic unless it exists.
+async fn ensure_topic(client: &Client, settings: &BrokerSettings) -> Result<(), ClientError> {
+    let request = CreateTopicRequest {
+        name: settings.topic.clone(),
+        partitions: settings.partitions,
+        ..CreateTopicRequest::default()
+    };
+    match client.create_topic(request).await? {
+        ErrorCode::None | ErrorCode::TopicAlreadyExists => Ok(()),
+        code => Err(ClientError::Broker {
+            code,
+            message: format!("creating the topic {}", settings.topic),
+        }),
+    }
+}
+
+fn backoff(previous: Duration) -> Duration {
+    (previous * 2).clamp(RECONNECT_BACKOFF.0, RECONNECT_BACKOFF.1)
+}
+
+impl ClickAggregator {
+    /// Publishes the queue's events to the topic until every recorder is dropped, then sends
+    /// what is left (one attempt) and returns.
+    pub async fn publish(mut self, settings: BrokerSettings, metrics: BrokerMetrics) {
+        let mut publisher = Publisher {
+            settings,
+            metrics,
+            producer: None,
+            unsent: Vec::new(),
+            attempted: 0,
+        };
+        let mut ticks = tokio::time::interval(publisher.settings.flush_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.queue.recv() => {
+                    let Some(event) = event else { break };
+                    if publisher.unsent.len() >= publisher.settings.max_unsent {
+                        self.dropped.inc();
+                        continue;
+                    }
+                    publisher.unsent.push(event);
+                }
+                _ = ticks.tick() => publisher.send().await,
+            }
+        }
+        publisher.send().await;
+        if !publisher.unsent.is_empty() {
+            let lost = publisher.unsent.len();
+            tracing::warn!(lost, "click events not published at shutdown");
+            self.dropped.inc_by(lost as u64);
+        }
+    }
+}
+
+struct Publisher {
+    settings: BrokerSettings,
+    metrics: BrokerMetrics,
+    producer: Option<Producer>,
+    unsent: Vec<ClickEvent>,
+    /// How many of `unsent` (from the front) a failed attempt already sent.
+    attempted: usize,
+}
+
+impl Publisher {
+    /// One attempt to publish everything unsent. On failure the events stay, the producer is
+    /// dropped, and the next attempt connects again.
+    async fn send(&mut self) {
+        if self.unsent.is_empty() {
+            return;
+        }
+        let count = self.unsent.len();
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.try_send()).await {
+            Ok(Ok(())) => {
+                self.metrics.published.inc_by(count as u64);
+                self.metrics.resent.inc_by(self.attempted as u64);
+                self.unsent.clear();
+                self.attempted = 0;
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, events = count, "click publish failed; will retry")
+            }
+            Err(_) => tracing::warn!(events = count, "click publish timed out; will retry"),
+        }
+        self.producer = None;
+        self.attempted = count;
+    }
+
+    async fn try_send(&mut self) -> Result<(), ClientError> {
+        if self.producer.is_none() {
+            let client = Arc::new(Client::connect(self.settings.addr).await?);
+            ensure_topic(&client, &self.settings).await?;
+            let producer =
+                Producer::new(client, &self.settings.topic, ProducerConfig::default()).await?;
+            self.producer = Some(producer);
+        }
+        let producer = self.producer.as_mut().expect("set above");
+        let failed_before = producer.stats().records_failed;
+        for event in &self.unsent {
+            let value = serde_json::to_vec(event).expect("a click event serialises");
+            let record = Record {
+                key: Some(event.code.as_bytes()),
+                value: Some(&value),
+                headers: &[],
+                timestamp: event.at as i64,
+            };
+            producer.send(&record).await?;
+        }
+        let stats = producer.flush().await?;
+        if stats.records_failed > failed_before {
+            return Err(ClientError::Broker {
+                code: ErrorCode::Unknown,
+                message: stats.last_error.clone().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Counts the topic's clicks into `store` as a member of the group, until `shutdown`; then
+/// adds and commits what it holds and leaves the group.
+pub async fn count<S: Store>(
+    store: Arc<S>,
+    settings: BrokerSettings,
+    metrics: BrokerMetrics,
+    flushed: IntCounter,
+    shutdown: Shutdown,
+) {
+    let mut wait = Duration::ZERO;
+    while !shutdown.is_triggered() {
+        let joined = Instant::now();
+        let mut member = Member {
+            store: &*store,
+            settings: &settings,
+            metrics: &metrics,
+            flushed: &flushed,
+            pending: HashMap::new(),
+        };
+        match member.run(&shutdown).await {
+            Ok(()) => return,
+            Err(error) => {
+                // A membership that lasted starts the waits over.
+                if joined.elapsed() > RECONNECT_BACKOFF.1 {
+                    wait = Duration::ZERO;
+                }
+                wait = backoff(wait);
+                tracing::warn!(%error, retry_in = ?wait, "click counting stopped; rejoining");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.triggered() => return,
+                }
+            }
+        }
+    }
+}
+
+/// One membership of the group: from joining to the first failure (or shutdown).
+struct Member<'a, S> {
+    store: &'a S,
+    settings: &'a BrokerSettings,
+    metrics: &'a BrokerMetrics,
+    flushed: &'a IntCounter,
+    /// Clicks consumed since the last commit, by code. They never outlive the membership:
+    /// after a failure the records since the last commit are delivered again.
+    pending: HashMap<String, u64>,
+}
+
+/// Why a membership ended.
+#[derive(Debug, thiserror::Error)]
+enum MemberError {
+    #[error("broker: {0}")]
+    Broker(#[from] ClientError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("the group moved on ({0}): the records since the last commit go to their new owner")]
+    Rebalanced(ErrorCode),
+}
+
+impl<S: Store> Member<'_, S> {
+    async fn run(&mut self, shutdown: &Shutdown) -> Result<(), MemberError> {
+        let client = Arc::new(Client::connect(self.settings.addr).await?);
+        ensure_topic(&client, self.settings).await?;
+        let mut config = GroupConfig::new(&self.settings.group, vec![self.settings.topic.clone()]);
+        config.client_id = "url-shortener".into();
+        let mut group = GroupConsumer::new(client, config);
+        let mut last_commit = Instant::now();
+        // Polls return within the fetch wait (at most half a second), so shutdown is seen
+        // between them; a poll is never cancelled halfway.
+        while !shutdown.is_triggered() {
+            let metrics = self.metrics;
+            let pending = &mut self.pending;
+            group
+                .poll_with(|_, _, record| {
+                    match record
+                        .value
+                        .and_then(|v| serde_json::from_slice::<ClickEvent>(v).ok())
+                    {
+                        Some(event) => *pending.entry(event.code).or_insert(0) += 1,
+                        None => metrics.unreadable.inc(),
+                    }
+                })
+                .await?;
+            if last_commit.elapsed() >= self.settings.flush_interval {
+                self.add_and_commit(&mut group).await?;
+                last_commit = Instant::now();
+            }
+        }
+        self.add_and_commit(&mut group).await?;
+        group.leave().await?;
+        Ok(())
+    }
+
+    /// Adds the pending counts to the store, then commits the offsets they came from.
+    async fn add_and_commit(&mut self, group: &mut GroupConsumer) -> Result<(), MemberError> {
+        let batch: Vec<(String, u64)> = self.pending.drain().collect();
+        let clicks: u64 = batch.iter().map(|(_, n)| n).sum();
+        if !batch.is_empty() {
+            self.store.add_clicks(&batch).await?;
+            self.flushed.inc_by(clicks);
+        }
+        let committed = group.commit().await;
+        if !matches!(committed, Ok(ErrorCode::None)) {
+            self.metrics.uncommitted.inc_by(clicks);
+        }
+        match committed? {
+            ErrorCode::None => Ok(()),
+            code => Err(MemberError::Rebalanced(code)),
+        }
+    }
+}
