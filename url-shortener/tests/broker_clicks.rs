@@ -76,7 +76,11 @@ async fn clicks_through_the_broker_converge_after_it_is_killed_mid_load() {
     let before = rng.random_range(100..=200);
     let after = rng.random_range(100..=200);
     let click = |i: usize| {
-        let addr = if i.is_multiple_of(2) { a.listen } else { b.listen };
+        let addr = if i.is_multiple_of(2) {
+            a.listen
+        } else {
+            b.listen
+        };
         let code = if i.is_multiple_of(5) { "cold" } else { "hot" };
         async move {
             assert_eq!(get(addr, &format!("/{code}")).await.status, 302);
