@@ -32,7 +32,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time for one call's write and all its replies.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     pub addr: SocketAddr,
     /// Speak RESP3 (`HELLO 3`): maps, sets, doubles and booleans arrive as such. Default true.
@@ -45,6 +45,20 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Default [`DEFAULT_IO_TIMEOUT`].
     pub io_timeout: Duration,
+}
+
+/// Shows every field but the password, so that a logged config never carries it.
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("addr", &self.addr)
+            .field("resp3", &self.resp3)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("max_idle_connections", &self.max_idle_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("io_timeout", &self.io_timeout)
+            .finish()
+    }
 }
 
 impl ClientConfig {

@@ -231,6 +231,7 @@ impl Config {
             group: self.click_group.clone(),
             flush_interval: Duration::from_millis(self.click_flush_interval_ms),
             max_unsent: self.click_max_unsent,
+            max_pending_codes: self.click_max_pending_codes,
         })
     }
 

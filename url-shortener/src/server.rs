@@ -70,6 +70,14 @@ pub async fn run<S: Store>(
     let (aggregator, counter) = match config.broker_settings() {
         None => (tokio::spawn(aggregator.run(store.clone())), None),
         Some(settings) => {
+            if config.backend().is_ok_and(|b| b == crate::config::Backend::Embedded) {
+                tracing::warn!(
+                    group = %settings.group,
+                    "clicks go through the broker but links are in this instance's embedded \
+                     store: the group's members must share a store, so run one instance per \
+                     click_group or use the kv-store"
+                );
+            }
             let metrics = BrokerMetrics::register(registry)?;
             let counter = tokio::spawn(broker::count(
                 store.clone(),

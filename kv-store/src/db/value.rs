@@ -98,8 +98,10 @@ impl ZSet {
     }
 
     /// Members between `min` and `max` in member order, for `BYLEX`. Like Redis, this assumes
-    /// every member has the same score (the way a sorted set is used as an ordered index);
-    /// the range is taken among members of the lowest score. O(log n) to the first member.
+    /// every member has the same score (the way a sorted set is used as an ordered index):
+    /// the bounds are placed among the members of the lowest score, and an open end (`-`,
+    /// `+`) runs to the set's end, so with mixed scores the answer is unspecified, as in
+    /// Redis. O(log n) to the first member.
     pub fn range_lex(
         &self,
         min: Bound<&[u8]>,

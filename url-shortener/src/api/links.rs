@@ -192,11 +192,13 @@ impl<S: Store> App<S> {
         let (cursor, limit) = page_params(query.unwrap_or_default())?;
         let links = self.store.list(cursor.as_deref(), limit).await?;
         let now = self.clock.now_ms();
-        let mut views = Vec::with_capacity(links.len());
-        for link in &links {
-            let clicks = self.store.clicks(&link.code).await?;
-            views.push(self.view(link, Some(clicks), now));
-        }
+        let codes: Vec<&str> = links.iter().map(|link| link.code.as_str()).collect();
+        let clicks = self.store.clicks_of(&codes).await?;
+        let views: Vec<_> = links
+            .iter()
+            .zip(clicks)
+            .map(|(link, clicks)| self.view(link, Some(clicks), now))
+            .collect();
         let next_cursor = match links.last() {
             Some(last) if links.len() == limit => Value::from(last.code.clone()),
             _ => Value::Null,

@@ -24,9 +24,12 @@
 //!   duplicates.
 //! - **Counting.** Counts are added to the store before their offsets are committed. A member
 //!   that added counts and then failed to commit (the broker went away, or the group
-//!   rebalanced) has those records delivered again, to itself or to the partition's next
-//!   owner: at most one flush interval of one member's records. They are counted in
-//!   `url_shortener_clicks_uncommitted_total`.
+//!   rebalanced), or whose add failed after the store may have applied part of it, has those
+//!   records delivered again, to itself or to the partition's next owner: at most one flush
+//!   interval (or `click_max_pending_codes` codes) of one member's records. They are counted
+//!   in `url_shortener_clicks_uncommitted_total`. Counts consumed but not yet added when the
+//!   group rebalances are dropped, not added: their records go to the partitions' owners
+//!   from the last commit.
 //!
 //! So once the broker is back, a link's stored count converges to at least its true count and
 //! at most that plus the two counters. What is lost: clicks dropped because the queue or the
@@ -75,6 +78,8 @@ pub struct BrokerSettings {
     pub flush_interval: Duration,
     /// Most events kept for sending; more are dropped and counted.
     pub max_unsent: usize,
+    /// Most codes a counting member holds before it adds and commits early.
+    pub max_pending_codes: usize,
 }
 
 /// The counters of the broker path.
@@ -138,7 +143,6 @@ impl ClickAggregator {
             metrics,
             producer: None,
             unsent: Vec::new(),
-            attempted: 0,
         };
         let mut ticks = tokio::time::interval(publisher.settings.flush_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -169,8 +173,6 @@ struct Publisher {
     metrics: BrokerMetrics,
     producer: Option<Producer>,
     unsent: Vec<ClickEvent>,
-    /// How many of `unsent` (from the front) a failed attempt already sent.
-    attempted: usize,
 }
 
 impl Publisher {
@@ -184,9 +186,7 @@ impl Publisher {
         match tokio::time::timeout(PUBLISH_TIMEOUT, self.try_send()).await {
             Ok(Ok(())) => {
                 self.metrics.published.inc_by(count as u64);
-                self.metrics.resent.inc_by(self.attempted as u64);
                 self.unsent.clear();
-                self.attempted = 0;
                 return;
             }
             Ok(Err(error)) => {
@@ -194,8 +194,9 @@ impl Publisher {
             }
             Err(_) => tracing::warn!(events = count, "click publish timed out; will retry"),
         }
+        // Any of them may have been appended: every one sent again may be a duplicate.
+        self.metrics.resent.inc_by(count as u64);
         self.producer = None;
-        self.attempted = count;
     }
 
     async fn try_send(&mut self) -> Result<(), ClientError> {
@@ -300,19 +301,30 @@ impl<S: Store> Member<'_, S> {
         // between them; a poll is never cancelled halfway.
         while !shutdown.is_triggered() {
             let metrics = self.metrics;
-            let pending = &mut self.pending;
+            let generation = group.generation();
+            let mut polled: HashMap<String, u64> = HashMap::new();
             group
                 .poll_with(|_, _, record| {
                     match record
                         .value
                         .and_then(|v| serde_json::from_slice::<ClickEvent>(v).ok())
                     {
-                        Some(event) => *pending.entry(event.code).or_insert(0) += 1,
+                        Some(event) => *polled.entry(event.code).or_insert(0) += 1,
                         None => metrics.unreadable.inc(),
                     }
                 })
                 .await?;
-            if last_commit.elapsed() >= self.settings.flush_interval {
+            if group.generation() != generation {
+                // The poll rejoined the group and started again from the committed offsets:
+                // what was pending will be delivered again, here or to another member.
+                self.pending.clear();
+            }
+            for (code, n) in polled {
+                *self.pending.entry(code).or_insert(0) += n;
+            }
+            if last_commit.elapsed() >= self.settings.flush_interval
+                || self.pending.len() >= self.settings.max_pending_codes
+            {
                 self.add_and_commit(&mut group).await?;
                 last_commit = Instant::now();
             }
@@ -327,7 +339,11 @@ impl<S: Store> Member<'_, S> {
         let batch: Vec<(String, u64)> = self.pending.drain().collect();
         let clicks: u64 = batch.iter().map(|(_, n)| n).sum();
         if !batch.is_empty() {
-            self.store.add_clicks(&batch).await?;
+            if let Err(error) = self.store.add_clicks(&batch).await {
+                // Part of it may be in the store; all of it will be delivered again.
+                self.metrics.uncommitted.inc_by(clicks);
+                return Err(error.into());
+            }
             self.flushed.inc_by(clicks);
         }
         let committed = group.commit().await;

@@ -20,7 +20,9 @@
 //!
 //! What a crash loses in-process: the clicks in the queue and in `pending` (at most one flush
 //! interval); a written batch is durable. A store that fails keeps its batch pending for the
-//! next tick; new codes are then dropped once `pending` is full.
+//! next tick; new codes are then dropped once `pending` is full. A networked store may have
+//! applied part of a batch that failed (the connection broke after some writes), so keeping
+//! it errs toward counting those clicks twice rather than not at all.
 
 pub mod broker;
 

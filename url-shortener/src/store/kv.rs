@@ -9,8 +9,9 @@
 //! | key | type | value |
 //! |---|---|---|
 //! | `shortener:link:{code}` | string | the same record as the embedded store's (version byte, postcard) |
-//! | `shortener:clicks:{code}` | string | the click count, an integer |
+//! | `shortener:clicks:{code}` | string | the click count, an integer; it expires with its link |
 //! | `shortener:codes` | sorted set, every score 0 | the codes, so that `ZRANGE BYLEX` lists them in code order |
+//! | `shortener:expiring` | sorted set | the codes of links with an expiry, scored by `expires_at` |
 //! | `shortener:next_id` | string | the id counter: `INCRBY` leases a block |
 //! | `shortener:id_key` | string | the Feistel key, set once with `SET NX` |
 //!
@@ -18,37 +19,40 @@
 //!
 //! The kv-store runs each command atomically but has no transactions (no `MULTI`, no
 //! scripts), so each call makes its one decisive step a single command and orders the rest
-//! so that a crash between steps leaves nothing a reader can trip on:
+//! around it:
 //!
 //! | call | the decisive command | then |
 //! |---|---|---|
-//! | `create` | `SET link v NX [PXAT t]`: of racing creators exactly one gets `OK` | `DEL clicks` (a previous life's count), `ZADD codes 0 code` |
-//! | `replace` | `SET link v XX [PXAT t]` | the count's expiry follows the link's |
-//! | `delete` | `DEL link` | `DEL clicks`, `ZREM codes code` |
+//! | `create` | `SET link v NX [PXAT t]`: of racing creators exactly one gets `OK` | `SET clicks 0 [PXAT t]` (over a previous life's count), `ZADD codes`, `ZADD expiring` |
+//! | `replace` | `SET link v XX [PXAT t]` | the count's expiry set to the link's, `expiring` updated |
+//! | `delete` | `DEL link` | `DEL clicks`, `ZREM codes`, `ZREM expiring`; then, if a create of the same code slipped in, its entries are put back |
 //! | `lease_ids` | `INCRBY next_id n`: blocks are disjoint across instances | |
-//! | `add_clicks` | `INCRBY clicks n` for the codes `PTTL` finds | the count's expiry follows the link's |
+//! | `add_clicks` | `INCRBY clicks n` (which keeps the count's expiry) for codes whose link exists | |
 //!
-//! A code in `codes` whose link is gone (expired by the store, or a crash between a delete's
-//! `DEL` and `ZREM`) is skipped by `list` and removed as it is met. The one gap: a crash
-//! between a create's `SET` and its `ZADD` leaves a link that redirects, can be read, changed
-//! and deleted, but is not listed. Counts and links are written by separate commands, so a
-//! click batch that races a `DELETE` can leave a count behind: nothing reads it (a count is
-//! shown only with its link), and the next `create` of that code removes it.
+//! Only the link writers (create, replace) set a count's expiry, so a click batch cannot race
+//! a change of the link's expiry. The index entries are bookkeeping: a code in `codes` whose
+//! link is gone (expired by the store, or a crash in the middle of a delete) is skipped by
+//! `list` and removed, and a removal is checked afterwards so that a create racing it keeps
+//! its entry. The one gap: a crash between a create's `SET` and its `ZADD` leaves a link that
+//! redirects, can be read, changed and deleted, but is not listed.
 //!
 //! # Expiry
 //!
 //! The store expires keys itself: a link with `expires_at` is written with
 //! `PXAT expires_at + retention`, so it answers 410 for `expired_retention_seconds` and then
-//! disappears (404), as the embedded store's sweep does; `remove_expired` has nothing to do.
-//! The kv-store's clock decides when the key goes, the service's clock when the link stops
-//! redirecting; they differ only by the hosts' clock skew.
+//! disappears (404), as with the embedded store's sweep. What the sweep (`remove_expired`)
+//! does here is keep the indexes small: it reads `expiring` up to the cut-off and removes the
+//! entries of links that are gone. The kv-store's clock decides when the key goes, the
+//! service's clock when the link stops redirecting; they differ only by the hosts' clock skew.
 //!
 //! # Durability
 //!
 //! A call returns once the kv-store has acknowledged it, which is as durable as the
 //! kv-store's `--fsync` makes it: `always` (fsync before the reply) gives the embedded
 //! store's promise that an acknowledged link survives a crash; the default `everysec` may
-//! lose the last second.
+//! lose the last second. A call that fails may still have been applied in part (a pipeline
+//! the store ran before the connection broke): callers treat a failed `add_clicks` as
+//! possibly applied.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -61,12 +65,14 @@ use rand::rngs::SysRng;
 
 use super::{Link, Result, Store, StoreError};
 
-/// Every key this store writes starts with this.
-pub const KEY_PREFIX: &str = "shortener:";
 /// Codes read from the index per round trip while listing.
 const LIST_BATCH: usize = 256;
+/// Codes per pipeline of `add_clicks` and `clicks_of`: a batch of 100,000 codes is sent as
+/// many round trips, each well within the client's time limit.
+const CODES_PER_PIPELINE: usize = 1000;
 
 const CODES: &str = "shortener:codes";
+const EXPIRING: &str = "shortener:expiring";
 const NEXT_ID: &str = "shortener:next_id";
 const ID_KEY: &str = "shortener:id_key";
 
@@ -134,21 +140,61 @@ impl KvStore {
         command
     }
 
-    /// Makes the count of `code` expire when its link does.
-    fn count_expires_with(code: &str, drop_at_ms: Option<u64>) -> Vec<Bytes> {
-        match drop_at_ms {
-            Some(at) => args(&["PEXPIREAT", &clicks_key(code), &at.to_string()]),
-            None => args(&["PERSIST", &clicks_key(code)]),
+    /// The entry of `link` in `expiring`: added (or moved) when it expires, else removed.
+    fn expiring_entry(link: &Link) -> Vec<Bytes> {
+        match link.expires_at_ms {
+            Some(at) => args(&["ZADD", EXPIRING, &at.to_string(), &link.code]),
+            None => args(&["ZREM", EXPIRING, &link.code]),
         }
+    }
+
+    /// For each of `codes`, whether its link exists.
+    async fn existing(&self, codes: &[&str]) -> Result<Vec<bool>> {
+        if codes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let checks = codes
+            .iter()
+            .map(|code| args(&["EXISTS", &link_key(code)]))
+            .collect();
+        let replies = self.run(checks).await?;
+        replies
+            .iter()
+            .map(|reply| Ok(integer("EXISTS", reply)? == 1))
+            .collect()
+    }
+
+    /// Removes index entries of links that are gone, then puts back those of links a create
+    /// made in the meantime (create writes the link before its entries).
+    async fn drop_entries(&self, codes: &[&str]) -> Result<()> {
+        if codes.is_empty() {
+            return Ok(());
+        }
+        let mut from_codes = args(&["ZREM", CODES]);
+        from_codes.extend(args(codes));
+        let mut from_expiring = args(&["ZREM", EXPIRING]);
+        from_expiring.extend(args(codes));
+        self.run(vec![from_codes, from_expiring]).await?;
+        let exists = self.existing(codes).await?;
+        let back: Vec<Vec<Bytes>> = codes
+            .iter()
+            .zip(exists)
+            .filter(|(_, exists)| *exists)
+            .map(|(code, _)| args(&["ZADD", CODES, "0", code]))
+            .collect();
+        if !back.is_empty() {
+            self.run(back).await?;
+        }
+        Ok(())
     }
 }
 
 fn link_key(code: &str) -> String {
-    format!("{KEY_PREFIX}link:{code}")
+    format!("shortener:link:{code}")
 }
 
 fn clicks_key(code: &str) -> String {
-    format!("{KEY_PREFIX}clicks:{code}")
+    format!("shortener:clicks:{code}")
 }
 
 fn args(parts: &[&str]) -> Vec<Bytes> {
@@ -177,6 +223,21 @@ fn integer(what: &str, reply: &Reply) -> Result<i64> {
     }
 }
 
+/// The members of an array reply, as strings.
+fn strings(what: &str, reply: &Reply) -> Result<Vec<String>> {
+    match reply {
+        Reply::Array(items) | Reply::Set(items) => items
+            .iter()
+            .map(|item| {
+                item.as_bytes()
+                    .and_then(|b| String::from_utf8(b.to_vec()).ok())
+                    .ok_or_else(|| unexpected(what, item))
+            })
+            .collect(),
+        other => Err(unexpected(what, other)),
+    }
+}
+
 impl Store for KvStore {
     async fn create(&self, link: &Link) -> Result<bool> {
         match self.one(self.set(link, "NX")).await? {
@@ -184,11 +245,15 @@ impl Store for KvStore {
             Reply::Simple(_) => {}
             other => return Err(unexpected("SET NX", &other)),
         }
-        self.run(vec![
-            args(&["DEL", &clicks_key(&link.code)]),
-            args(&["ZADD", CODES, "0", &link.code]),
-        ])
-        .await?;
+        let mut count = args(&["SET", &clicks_key(&link.code), "0"]);
+        if let Some(at) = self.drop_at_ms(link) {
+            count.extend(args(&["PXAT", &at.to_string()]));
+        }
+        let mut steps = vec![count, args(&["ZADD", CODES, "0", &link.code])];
+        if link.expires_at_ms.is_some() {
+            steps.push(Self::expiring_entry(link));
+        }
+        self.run(steps).await?;
         Ok(true)
     }
 
@@ -206,8 +271,11 @@ impl Store for KvStore {
             Reply::Simple(_) => {}
             other => return Err(unexpected("SET XX", &other)),
         }
-        let expiry = Self::count_expires_with(&link.code, self.drop_at_ms(link));
-        self.run(vec![expiry]).await?;
+        let count = match self.drop_at_ms(link) {
+            Some(at) => args(&["PEXPIREAT", &clicks_key(&link.code), &at.to_string()]),
+            None => args(&["PERSIST", &clicks_key(&link.code)]),
+        };
+        self.run(vec![count, Self::expiring_entry(link)]).await?;
         Ok(true)
     }
 
@@ -216,9 +284,9 @@ impl Store for KvStore {
             .run(vec![
                 args(&["DEL", &link_key(code)]),
                 args(&["DEL", &clicks_key(code)]),
-                args(&["ZREM", CODES, code]),
             ])
             .await?;
+        self.drop_entries(&[code]).await?;
         Ok(integer("DEL", &replies[0])? == 1)
     }
 
@@ -227,29 +295,17 @@ impl Store for KvStore {
         let mut from = after.map_or("-".to_owned(), |code| format!("({code}"));
         while links.len() < limit {
             let want = (limit - links.len()).min(LIST_BATCH);
-            let reply = self
-                .one(args(&[
-                    "ZRANGE",
-                    CODES,
-                    &from,
-                    "+",
-                    "BYLEX",
-                    "LIMIT",
-                    "0",
-                    &want.to_string(),
-                ]))
-                .await?;
-            let codes: Vec<String> = match &reply {
-                Reply::Array(items) | Reply::Set(items) => items
-                    .iter()
-                    .map(|item| {
-                        item.as_bytes()
-                            .and_then(|b| String::from_utf8(b.to_vec()).ok())
-                            .ok_or_else(|| unexpected("ZRANGE", item))
-                    })
-                    .collect::<Result<_>>()?,
-                other => return Err(unexpected("ZRANGE", other)),
-            };
+            let range = args(&[
+                "ZRANGE",
+                CODES,
+                &from,
+                "+",
+                "BYLEX",
+                "LIMIT",
+                "0",
+                &want.to_string(),
+            ]);
+            let codes = strings("ZRANGE", &self.one(range).await?)?;
             let Some(last) = codes.last() else {
                 break;
             };
@@ -268,11 +324,7 @@ impl Store for KvStore {
                     other => return Err(unexpected("MGET", other)),
                 }
             }
-            if !gone.is_empty() {
-                let mut remove = args(&["ZREM", CODES]);
-                remove.extend(args(&gone));
-                self.run(vec![remove]).await?;
-            }
+            self.drop_entries(&gone).await?;
             if codes.len() < want {
                 break;
             }
@@ -311,27 +363,20 @@ impl Store for KvStore {
     }
 
     async fn add_clicks(&self, counts: &[(String, u64)]) -> Result<()> {
-        if counts.is_empty() {
-            return Ok(());
-        }
-        let ttls = counts
-            .iter()
-            .map(|(code, _)| args(&["PTTL", &link_key(code)]))
-            .collect();
-        let ttls = self.run(ttls).await?;
-        let mut writes = Vec::new();
-        for ((code, n), ttl) in counts.iter().zip(&ttls) {
-            // -2: no such link, its clicks are dropped; -1: a link that never expires.
-            let expiry = match integer("PTTL", ttl)? {
-                -2 => continue,
-                -1 => args(&["PERSIST", &clicks_key(code)]),
-                ms => args(&["PEXPIRE", &clicks_key(code), &ms.max(1).to_string()]),
-            };
-            writes.push(args(&["INCRBY", &clicks_key(code), &n.to_string()]));
-            writes.push(expiry);
-        }
-        if !writes.is_empty() {
-            self.run(writes).await?;
+        for chunk in counts.chunks(CODES_PER_PIPELINE) {
+            let codes: Vec<&str> = chunk.iter().map(|(code, _)| code.as_str()).collect();
+            let exists = self.existing(&codes).await?;
+            // A count missing beside an existing link (a crash in the middle of its create)
+            // is made again by `INCRBY`, without the link's expiry: it only outlives it.
+            let writes: Vec<Vec<Bytes>> = chunk
+                .iter()
+                .zip(exists)
+                .filter(|(_, exists)| *exists)
+                .map(|((code, n), _)| args(&["INCRBY", &clicks_key(code), &n.to_string()]))
+                .collect();
+            if !writes.is_empty() {
+                self.run(writes).await?;
+            }
         }
         Ok(())
     }
@@ -343,8 +388,49 @@ impl Store for KvStore {
         }
     }
 
-    async fn remove_expired(&self, _before_ms: u64, _max: usize) -> Result<usize> {
-        Ok(0)
+    async fn clicks_of(&self, codes: &[&str]) -> Result<Vec<u64>> {
+        let mut counts = Vec::with_capacity(codes.len());
+        for chunk in codes.chunks(CODES_PER_PIPELINE) {
+            let mut get = args(&["MGET"]);
+            get.extend(chunk.iter().map(|code| Bytes::from(clicks_key(code))));
+            match self.one(get).await? {
+                Reply::Array(found) if found.len() == chunk.len() => {
+                    for reply in &found {
+                        counts.push(match reply {
+                            Reply::Null => 0,
+                            reply => integer("MGET clicks", reply)?.max(0) as u64,
+                        });
+                    }
+                }
+                other => return Err(unexpected("MGET", &other)),
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn remove_expired(&self, before_ms: u64, max: usize) -> Result<usize> {
+        let due = args(&[
+            "ZRANGE",
+            EXPIRING,
+            "-inf",
+            &format!("({before_ms}"),
+            "BYSCORE",
+            "LIMIT",
+            "0",
+            &max.to_string(),
+        ]);
+        let due = strings("ZRANGE", &self.one(due).await?)?;
+        let due: Vec<&str> = due.iter().map(String::as_str).collect();
+        // The store drops the links themselves; an entry goes once its link has.
+        let exists = self.existing(&due).await?;
+        let gone: Vec<&str> = due
+            .iter()
+            .zip(exists)
+            .filter(|(_, exists)| !exists)
+            .map(|(code, _)| *code)
+            .collect();
+        self.drop_entries(&gone).await?;
+        Ok(gone.len())
     }
 }
 
@@ -514,16 +600,54 @@ mod tests {
             0,
             "the count went too"
         );
-        assert_eq!(f.store.remove_expired(u64::MAX, 10).await.unwrap(), 0);
+        // The sweep clears the index entries of what the store dropped, and only those.
+        f.store.create(&link("kept", None)).await.unwrap();
+        let now = START_MS + 1_600;
+        assert_eq!(f.store.remove_expired(now - 1_000, 10).await.unwrap(), 1);
+        for (index, left) in [(CODES, 1), (EXPIRING, 0)] {
+            let card = f.raw.command(&["ZCARD", index]).await.unwrap();
+            assert_eq!(card, Reply::Integer(left), "{index}");
+        }
 
-        // Extending a link moves its end, and removing the expiry keeps it for good.
+        // The count's expiry follows the link's through every change.
+        let count_ttl = || async {
+            let reply = f
+                .raw
+                .command(&["PTTL", "shortener:clicks:later"])
+                .await
+                .unwrap();
+            integer("PTTL", &reply).unwrap()
+        };
         f.store
-            .create(&link("later", Some(expires + 2000)))
+            .create(&link("later", Some(now + 2000)))
             .await
             .unwrap();
+        f.store.add_clicks(&[("later".into(), 1)]).await.unwrap();
+        assert_eq!(count_ttl().await, 3000, "2 s to expiry plus the retention");
+        assert!(f.store.replace(&link("later", None)).await.unwrap());
+        assert_eq!(count_ttl().await, -1);
+        assert!(
+            f.store
+                .replace(&link("later", Some(now + 5000)))
+                .await
+                .unwrap()
+        );
+        assert_eq!(count_ttl().await, 6000);
         assert!(f.store.replace(&link("later", None)).await.unwrap());
         f.clock.advance(1_000_000);
         assert!(f.store.get("later").await.unwrap().is_some());
+        assert_eq!(f.store.clicks("later").await.unwrap(), 1);
+        let counts = f.store.clicks_of(&["later", "kept", "nope"]).await.unwrap();
+        assert_eq!(counts, [1, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn an_index_entry_removed_while_its_link_is_made_again_is_put_back() {
+        let f = fixture().await;
+        f.store.create(&link("again", None)).await.unwrap();
+        // As if a list had found the link gone just before a create wrote it again.
+        f.store.drop_entries(&["again"]).await.unwrap();
+        assert_eq!(codes(&f.store.list(None, 10).await.unwrap()), ["again"]);
     }
 
     #[tokio::test]

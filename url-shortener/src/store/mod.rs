@@ -13,7 +13,7 @@
 //! | `list` | a range scan of the links tree | `ZRANGE codes (after + BYLEX LIMIT`, then `MGET` |
 //! | `lease_ids` | `update_and_fetch` on one counter, then flush | `INCRBY` |
 //! | `add_clicks` | one transaction per batch | `INCRBY` per code, pipelined |
-//! | `remove_expired` | the expiry index, in batches | nothing: `PXAT` expires keys itself |
+//! | `remove_expired` | the expiry index, in batches | `PXAT` expires links by itself; the sweep clears their index entries |
 //!
 //! Methods return futures because a networked store needs them; the sled store answers from
 //! memory or its page cache, and waits only for flushes (group-committed by `flusher.rs`).
@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use embedded::{DEFAULT_CACHE_BYTES, SledStore};
-pub use kv::{KEY_PREFIX, KvStore};
+pub use kv::KvStore;
 
 /// A short link as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,8 +162,21 @@ pub trait Store: Send + Sync + 'static {
     /// The click count of a code (0 if none was recorded).
     fn clicks(&self, code: &str) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Deletes up to `max` links that expired before `before_ms`; returns how many. Stores
-    /// that expire keys by themselves return 0.
+    /// The click counts of several codes, in order; a networked store reads them in one
+    /// round trip rather than one each.
+    fn clicks_of(&self, codes: &[&str]) -> impl Future<Output = Result<Vec<u64>>> + Send {
+        async move {
+            let mut counts = Vec::with_capacity(codes.len());
+            for code in codes {
+                counts.push(self.clicks(code).await?);
+            }
+            Ok(counts)
+        }
+    }
+
+    /// Deletes up to `max` links that expired before `before_ms`; returns how many. A store
+    /// that expires keys by itself removes what it keeps about the links it dropped, and
+    /// returns how many those were.
     fn remove_expired(
         &self,
         before_ms: u64,
