@@ -70,7 +70,10 @@ pub async fn run<S: Store>(
     let (aggregator, counter) = match config.broker_settings() {
         None => (tokio::spawn(aggregator.run(store.clone())), None),
         Some(settings) => {
-            if config.backend().is_ok_and(|b| b == crate::config::Backend::Embedded) {
+            if config
+                .backend()
+                .is_ok_and(|b| b == crate::config::Backend::Embedded)
+            {
                 tracing::warn!(
                     group = %settings.group,
                     "clicks go through the broker but links are in this instance's embedded \

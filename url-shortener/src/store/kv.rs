@@ -175,13 +175,22 @@ impl KvStore {
         let mut from_expiring = args(&["ZREM", EXPIRING]);
         from_expiring.extend(args(codes));
         self.run(vec![from_codes, from_expiring]).await?;
-        let exists = self.existing(codes).await?;
-        let back: Vec<Vec<Bytes>> = codes
-            .iter()
-            .zip(exists)
-            .filter(|(_, exists)| *exists)
-            .map(|(code, _)| args(&["ZADD", CODES, "0", code]))
-            .collect();
+        let mut get = args(&["MGET"]);
+        get.extend(codes.iter().map(|code| Bytes::from(link_key(code))));
+        let found = match self.one(get).await? {
+            Reply::Array(found) if found.len() == codes.len() => found,
+            other => return Err(unexpected("MGET", &other)),
+        };
+        let mut back = Vec::new();
+        for (code, reply) in codes.iter().zip(&found) {
+            if let Reply::Bulk(bytes) = reply {
+                let link = Link::decode(code, bytes)?;
+                back.push(args(&["ZADD", CODES, "0", code]));
+                if link.expires_at_ms.is_some() {
+                    back.push(Self::expiring_entry(&link));
+                }
+            }
+        }
         if !back.is_empty() {
             self.run(back).await?;
         }
@@ -644,10 +653,18 @@ mod tests {
     #[tokio::test]
     async fn an_index_entry_removed_while_its_link_is_made_again_is_put_back() {
         let f = fixture().await;
-        f.store.create(&link("again", None)).await.unwrap();
+        f.store
+            .create(&link("again", Some(START_MS + 10)))
+            .await
+            .unwrap();
         // As if a list had found the link gone just before a create wrote it again.
         f.store.drop_entries(&["again"]).await.unwrap();
         assert_eq!(codes(&f.store.list(None, 10).await.unwrap()), ["again"]);
+        let score = f.raw.command(&["ZSCORE", EXPIRING, "again"]).await.unwrap();
+        assert!(
+            score.as_bytes().is_some() || matches!(score, Reply::Double(_)),
+            "{score:?}"
+        );
     }
 
     #[tokio::test]
