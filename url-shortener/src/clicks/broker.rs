@@ -300,28 +300,7 @@ impl<S: Store> Member<'_, S> {
         // Polls return within the fetch wait (at most half a second), so shutdown is seen
         // between them; a poll is never cancelled halfway.
         while !shutdown.is_triggered() {
-            let metrics = self.metrics;
-            let generation = group.generation();
-            let mut polled: HashMap<String, u64> = HashMap::new();
-            group
-                .poll_with(|_, _, record| {
-                    match record
-                        .value
-                        .and_then(|v| serde_json::from_slice::<ClickEvent>(v).ok())
-                    {
-                        Some(event) => *polled.entry(event.code).or_insert(0) += 1,
-                        None => metrics.unreadable.inc(),
-                    }
-                })
-                .await?;
-            if group.generation() != generation {
-                // The poll rejoined the group and started again from the committed offsets:
-                // what was pending will be delivered again, here or to another member.
-                self.pending.clear();
-            }
-            for (code, n) in polled {
-                *self.pending.entry(code).or_insert(0) += n;
-            }
+            self.poll(&mut group).await?;
             if last_commit.elapsed() >= self.settings.flush_interval
                 || self.pending.len() >= self.settings.max_pending_codes
             {
@@ -331,6 +310,33 @@ impl<S: Store> Member<'_, S> {
         }
         self.add_and_commit(&mut group).await?;
         group.leave().await?;
+        Ok(())
+    }
+
+    /// One fetch of the member's partitions into `pending`.
+    async fn poll(&mut self, group: &mut GroupConsumer) -> Result<(), MemberError> {
+        let metrics = self.metrics;
+        let generation = group.generation();
+        let mut polled: HashMap<String, u64> = HashMap::new();
+        group
+            .poll_with(|_, _, record| {
+                match record
+                    .value
+                    .and_then(|v| serde_json::from_slice::<ClickEvent>(v).ok())
+                {
+                    Some(event) => *polled.entry(event.code).or_insert(0) += 1,
+                    None => metrics.unreadable.inc(),
+                }
+            })
+            .await?;
+        if group.generation() != generation {
+            // The poll rejoined the group and started again from the committed offsets: what
+            // was pending will be delivered again, here or to another member.
+            self.pending.clear();
+        }
+        for (code, n) in polled {
+            *self.pending.entry(code).or_insert(0) += n;
+        }
         Ok(())
     }
 
@@ -354,5 +360,141 @@ impl<S: Store> Member<'_, S> {
             ErrorCode::None => Ok(()),
             code => Err(MemberError::Rebalanced(code)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use message_broker::server::coordinator::Coordinator;
+    use message_broker::server::delivery::Deliveries;
+    use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
+
+    use super::*;
+    use crate::store::{Link, SledStore};
+
+    /// A broker in this process on a free port, and its address.
+    async fn broker(dir: &std::path::Path) -> SocketAddr {
+        let config = Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        let flush = FlushPolicy::Os;
+        let broker = Arc::new(Broker::open(&config).unwrap());
+        let coordinator =
+            Arc::new(Coordinator::open(&broker, flush, config.limits.clone()).unwrap());
+        let deliveries = Arc::new(Deliveries::new(
+            Arc::clone(&broker),
+            Arc::clone(&coordinator),
+            config.limits.max_pending_deliveries_per_partition,
+        ));
+        let state = Arc::new(State {
+            broker,
+            coordinator,
+            deliveries,
+            flush,
+            limits: config.limits.clone(),
+            metrics: Metrics::register(&Registry::new()).unwrap(),
+            shutdown: Shutdown::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(server::run(listener, state));
+        addr
+    }
+
+    /// A member config whose heartbeats come every 100 ms, so a rebalance is seen quickly.
+    fn quick(group: &str) -> GroupConfig {
+        let mut config = GroupConfig::new(group, vec![DEFAULT_TOPIC.into()]);
+        config.session_timeout_ms = 300;
+        config.rebalance_timeout_ms = 3_000;
+        config
+    }
+
+    #[tokio::test]
+    async fn a_rebalance_drops_the_uncommitted_counts_instead_of_adding_them_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = broker(dir.path()).await;
+        let settings = BrokerSettings {
+            addr,
+            topic: DEFAULT_TOPIC.into(),
+            partitions: 1,
+            group: "g".into(),
+            flush_interval: Duration::from_secs(3600),
+            max_unsent: 100,
+            max_pending_codes: 100,
+        };
+        let client = Arc::new(Client::connect(addr).await.unwrap());
+        ensure_topic(&client, &settings).await.unwrap();
+        let mut producer = Producer::new(client, DEFAULT_TOPIC, ProducerConfig::default())
+            .await
+            .unwrap();
+        for at in 0..3 {
+            let value = serde_json::to_vec(&ClickEvent::new("x", at, &Default::default())).unwrap();
+            let record = Record {
+                key: Some(b"x"),
+                value: Some(&value),
+                headers: &[],
+                timestamp: at as i64,
+            };
+            producer.send(&record).await.unwrap();
+        }
+        assert_eq!(producer.flush().await.unwrap().records_failed, 0);
+
+        let store = SledStore::temporary().unwrap();
+        let link = Link {
+            code: "x".into(),
+            url: "https://example.com/".into(),
+            created_at_ms: 0,
+            expires_at_ms: None,
+            permanent: false,
+        };
+        store.create(&link).await.unwrap();
+        let registry = Registry::new();
+        let metrics = BrokerMetrics::register(&registry).unwrap();
+        let flushed = registry.counter("test_flushed_total", "test").unwrap();
+        let mut member = Member {
+            store: &store,
+            settings: &settings,
+            metrics: &metrics,
+            flushed: &flushed,
+            pending: HashMap::new(),
+        };
+        let mut first =
+            GroupConsumer::new(Arc::new(Client::connect(addr).await.unwrap()), quick("g"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while member.pending.get("x") != Some(&3) {
+            assert!(Instant::now() < deadline, "the three clicks never arrived");
+            member.poll(&mut first).await.unwrap();
+        }
+
+        // A second member joins: the group rebalances and the first member's next heartbeat
+        // makes it rejoin, from the committed offsets (none yet).
+        let second = tokio::spawn(async move {
+            let client = Arc::new(Client::connect(addr).await.unwrap());
+            let mut group = GroupConsumer::new(client, quick("g"));
+            let mut seen = 0;
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                group.poll_with(|_, _, _| seen += 1).await.unwrap();
+            }
+            seen
+        });
+        let generation = first.generation();
+        while first.generation() == generation {
+            assert!(Instant::now() < deadline, "no rebalance");
+            member.poll(&mut first).await.unwrap();
+        }
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            member.poll(&mut first).await.unwrap();
+        }
+        member.add_and_commit(&mut first).await.unwrap();
+        let seen_by_second = second.await.unwrap();
+        // Whichever member owns the partition now has the three clicks; none twice.
+        assert_eq!(
+            store.clicks("x").await.unwrap() + seen_by_second,
+            3,
+            "{seen_by_second} seen by the second member"
+        );
     }
 }
