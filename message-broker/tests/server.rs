@@ -13,7 +13,6 @@ use message_broker::protocol::{
 };
 use message_broker::record_batch::{self, BatchBuilder, ProducerStamp, Record};
 use message_broker::server::coordinator::Coordinator;
-use message_broker::server::delivery::Deliveries;
 use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
 use service_kit::metrics::Registry;
 use service_kit::shutdown::Shutdown;
@@ -40,25 +39,8 @@ async fn start(flush: FlushPolicy) -> TestBroker {
     };
     let broker = Arc::new(Broker::open(&config).unwrap());
     let coordinator = Arc::new(Coordinator::open(&broker, flush, config.limits.clone()).unwrap());
-    let deliveries = Arc::new(Deliveries::new(
-        Arc::clone(&broker),
-        Arc::clone(&coordinator),
-        config.limits.max_pending_deliveries_per_partition,
-    ));
-    let shutdown = Shutdown::new();
-    tokio::spawn({
-        let stop = shutdown.clone();
-        Arc::clone(&deliveries).run_timer(async move { stop.triggered().await })
-    });
-    let state = Arc::new(State {
-        broker,
-        coordinator,
-        deliveries,
-        flush,
-        limits: config.limits.clone(),
-        metrics: Metrics::register(&Registry::new()).unwrap(),
-        shutdown,
-    });
+    let metrics = Metrics::register(&Registry::new()).unwrap();
+    let state = State::start(broker, coordinator, &config, metrics, Shutdown::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(server::run(listener, Arc::clone(&state)));

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, create, eventually, get, metric, post, send};
+use common::{Server, create, eventually, get, list_codes, metric, post, send};
 use harness::{DataDir, cargo_bin};
 
 #[tokio::test]
@@ -282,20 +282,7 @@ async fn links_are_listed_page_by_page_with_a_cursor() {
                 .to_owned(),
         );
     }
-    let mut seen = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page = get(addr, &format!("/api/v1/links?limit=3&cursor={cursor}")).await;
-        assert_eq!(page.status, 200, "{page:?}");
-        let page = page.json();
-        let links = page["links"].as_array().unwrap();
-        assert!(links.len() <= 3);
-        seen.extend(links.iter().map(|l| l["code"].as_str().unwrap().to_owned()));
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = next.to_owned(),
-            None => break,
-        }
-    }
+    let seen = list_codes(addr, 3).await;
     let mut expected = created;
     expected.sort();
     assert_eq!(seen, expected, "every link once, in code order");

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{READY_TIMEOUT, Server, create, eventually, get, post, send};
+use common::{READY_TIMEOUT, Server, create, eventually, get, list_codes, post, send};
 use harness::{DataDir, Process, ProcessSpec, cargo_bin, free_addr};
 use rand::RngExt;
 
@@ -120,19 +120,7 @@ async fn instances_on_one_kv_store_share_links_and_never_hand_out_a_code_twice()
     .await;
 
     // The listing through either instance pages through every link once, in code order.
-    let mut seen = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page = get(b_addr, &format!("/api/v1/links?limit=50&cursor={cursor}")).await;
-        assert_eq!(page.status, 200, "{page:?}");
-        let page = page.json();
-        let links = page["links"].as_array().unwrap();
-        seen.extend(links.iter().map(|l| l["code"].as_str().unwrap().to_owned()));
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = next.to_owned(),
-            None => break,
-        }
-    }
+    let seen = list_codes(b_addr, 50).await;
     let mut expected: Vec<String> = codes.keys().cloned().collect();
     expected.push("shared-alias".into());
     expected.sort();

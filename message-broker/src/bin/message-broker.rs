@@ -15,7 +15,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use message_broker::server::coordinator::Coordinator;
-use message_broker::server::delivery::Deliveries;
 use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
 use service_kit::admin::{self, AdminState};
 use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, Validate};
@@ -96,29 +95,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     })
     .await?;
     let (broker, coordinator) = opened.context("cannot open the data directory")?;
-    let (broker, coordinator) = (Arc::new(broker), Arc::new(coordinator));
-    tokio::spawn({
-        let stop = stop.clone();
-        Arc::clone(&coordinator).run_timer(async move { stop.triggered().await })
-    });
-    let deliveries = Arc::new(Deliveries::new(
+    let broker = Arc::new(broker);
+    let state = State::start(
         Arc::clone(&broker),
-        Arc::clone(&coordinator),
-        config.limits.max_pending_deliveries_per_partition,
-    ));
-    tokio::spawn({
-        let stop = stop.clone();
-        Arc::clone(&deliveries).run_timer(async move { stop.triggered().await })
-    });
-    let state = Arc::new(State {
-        broker: Arc::clone(&broker),
-        flush: config.flush,
-        limits: config.limits.clone(),
+        Arc::new(coordinator),
+        &config,
         metrics,
-        shutdown: stop.clone(),
-        coordinator,
-        deliveries,
-    });
+        stop.clone(),
+    );
     let maintenance = tokio::spawn(server::maintain(
         Arc::clone(&state),
         std::time::Duration::from_millis(config.flush_interval_ms),

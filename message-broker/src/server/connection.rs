@@ -55,6 +55,37 @@ pub struct State {
     pub deliveries: Arc<Deliveries>,
 }
 
+impl State {
+    /// The state over an opened broker and coordinator: builds the deliveries and starts the
+    /// coordinator's and the deliveries' timers, which end with `shutdown`.
+    pub fn start(
+        broker: Arc<Broker>,
+        coordinator: Arc<Coordinator>,
+        config: &super::Config,
+        metrics: Metrics,
+        shutdown: Shutdown,
+    ) -> Arc<State> {
+        let deliveries = Arc::new(Deliveries::new(
+            Arc::clone(&broker),
+            Arc::clone(&coordinator),
+            config.limits.max_pending_deliveries_per_partition,
+        ));
+        let stop = shutdown.clone();
+        tokio::spawn(Arc::clone(&coordinator).run_timer(async move { stop.triggered().await }));
+        let stop = shutdown.clone();
+        tokio::spawn(Arc::clone(&deliveries).run_timer(async move { stop.triggered().await }));
+        Arc::new(State {
+            broker,
+            flush: config.flush,
+            limits: config.limits.clone(),
+            metrics,
+            shutdown,
+            coordinator,
+            deliveries,
+        })
+    }
+}
+
 /// The broker's metrics.
 pub struct Metrics {
     /// Open client connections.

@@ -366,8 +366,7 @@ impl<S: Store> Member<'_, S> {
 #[cfg(test)]
 mod tests {
     use message_broker::server::coordinator::Coordinator;
-    use message_broker::server::delivery::Deliveries;
-    use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
+    use message_broker::server::{self, Broker, Config, Metrics, State};
 
     use super::*;
     use crate::store::{Link, SledStore};
@@ -378,24 +377,11 @@ mod tests {
             data_dir: dir.to_path_buf(),
             ..Config::default()
         };
-        let flush = FlushPolicy::Os;
         let broker = Arc::new(Broker::open(&config).unwrap());
         let coordinator =
-            Arc::new(Coordinator::open(&broker, flush, config.limits.clone()).unwrap());
-        let deliveries = Arc::new(Deliveries::new(
-            Arc::clone(&broker),
-            Arc::clone(&coordinator),
-            config.limits.max_pending_deliveries_per_partition,
-        ));
-        let state = Arc::new(State {
-            broker,
-            coordinator,
-            deliveries,
-            flush,
-            limits: config.limits.clone(),
-            metrics: Metrics::register(&Registry::new()).unwrap(),
-            shutdown: Shutdown::new(),
-        });
+            Arc::new(Coordinator::open(&broker, config.flush, config.limits.clone()).unwrap());
+        let metrics = Metrics::register(&Registry::new()).unwrap();
+        let state = State::start(broker, coordinator, &config, metrics, Shutdown::new());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(server::run(listener, state));

@@ -107,6 +107,29 @@ pub async fn create(addr: SocketAddr, body: &str) -> Value {
     reply.json()
 }
 
+/// Every code the listing gives, page by page with its cursor, `limit` a page (each page
+/// checked to be 200 and at most `limit` long).
+pub async fn list_codes(addr: SocketAddr, limit: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = get(
+            addr,
+            &format!("/api/v1/links?limit={limit}&cursor={cursor}"),
+        )
+        .await;
+        assert_eq!(page.status, 200, "{page:?}");
+        let page = page.json();
+        let links = page["links"].as_array().unwrap();
+        assert!(links.len() <= limit, "{page}");
+        seen.extend(links.iter().map(|l| l["code"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => return seen,
+        }
+    }
+}
+
 /// The value of an unlabelled metric line `name value`, 0 if absent.
 pub async fn metric(admin: SocketAddr, series: &str) -> u64 {
     let text = get(admin, "/metrics").await.body;
