@@ -140,6 +140,17 @@ impl KvStore {
         command
     }
 
+    /// `MGET keys`: one reply per key, in order (`Null` for a missing one).
+    async fn mget(&self, keys: impl Iterator<Item = String>) -> Result<Vec<Reply>> {
+        let mut get = args(&["MGET"]);
+        get.extend(keys.map(Bytes::from));
+        let asked = get.len() - 1;
+        match self.one(get).await? {
+            Reply::Array(found) if found.len() == asked => Ok(found),
+            other => Err(unexpected("MGET", &other)),
+        }
+    }
+
     /// The entry of `link` in `expiring`: added (or moved) when it expires, else removed.
     fn expiring_entry(link: &Link) -> Vec<Bytes> {
         match link.expires_at_ms {
@@ -175,12 +186,7 @@ impl KvStore {
         let mut from_expiring = args(&["ZREM", EXPIRING]);
         from_expiring.extend(args(codes));
         self.run(vec![from_codes, from_expiring]).await?;
-        let mut get = args(&["MGET"]);
-        get.extend(codes.iter().map(|code| Bytes::from(link_key(code))));
-        let found = match self.one(get).await? {
-            Reply::Array(found) if found.len() == codes.len() => found,
-            other => return Err(unexpected("MGET", &other)),
-        };
+        let found = self.mget(codes.iter().map(|code| link_key(code))).await?;
         let mut back = Vec::new();
         for (code, reply) in codes.iter().zip(&found) {
             if let Reply::Bulk(bytes) = reply {
@@ -319,12 +325,7 @@ impl Store for KvStore {
                 break;
             };
             from = format!("({last}");
-            let mut get = args(&["MGET"]);
-            get.extend(codes.iter().map(|code| Bytes::from(link_key(code))));
-            let found = match self.one(get).await? {
-                Reply::Array(found) if found.len() == codes.len() => found,
-                other => return Err(unexpected("MGET", &other)),
-            };
+            let found = self.mget(codes.iter().map(|code| link_key(code))).await?;
             let mut gone = Vec::new();
             for (code, reply) in codes.iter().zip(&found) {
                 match reply {
@@ -400,18 +401,11 @@ impl Store for KvStore {
     async fn clicks_of(&self, codes: &[&str]) -> Result<Vec<u64>> {
         let mut counts = Vec::with_capacity(codes.len());
         for chunk in codes.chunks(CODES_PER_PIPELINE) {
-            let mut get = args(&["MGET"]);
-            get.extend(chunk.iter().map(|code| Bytes::from(clicks_key(code))));
-            match self.one(get).await? {
-                Reply::Array(found) if found.len() == chunk.len() => {
-                    for reply in &found {
-                        counts.push(match reply {
-                            Reply::Null => 0,
-                            reply => integer("MGET clicks", reply)?.max(0) as u64,
-                        });
-                    }
-                }
-                other => return Err(unexpected("MGET", &other)),
+            for reply in self.mget(chunk.iter().map(|code| clicks_key(code))).await? {
+                counts.push(match reply {
+                    Reply::Null => 0,
+                    reply => integer("MGET clicks", &reply)?.max(0) as u64,
+                });
             }
         }
         Ok(counts)
