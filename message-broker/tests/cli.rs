@@ -221,6 +221,41 @@ fn lines_from_stdin_are_produced_and_consumed_back_with_keys_and_offsets() {
 }
 
 #[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    let data = DataDir::new("broker-cli-pipe");
+    let (_broker, addr) = start_broker(&data);
+    let created = cli(addr, &["topic", "create", "t", "--partitions", "1"], "");
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    // Far more than a pipe's buffer, so the writes after the reader leaves must fail.
+    let input: String = (0..20_000).map(|n| format!("{n:0>60}\n")).collect();
+    assert_eq!(cli(addr, &["produce", "t"], &input).code, Some(0));
+
+    let mut child = Command::new(cargo_bin("broker-cli"))
+        .args(["--broker", &addr.to_string()])
+        .args(["consume", "t", "--from", "earliest", "--max", "20000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim_end(), format!("{:0>60}", 0));
+    // The reader is dropped: like `broker-cli consume t | head -1`.
+    let deadline = Instant::now() + CLI_TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "broker-cli did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let bad_flag = cli(free_addr(), &["consume"], "");
     assert_eq!(bad_flag.code, Some(2), "{}", bad_flag.stderr);

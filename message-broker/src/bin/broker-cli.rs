@@ -215,6 +215,23 @@ fn parse_from(text: &str) -> Result<StartFrom, String> {
     }
 }
 
+/// `println!` that hands a failed write back as an error instead of panicking, so that a
+/// reader that goes away (`broker-cli ... | head`) ends the command quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// Whether the error is stdout closed by its reader: not a failure of the command.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -229,6 +246,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("broker-cli: {err:#}");
             ExitCode::FAILURE
@@ -343,11 +361,11 @@ async fn topic(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
                 client.create_topic(request).await?,
                 &format!("create {name}"),
             )?;
-            println!("created {name} with {partitions} partitions");
+            out!("created {name} with {partitions} partitions");
         }
         TopicCommand::List => {
             for topic in client.metadata(None).await?.topics {
-                println!("{}", topic.name);
+                out!("{}", topic.name);
             }
         }
         TopicCommand::Describe { name } => {
@@ -355,7 +373,7 @@ async fn topic(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
             let topic = metadata.topics.into_iter().next().context("empty answer")?;
             check(topic.error, &format!("describe {name}"))?;
             let log = &topic.config.log;
-            println!(
+            out!(
                 "topic {} partitions {} cleanup {:?} retention_ms {} retention_bytes {} segment_bytes {}",
                 topic.name,
                 topic.partitions.len(),
@@ -365,15 +383,19 @@ async fn topic(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
                 log.segment_bytes
             );
             for p in topic.partitions {
-                println!(
+                out!(
                     "partition {} start {} end {} size {} segments {}",
-                    p.partition, p.start_offset, p.end_offset, p.size_bytes, p.segments
+                    p.partition,
+                    p.start_offset,
+                    p.end_offset,
+                    p.size_bytes,
+                    p.segments
                 );
             }
         }
         TopicCommand::Delete { name } => {
             check(client.delete_topic(&name).await?, &format!("delete {name}"))?;
-            println!("deleted {name}");
+            out!("deleted {name}");
         }
     }
     Ok(())
@@ -415,12 +437,12 @@ async fn produce(
     }
     let stats = producer.flush().await?.clone();
     if acks == Acks::None {
-        println!(
+        out!(
             "sent {} (acks none: nothing is acknowledged)",
             stats.records_sent
         );
     } else {
-        println!("acknowledged {}", stats.records_acknowledged);
+        out!("acknowledged {}", stats.records_acknowledged);
     }
     if stats.records_failed > 0 {
         bail!(
@@ -597,7 +619,7 @@ async fn dlq(client: Arc<Client>, command: DlqCommand) -> anyhow::Result<()> {
         } => {
             let dlq_topic = format!("{topic}.{group}.dlq");
             let moved = redrive(&client, &dlq_topic, &group, to.as_deref(), rate).await?;
-            println!("redriven {moved}");
+            out!("redriven {moved}");
         }
     }
     Ok(())
@@ -629,16 +651,18 @@ async fn group(client: &Client, command: GroupCommand) -> anyhow::Result<()> {
     match command {
         GroupCommand::List => {
             for group in client.list_groups().await? {
-                println!(
+                out!(
                     "{} {} members {}",
-                    group.group_id, group.state, group.members
+                    group.group_id,
+                    group.state,
+                    group.members
                 );
             }
         }
         GroupCommand::Describe { group } => {
             let description = client.describe_group(&group).await?;
             check(description.error, &format!("describe group {group}"))?;
-            println!(
+            out!(
                 "group {} state {} generation {} assignor {}",
                 description.group_id,
                 description.state,
@@ -657,7 +681,7 @@ async fn group(client: &Client, command: GroupCommand) -> anyhow::Result<()> {
                     .iter()
                     .map(|(t, p)| format!("{t}/{p}"))
                     .collect();
-                println!(
+                out!(
                     "member {} client {} assigned [{}]",
                     member.member_id,
                     member.client_id,
@@ -673,7 +697,7 @@ async fn group(client: &Client, command: GroupCommand) -> anyhow::Result<()> {
                     .await?;
                 let offset = committed.offset.unwrap_or(0);
                 let tp = (committed.topic.clone(), committed.partition);
-                println!(
+                out!(
                     "partition {}/{} committed {} end {} lag {} owner {}",
                     committed.topic,
                     committed.partition,
