@@ -3,6 +3,7 @@
 #
 #   bash bench/kv-store.sh            # from the workspace root
 #   REQUESTS=200000 KEYS=1000000 bash bench/kv-store.sh
+#   MEMORY_ONLY=1 bash bench/kv-store.sh   # skip redis-benchmark, measure memory only
 #
 # Comparable persistence: Redis with appendonly yes, appendfsync everysec (no RDB snapshots);
 # kv-store with --fsync everysec. Both single-threaded (kv-store's default --workers 1). The
@@ -15,6 +16,7 @@
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-100000}
+MEMORY_ONLY=${MEMORY_ONLY:-0}
 KEYS=${KEYS:-1000000}
 TESTS=set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,mset
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,7 +65,8 @@ start_redis() {
 }
 
 start_kv() {
-    "$TARGET/release/kv-store" --listen "127.0.0.1:$KV_PORT" --admin-listen "127.0.0.1:$(free_port)" \
+    KV_ADMIN=$(free_port)
+    "$TARGET/release/kv-store" --listen "127.0.0.1:$KV_PORT" --admin-listen "127.0.0.1:$KV_ADMIN" \
         --data-dir "$WORK/kv" --fsync everysec --log-level warn 2>"$WORK/kv.log" &
     KV_PID=$!
     PIDS+=("$KV_PID")
@@ -82,7 +85,9 @@ bench() {
 }
 
 echo "# redis-benchmark -c 50 -n $REQUESTS -t $TESTS; redis $(redis-server --version | awk '{print $3}')"
-for pipeline in 16 1; do
+pipelines="16 1"
+[ "$MEMORY_ONLY" = 1 ] && pipelines=""
+for pipeline in $pipelines; do
     echo
     echo "## -P $pipeline"
     printf '%-40s %12s %12s %7s\n' test redis kv-store ratio
@@ -105,7 +110,22 @@ redis-cli -p "$KV_PORT" --pipe <"$WORK/load.resp" >/dev/null
 echo
 echo "## resident memory with $KEYS keys of 100 bytes"
 echo "redis dbsize $(redis-cli -p "$REDIS_PORT" dbsize), kv-store dbsize $(redis-cli -p "$KV_PORT" dbsize)"
-REDIS_RSS=$(rss_kib "$REDIS_PID")
-KV_RSS=$(rss_kib "$KV_PID")
-printf 'redis %d MiB, kv-store %d MiB, ratio %.2f\n' $((REDIS_RSS / 1024)) $((KV_RSS / 1024)) \
-    "$(echo "$KV_RSS / $REDIS_RSS" | bc -l)"
+report_rss() {
+    local redis_rss kv_rss
+    redis_rss=$(rss_kib "$REDIS_PID")
+    kv_rss=$(rss_kib "$KV_PID")
+    printf '%s: redis %d MiB, kv-store %d MiB, ratio %.2f\n' "$1" $((redis_rss / 1024)) \
+        $((kv_rss / 1024)) "$(echo "$kv_rss / $redis_rss" | bc -l)"
+}
+report_rss "right after the load"
+# Then until a checkpoint covers the whole log, so the image holds every key (checkpoints run
+# every 60 s at the latest).
+for _ in $(seq 1 180); do
+    metrics=$(curl -s --max-time 5 "http://127.0.0.1:$KV_ADMIN/metrics")
+    last=$(echo "$metrics" | awk '/^kv_log_last_index/ { print $2 }')
+    index=$(echo "$metrics" | awk '/^kv_checkpoint_index/ { print $2 }')
+    [ -n "$index" ] && [ "$index" = "$last" ] && break
+    sleep 1
+done
+report_rss "after the checkpoints (index $index of $last)"
+echo "kv-store image on disk: $(du -sh "$WORK/kv" | cut -f1)"
