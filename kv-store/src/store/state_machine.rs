@@ -256,7 +256,10 @@ impl StateMachine for SledStateMachine {
     ) -> Result<(), StateMachineError> {
         let mut by_bucket: HashMap<u16, Vec<&(Bytes, Option<Entry>)>> = HashMap::new();
         for change in changes {
-            by_bucket.entry(bucket_of(&change.0)).or_default().push(change);
+            by_bucket
+                .entry(bucket_of(&change.0))
+                .or_default()
+                .push(change);
         }
         let mut batch = sled::Batch::default();
         for (bucket, changes) in by_bucket {
@@ -326,7 +329,8 @@ mod tests {
             for i in 0..100u32 {
                 let mut key = vec![OLD_DATA_PREFIX];
                 key.extend_from_slice(format!("old{i}").as_bytes());
-                db.insert(key, codec::encode(&entry(&i.to_string()))).unwrap();
+                db.insert(key, codec::encode(&entry(&i.to_string())))
+                    .unwrap();
             }
             db.insert(APPLIED_INDEX_KEY, &5u64.to_le_bytes()).unwrap();
             db.flush().unwrap();
@@ -337,7 +341,8 @@ mod tests {
             .map(|i| (Bytes::from(format!("key{i}")), Some(entry("v"))))
             .collect();
         sm.checkpoint(&changes, 6).unwrap();
-        sm.checkpoint(&[(Bytes::from_static(b"key7"), None)], 7).unwrap();
+        sm.checkpoint(&[(Bytes::from_static(b"key7"), None)], 7)
+            .unwrap();
         let objects = sm.db.iter().count();
         assert!(
             objects <= usize::from(BUCKETS) + 2,
@@ -362,7 +367,9 @@ mod tests {
     fn a_damaged_bucket_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let sm = SledStateMachine::open(dir.path()).unwrap();
-        sm.db.insert(bucket_key(3), &[9, 0, 0, 0, b'a'][..]).unwrap();
+        sm.db
+            .insert(bucket_key(3), &[9, 0, 0, 0, b'a'][..])
+            .unwrap();
         let error = sm.load(&mut |_, _| {}).unwrap_err();
         assert!(
             matches!(error, StateMachineError::Bucket { bucket: 3, at: 0 }),
