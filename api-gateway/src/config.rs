@@ -27,7 +27,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use reverse_proxy::config::ClusterConfig;
 use serde::{Deserialize, Serialize};
-use service_kit::config::{ConfigError, ServerConfig, Validate};
+use service_kit::config::{ConfigError, Secret, ServerConfig, Validate};
 
 use crate::auth::{AuthConfig, Method as AuthMethod};
 use crate::circuit_breaker::BreakerConfig;
@@ -103,7 +103,7 @@ pub struct GatewaySettings {
 pub struct KvConfig {
     pub address: SocketAddr,
     /// `requirepass` of the store. Default none.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Time for one command's round trip; a slower store counts as down. Default 100 ms:
     /// the store is on every limited request's path.
     pub timeout_ms: u64,

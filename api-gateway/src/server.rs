@@ -106,7 +106,7 @@ pub async fn run(
         .map_err(RunError::Setup)?;
     let kv = config.kv.as_ref().map(|kv| {
         let mut client = kv_store::client::ClientConfig::new(kv.address);
-        client.password = kv.password.clone();
+        client.password = kv.password.as_ref().map(|p| p.expose().to_owned());
         client.connect_timeout = kv.timeout();
         client.io_timeout = kv.timeout();
         client.max_idle_connections = kv.max_idle_connections;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use service_kit::config::{ConfigError, ServerConfig, Validate};
+use service_kit::config::{ConfigError, Secret, ServerConfig, Validate};
 
 use crate::resp::request::{self, Limits};
 
@@ -101,7 +101,7 @@ pub struct Config {
     /// When writes are acknowledged relative to their fsync. Default `everysec`, as Redis.
     pub fsync: Fsync,
     /// Password clients must give with `AUTH` or `HELLO ... AUTH`. Default: none.
-    pub requirepass: Option<String>,
+    pub requirepass: Option<Secret>,
     /// Bytes of memory for data before the `maxmemory_policy` applies; 0 for no limit
     /// (the default, as Redis on 64-bit systems).
     pub maxmemory: u64,
@@ -248,7 +248,11 @@ impl Validate for Config {
             "must be at least 4096",
         )?;
         if let Some(password) = &self.requirepass {
-            check(!password.is_empty(), "requirepass", "must not be empty")?;
+            check(
+                !password.expose().is_empty(),
+                "requirepass",
+                "must not be empty",
+            )?;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use kv_store::config::{Config, Fsync, MaxmemoryPolicy};
 use kv_store::memory::{self, CountingAllocator};
 use kv_store::node::Node;
 use service_kit::admin::{self, AdminState};
-use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, Validate};
+use service_kit::config::{self, CommonArgs, ConfigError, DataDirArg, Secret, Validate};
 use service_kit::metrics::Registry;
 use service_kit::{launch, shutdown};
 
@@ -66,7 +66,11 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
     cli.common.apply_to(&mut config.server);
     cli.data_dir.apply_to(&mut config.data_dir);
     config.fsync = cli.fsync.unwrap_or(config.fsync);
-    config.requirepass = cli.requirepass.clone().or(config.requirepass);
+    config.requirepass = cli
+        .requirepass
+        .clone()
+        .map(Secret::new)
+        .or(config.requirepass);
     config.maxmemory = cli.maxmemory.unwrap_or(config.maxmemory);
     config.maxmemory_policy = cli.maxmemory_policy.unwrap_or(config.maxmemory_policy);
     config.maxclients = cli.maxclients.unwrap_or(config.maxclients);

@@ -240,6 +240,29 @@ impl Validate for ServerConfig {
 /// The flags every server shares. Add them to a binary's CLI with `#[command(flatten)]`.
 ///
 /// Every field is optional: an absent flag leaves the file's (or the default) value alone.
+/// A setting that must never be printed, such as a password: in TOML a plain string, in `Debug`
+/// output `<redacted>`, so that a config logged or shown in a panic does not carry it.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 #[derive(Args, Clone, Debug, Default, PartialEq)]
 pub struct CommonArgs {
     /// Read settings from this TOML file; flags given on the command line override it.
@@ -383,6 +406,21 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+
+    #[test]
+    fn a_secret_reads_as_a_string_and_never_prints() {
+        #[derive(Debug, serde::Deserialize)]
+        struct WithSecret {
+            password: Secret,
+        }
+        let parsed: WithSecret = toml::from_str(r#"password = "hunter2""#).unwrap();
+        assert_eq!(parsed.password.expose(), "hunter2");
+        let shown = format!("{parsed:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]

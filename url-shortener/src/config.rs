@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use service_kit::config::{ConfigError, ServerConfig, Validate};
+use service_kit::config::{ConfigError, Secret, ServerConfig, Validate};
 
 use crate::cache::{self, CacheLimits};
 use crate::clicks::broker::BrokerSettings;
@@ -74,7 +74,7 @@ pub struct Config {
     /// workspace's kv-store, shared by every instance pointed at it. Default `embedded`.
     pub store: String,
     /// The kv-store's password (its `requirepass`). Default none.
-    pub store_password: Option<String>,
+    pub store_password: Option<Secret>,
     /// Longest one kv-store call may take, in milliseconds, 1 to [`MAX_STORE_TIMEOUT_MS`];
     /// a slower store counts as down and the request is answered 503. Default 1000.
     pub store_timeout_ms: u64,
@@ -199,7 +199,7 @@ impl Config {
     pub fn kv_client(&self, addr: SocketAddr) -> kv_store::client::ClientConfig {
         let timeout = Duration::from_millis(self.store_timeout_ms);
         kv_store::client::ClientConfig {
-            password: self.store_password.clone(),
+            password: self.store_password.as_ref().map(|p| p.expose().to_owned()),
             connect_timeout: timeout,
             io_timeout: timeout,
             ..kv_store::client::ClientConfig::new(addr)

@@ -50,7 +50,10 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(config: &Config) -> Settings {
         Settings {
-            requirepass: config.requirepass.as_ref().map(|p| Bytes::from(p.clone())),
+            requirepass: config
+                .requirepass
+                .as_ref()
+                .map(|p| Bytes::copy_from_slice(p.expose().as_bytes())),
             maxmemory: config.maxmemory,
             maxmemory_policy: config.maxmemory_policy,
             maxmemory_samples: config.maxmemory_samples,
