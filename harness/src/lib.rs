@@ -7,7 +7,7 @@
 //! | need | item | module |
 //! |---|---|---|
 //! | a loopback port nobody else in this test process got | [`free_addr`] | `ports` |
-//! | the path of a freshly built workspace binary | [`cargo_bin`] | `cargo_bin` |
+//! | the path of a freshly built workspace binary | [`cargo_bin`], [`try_cargo_bins`] | `cargo_bin` |
 //! | start, probe, SIGKILL, SIGSTOP, restart a server | [`ProcessSpec`], [`Process`] | `process` |
 //! | a data directory kept when the test fails | [`DataDir`] | `data_dir` |
 //! | randomness that a failing test can replay | [`seeded_rng`], [`TestRng`] | `seed` |
@@ -41,7 +41,7 @@ mod ports;
 mod process;
 mod seed;
 
-pub use cargo_bin::cargo_bin;
+pub use cargo_bin::{cargo_bin, try_cargo_bins};
 pub use data_dir::DataDir;
 pub use error::{Error, Result};
 pub use fault_proxy::{Direction, FaultProxy, ProxyStats, Toxic, ToxicEntry, ToxicId};

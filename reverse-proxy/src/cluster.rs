@@ -38,6 +38,8 @@ use crate::retry::RetryBudget;
 pub struct Endpoint {
     pub address: SocketAddr,
     pub weight: u32,
+    /// Where active health checks probe it (`address` unless configured otherwise).
+    pub health_address: SocketAddr,
     /// Requests in flight (see the module invariant).
     in_flight: AtomicU64,
     /// Whether active health checks pass (true when there are none).
@@ -111,6 +113,7 @@ impl Cluster {
             .map(|e| Endpoint {
                 address: e.address,
                 weight: e.weight,
+                health_address: e.health_address.unwrap_or(e.address),
                 in_flight: AtomicU64::new(0),
                 healthy: AtomicBool::new(true),
                 outlier: OutlierState::default(),
@@ -376,6 +379,7 @@ mod tests {
                 .map(|i| EndpointConfig {
                     address: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
                     weight: 1,
+                    health_address: None,
                 })
                 .collect(),
             lb,

@@ -10,7 +10,8 @@
 //!
 //! A probe is `GET <path>` that must answer `expected_status` (on a fresh connection each
 //! time, so a dead endpoint is not hidden behind a pooled connection), or a TCP connect; both
-//! within `timeout_ms`. The thresholds keep one lost probe from flapping an endpoint. So an
+//! within `timeout_ms`, at the endpoint's address or at its `health_address` (an admin
+//! listener's `/readyz`, which fails as soon as the server drains). The thresholds keep one lost probe from flapping an endpoint. So an
 //! endpoint that dies is out of rotation at most about `interval_ms x unhealthy_threshold +
 //! timeout_ms` later (the "health-check window"); until then retries (`retry.rs`) and the
 //! outlier detector (`outlier.rs`) cover for it.
@@ -113,7 +114,7 @@ impl Checker {
 
     fn endpoint_address(&self) -> Option<SocketAddr> {
         let cluster = self.cluster.upgrade()?;
-        Some(cluster.endpoints()[self.index].address)
+        Some(cluster.endpoints()[self.index].health_address)
     }
 
     async fn probe(&self, address: SocketAddr) -> bool {

@@ -266,3 +266,40 @@ async fn wait_for_metric(proxy: &RunningProxy, series: &str, value: f64) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_health_address_is_probed_instead_of_the_endpoint_and_its_failure_takes_it_out() {
+    // Two endpoints that serve fine; the first one's health address (its "admin listener")
+    // answers 503, as a server's /readyz does while it drains.
+    let (draining, other) = (
+        Backend::start("draining").await,
+        Backend::start("other").await,
+    );
+    let readyz = Backend::failing("readyz", StatusCode::SERVICE_UNAVAILABLE).await;
+    let mut checked = cluster(&[draining.addr, other.addr]);
+    checked.endpoints[0].health_address = Some(readyz.addr);
+    checked.health_check.kind = reverse_proxy::config::HealthCheckKind::Http;
+    checked.health_check.path = "/readyz".into();
+    checked.health_check.interval_ms = 100;
+    checked.health_check.timeout_ms = 50;
+    checked.health_check.unhealthy_threshold = 1;
+    checked.panic_threshold_percent = 0;
+    let proxy = RunningProxy::start(config_with(checked)).await;
+    let series = |addr| format!("proxy_endpoint_healthy{{cluster=\"app\",endpoint=\"{addr}\"}}");
+    wait_for_metric(&proxy, &series(draining.addr), 0.0).await;
+    assert!(readyz.hits() > 0, "the health address was probed");
+    assert_eq!(
+        draining.hits(),
+        0,
+        "the endpoint itself was not probed while its health address was"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(&metrics, &series(other.addr)),
+        Some(1.0),
+        "{metrics}"
+    );
+    let spread = spread(proxy.addr, 20).await;
+    assert_eq!(spread.get("other"), Some(&20), "{spread:?}");
+    proxy.stop().await;
+}

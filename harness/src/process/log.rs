@@ -12,9 +12,15 @@
 //! [`LOG_LINES_MAX`] lines (the oldest are dropped, and a marker line says how many) and each line
 //! at most [`LOG_LINE_BYTES_MAX`] bytes (the rest of the line is dropped and the line is marked).
 //! A process that never writes a newline therefore costs at most one line's worth of memory.
+//!
+//! # Echo
+//!
+//! Lines can also be written out as they arrive: to stderr with the `[name] ` prefix when the
+//! environment has `HARNESS_LOG=1` (watching a test), or to stdout after a prefix of the
+//! spec's choosing ([`crate::ProcessSpec::echo`]: the cluster launcher's coloured `name | `).
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
@@ -34,8 +40,18 @@ const ECHO_ENV: &str = "HARNESS_LOG";
 #[derive(Debug)]
 pub(crate) struct ProcessLog {
     prefix: String,
-    echo: bool,
+    echo: Echo,
     lines: Mutex<Lines>,
+}
+
+/// Where lines go as they arrive, besides the log.
+#[derive(Debug)]
+enum Echo {
+    Off,
+    /// `HARNESS_LOG=1`: to stderr, with the log's own prefix.
+    Stderr,
+    /// To stdout after this prefix.
+    Stdout(String),
 }
 
 #[derive(Debug, Default)]
@@ -45,19 +61,31 @@ struct Lines {
 }
 
 impl ProcessLog {
-    pub(crate) fn new(name: &str) -> Arc<ProcessLog> {
+    /// A log whose lines are prefixed `[name] `; `echo` is a prefix for echoing every line to
+    /// stdout as it arrives.
+    pub(crate) fn new(name: &str, echo: Option<&str>) -> Arc<ProcessLog> {
+        let echo = match echo {
+            Some(prefix) => Echo::Stdout(prefix.to_owned()),
+            None if std::env::var(ECHO_ENV).is_ok_and(|v| v == "1") => Echo::Stderr,
+            None => Echo::Off,
+        };
         Arc::new(ProcessLog {
             prefix: format!("[{name}] "),
-            echo: std::env::var(ECHO_ENV).is_ok_and(|v| v == "1"),
+            echo,
             lines: Mutex::new(Lines::default()),
         })
     }
 
     /// Appends one line of the process's output, or a note from the harness.
-    pub(crate) fn push(&self, line: &str) {
-        let line = format!("{}{line}", self.prefix);
-        if self.echo {
-            eprintln!("{line}");
+    pub(crate) fn push(&self, text: &str) {
+        let line = format!("{}{text}", self.prefix);
+        match &self.echo {
+            Echo::Off => {}
+            Echo::Stderr => eprintln!("{line}"),
+            Echo::Stdout(prefix) => {
+                // A closed stdout (`cluster up | head`) must not take the reader thread down.
+                let _ = writeln!(std::io::stdout().lock(), "{prefix}{text}");
+            }
         }
         let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         if lines.kept.len() == LOG_LINES_MAX {
@@ -197,7 +225,7 @@ mod tests {
 
     #[test]
     fn the_log_drops_its_oldest_lines_with_a_marker() {
-        let log = ProcessLog::new("srv");
+        let log = ProcessLog::new("srv", None);
         for i in 0..LOG_LINES_MAX + 5 {
             log.push(&i.to_string());
         }

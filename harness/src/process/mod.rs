@@ -70,6 +70,8 @@ pub struct ProcessSpec {
     pub args: Vec<OsString>,
     /// Added to (or overriding) the test process's own environment.
     pub env: Vec<(OsString, OsString)>,
+    /// When set, every output line is also written to stdout as it arrives, after this prefix.
+    pub echo: Option<String>,
 }
 
 impl ProcessSpec {
@@ -80,6 +82,7 @@ impl ProcessSpec {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
+            echo: None,
         }
     }
 
@@ -102,6 +105,13 @@ impl ProcessSpec {
     /// Sets one environment variable for the process.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> ProcessSpec {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Echoes every line of output to stdout as it arrives, after `prefix` (it is still kept in
+    /// the log too).
+    pub fn echo(mut self, prefix: impl Into<String>) -> ProcessSpec {
+        self.echo = Some(prefix.into());
         self
     }
 
@@ -159,7 +169,7 @@ struct Running {
 impl Process {
     /// Starts the process described by `spec`, capturing its stdout and stderr.
     pub fn spawn(spec: ProcessSpec) -> Result<Process> {
-        let log = ProcessLog::new(&spec.name);
+        let log = ProcessLog::new(&spec.name, spec.echo.as_deref());
         let running = start(&spec, &log)?;
         Ok(Process {
             pid: running.child.id(),

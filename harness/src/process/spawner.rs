@@ -12,6 +12,14 @@
 //! `Process` may move between threads). So every child is forked by one long-lived thread that
 //! runs until the process ends, and callers hand it their `Command` over a bounded channel and
 //! wait for the `Child`.
+//!
+//! # A process group of its own
+//!
+//! Each child also gets its own process group. A terminal's Ctrl-C sends SIGINT to the whole
+//! foreground group; without this, every server would get it at the same moment as the test or
+//! the cluster launcher that started them, and they could not be stopped in order (the
+//! launcher drains the proxy before the services behind it). Signals the harness sends go to
+//! the child's pid, so they are unaffected.
 
 use std::io;
 use std::process::{Child, Command};
@@ -34,6 +42,7 @@ static SPAWNER: OnceLock<SyncSender<SpawnRequest>> = OnceLock::new();
 /// killed if this process dies.
 pub(crate) fn spawn(mut command: Command) -> io::Result<Child> {
     die_with_parent(&mut command);
+    own_process_group(&mut command);
     let spawner = SPAWNER.get_or_init(start_spawner);
     let (reply, reply_rx) = mpsc::sync_channel(1);
     spawner
@@ -64,6 +73,16 @@ fn serve(requests: Receiver<SpawnRequest>) {
         }
     }
 }
+
+#[cfg(unix)]
+fn own_process_group(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+
+    command.process_group(0);
+}
+
+#[cfg(not(unix))]
+fn own_process_group(_command: &mut Command) {}
 
 #[cfg(target_os = "linux")]
 fn die_with_parent(command: &mut Command) {

@@ -81,6 +81,7 @@ mod tests {
             .map(|(i, &weight)| EndpointConfig {
                 address: format!("10.0.0.{}:8080", i + 1).parse().unwrap(),
                 weight,
+                health_address: None,
             })
             .collect()
     }

@@ -83,6 +83,13 @@ pub struct EndpointConfig {
     /// Relative share of traffic, 1 to [`MAX_WEIGHT`]. Default 1.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Where active health checks probe this endpoint, `IP:port`, when not at `address`: a
+    /// server's admin listener, whose `/readyz` turns 503 as soon as the server starts to
+    /// drain, so the proxy stops sending before the server stops accepting (Envoy's
+    /// per-endpoint `health_check_config`). Probed the same way as `address` would be.
+    /// Default none: `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_address: Option<SocketAddr>,
 }
 
 fn default_weight() -> u32 {

@@ -46,7 +46,11 @@ impl QuickStartArgs {
             cluster.endpoints = self
                 .upstreams
                 .iter()
-                .map(|&address| EndpointConfig { address, weight: 1 })
+                .map(|&address| EndpointConfig {
+                    address,
+                    weight: 1,
+                    health_address: None,
+                })
                 .collect();
             let catch_all = RouteConfig {
                 host: None,

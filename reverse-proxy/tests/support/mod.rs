@@ -214,7 +214,11 @@ pub fn cluster(endpoints: &[SocketAddr]) -> ClusterConfig {
     ClusterConfig {
         endpoints: endpoints
             .iter()
-            .map(|&address| EndpointConfig { address, weight: 1 })
+            .map(|&address| EndpointConfig {
+                address,
+                weight: 1,
+                health_address: None,
+            })
             .collect(),
         ..ClusterConfig::default()
     }
