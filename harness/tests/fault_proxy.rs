@@ -228,6 +228,26 @@ fn disabling_partitions_and_enabling_heals() {
 }
 
 #[test]
+fn stopping_accepting_refuses_new_clients_and_keeps_open_connections() {
+    let proxy = FaultProxy::start(echo_server());
+    let mut open = connect(&proxy);
+    round_trip(&mut open, b"before");
+
+    proxy.stop_accepting().unwrap();
+    assert!(!proxy.is_enabled());
+    let refused = TcpStream::connect(proxy.listen_addr()).expect_err("not accepting");
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+    round_trip(&mut open, b"the open connection carries on");
+
+    // A partition then cuts it, and enabling listens again.
+    proxy.set_enabled(false).unwrap();
+    let (data, _) = read_to_end(&mut open);
+    assert!(data.is_empty(), "a partition cuts the open connection");
+    proxy.set_enabled(true).unwrap();
+    round_trip(&mut connect(&proxy), b"after");
+}
+
+#[test]
 fn reset_removes_every_toxic_and_heals() {
     let proxy = FaultProxy::start(echo_server());
     let latency = Toxic::Latency {

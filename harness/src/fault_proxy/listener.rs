@@ -9,6 +9,9 @@
 //! host whose service is down, and nothing it sends is ever read. Healing (`set_enabled(true)`)
 //! binds the same address again. The command is acknowledged only after the listener is closed
 //! and every link has ended, so when `set_enabled` returns the partition is fully in place.
+//!
+//! `stop_accepting` closes the listener but leaves the links open: a server that is shutting
+//! down gracefully stops accepting while it finishes the connections it has.
 
 use std::future;
 use std::io;
@@ -30,6 +33,7 @@ pub const CONNECTIONS_MAX: usize = 256;
 /// A request from the [`super::FaultProxy`] handle, answered once carried out.
 pub(super) enum Command {
     Disable { done: SyncSender<io::Result<()>> },
+    StopAccepting { done: SyncSender<io::Result<()>> },
     Enable { done: SyncSender<io::Result<()>> },
 }
 
@@ -60,6 +64,10 @@ pub(super) async fn run(
                 Some(Command::Disable { done }) => {
                     listener = None;
                     links.shutdown().await;
+                    let _ = done.send(Ok(()));
+                }
+                Some(Command::StopAccepting { done }) => {
+                    listener = None;
                     let _ = done.send(Ok(()));
                 }
                 Some(Command::Enable { done }) => {

@@ -20,7 +20,8 @@
 //! one. They are added, listed and removed while connections are open, and apply to those
 //! connections from their next chunk on (see [`Toxic`] for each one's exact effect). A `timeout`
 //! toxic blackholes its direction; [`FaultProxy::set_enabled`]`(false)` partitions the whole
-//! link: new connections are refused and existing ones are cut.
+//! link: new connections are refused and existing ones are cut. [`FaultProxy::stop_accepting`]
+//! refuses new connections but lets open ones finish, like a server draining before it stops.
 //!
 //! # Threads
 //!
@@ -218,23 +219,42 @@ impl FaultProxy {
             true => Command::Enable { done },
             false => Command::Disable { done },
         };
-        self.send(command)?;
-        let outcome = done_rx.recv().unwrap_or_else(|_| Err(gone()));
-        outcome.map_err(|source| Error::Proxy {
-            operation: if enabled {
-                "enable (rebind)"
-            } else {
-                "disable"
-            },
-            source,
-        })?;
+        let operation = if enabled {
+            "enable (rebind)"
+        } else {
+            "disable"
+        };
+        self.command(command, done_rx, operation)?;
         self.enabled.store(enabled, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Whether the link is up (not partitioned).
+    /// Closes the listener, so new clients get `ECONNREFUSED`, and lets the open connections
+    /// carry on: what a server does while it drains before stopping. `set_enabled(true)`
+    /// listens again, `set_enabled(false)` cuts the open connections too. Returns once the
+    /// listener is closed.
+    pub fn stop_accepting(&self) -> Result<()> {
+        let (done, done_rx) = std_mpsc::sync_channel(1);
+        self.command(Command::StopAccepting { done }, done_rx, "stop accepting")?;
+        self.enabled.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether the proxy is listening (neither partitioned nor stopped accepting).
     pub fn is_enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Sends a command to the accept loop and waits until it is carried out.
+    fn command(
+        &self,
+        command: Command,
+        done: std_mpsc::Receiver<std::io::Result<()>>,
+        operation: &'static str,
+    ) -> Result<()> {
+        self.send(command)?;
+        let outcome = done.recv().unwrap_or_else(|_| Err(gone()));
+        outcome.map_err(|source| Error::Proxy { operation, source })
     }
 
     /// Removes every toxic and heals any partition.
