@@ -125,8 +125,12 @@ fn main() -> ExitCode {
             target,
             api_key,
         } => topology(&cli.config).and_then(|topology| {
+            let target = match target {
+                Some(target) => target,
+                None => entry_point(&topology)?,
+            };
             let config = LoadConfig {
-                target: target.unwrap_or_else(|| topology.entry()),
+                target,
                 api_key: api_key.unwrap_or_else(|| topology.gateway.api_keys[0].clone()),
                 rate,
                 duration,
@@ -453,6 +457,23 @@ fn status_table(status: &ClusterStatus) -> String {
         status.links.len() - normal
     ));
     out
+}
+
+/// The reverse proxy's address: the running launcher's word for it (the file may say port 0,
+/// a free port chosen at start), or the file's when no launcher answers (a cluster started
+/// some other way).
+fn entry_point(topology: &Topology) -> Result<SocketAddr, String> {
+    let client = ControlClient::new(topology.control_listen);
+    if let Ok(status) = runtime()?.block_on(client.status()) {
+        let proxy = status
+            .members
+            .iter()
+            .find(|m| m.kind == Kind::ReverseProxy.binary());
+        if let Some(proxy) = proxy {
+            return Ok(proxy.listen);
+        }
+    }
+    Ok(topology.entry())
 }
 
 /// `cluster load`.

@@ -404,7 +404,8 @@ impl Cluster {
         let member = self.member(name)?;
         let _command = lock(&member.command);
         let shared = &self.shared;
-        let stopped = match member.lock().state.is_alive() {
+        let alive = member.lock().state.is_alive();
+        let stopped = match alive {
             true => Some(shared.stop_member(member).map_err(OpError::Failed)?),
             false => None,
         };

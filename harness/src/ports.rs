@@ -48,10 +48,3 @@ pub fn free_addr() -> SocketAddr {
     }
     panic!("free_addr: {FREE_PORT_ATTEMPTS_MAX} attempts returned only ports already handed out")
 }
-
-/// Marks a port bound by the harness itself (the fault proxy's) as handed out, so that
-/// [`free_addr`] never returns it while its owner has it unbound.
-pub(crate) fn reserve(port: u16) {
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
-    handed_out.get_or_insert_with(HashSet::new).insert(port);
-}

@@ -239,6 +239,7 @@ impl Report {
         let rows = [Op::Redirect, Op::Create]
             .into_iter()
             .map(|op| (op.label(), self.tallies.of(op)))
+            .filter(|(_, tally)| tally.sent > 0)
             .chain([("all", all)]);
         for (label, tally) in rows {
             let _ = writeln!(

@@ -44,7 +44,7 @@ mod link;
 mod listener;
 mod toxic;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc as std_mpsc};
 use std::thread::{self, JoinHandle};
@@ -69,6 +69,9 @@ pub const CONTROL_QUEUE_MAX: usize = 16;
 
 /// Pause before retrying a command into a full queue.
 const CONTROL_RETRY_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Ports tried before giving up on binding the proxy's listener.
+const BIND_ATTEMPTS_MAX: usize = 16;
 
 /// Seed of the jitter and slice-size randomness when the test does not choose one.
 const DEFAULT_SEED: u64 = 0;
@@ -137,14 +140,10 @@ impl FaultProxy {
     /// Like [`FaultProxy::start`], with the seed for latency jitter and slice sizes; pass one drawn
     /// from the test's [`crate::TestRng`] so that its printed seed covers the proxy too.
     pub fn start_seeded(upstream: SocketAddr, seed: u64) -> FaultProxy {
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .unwrap_or_else(|e| panic!("FaultProxy: cannot bind 127.0.0.1:0: {e}"));
+        let listener = bind_free_port();
         let listen_addr = listener
             .local_addr()
             .expect("a bound socket has an address");
-        // While partitioned the port is unbound; keep free_addr from handing it to a test.
-        crate::ports::reserve(listen_addr.port());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -293,6 +292,23 @@ impl FaultProxy {
             }
         }
     }
+}
+
+/// Binds a port that [`crate::free_addr`] hands out, so that no server of this process is
+/// told to use it (its port stays reserved while a partition leaves it unbound). Another
+/// process may take a port between its release and this bind; then another is tried.
+fn bind_free_port() -> std::net::TcpListener {
+    let mut last_error = None;
+    for _ in 0..BIND_ATTEMPTS_MAX {
+        let addr = crate::free_addr();
+        match std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+            Ok(listener) => return listener,
+            Err(e) => last_error = Some(e),
+        }
+    }
+    panic!(
+        "FaultProxy: cannot bind a loopback port after {BIND_ATTEMPTS_MAX} attempts: {last_error:?}"
+    )
 }
 
 fn gone() -> std::io::Error {
