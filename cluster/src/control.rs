@@ -72,72 +72,96 @@ pub async fn serve(
         .map_err(|e| e.to_string())
 }
 
+/// A command of the control API: what the other subcommands ask a running launcher to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Kill(String),
+    Pause(String),
+    Resume(String),
+    Restart(String),
+    Partition(String, String),
+    /// Between two names, or everywhere.
+    Heal(Option<(String, String)>),
+    /// Milliseconds added between two names.
+    Latency(String, String, u64),
+}
+
+impl Operation {
+    /// The request path (always a `POST`).
+    pub fn path(&self) -> String {
+        match self {
+            Operation::Kill(name) => format!("/v1/processes/{name}/kill"),
+            Operation::Pause(name) => format!("/v1/processes/{name}/pause"),
+            Operation::Resume(name) => format!("/v1/processes/{name}/resume"),
+            Operation::Restart(name) => format!("/v1/processes/{name}/restart"),
+            Operation::Partition(a, b) => format!("/v1/partition/{a}/{b}"),
+            Operation::Heal(None) => "/v1/heal".to_owned(),
+            Operation::Heal(Some((a, b))) => format!("/v1/heal/{a}/{b}"),
+            Operation::Latency(a, b, ms) => format!("/v1/latency/{a}/{b}/{ms}"),
+        }
+    }
+
+    /// The operation a `POST` path names, or why it names none.
+    fn parse(path: &str) -> Result<Operation, String> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let owned = |s: &str| s.to_owned();
+        Ok(match segments[..] {
+            ["v1", "processes", name, "kill"] => Operation::Kill(owned(name)),
+            ["v1", "processes", name, "pause"] => Operation::Pause(owned(name)),
+            ["v1", "processes", name, "resume"] => Operation::Resume(owned(name)),
+            ["v1", "processes", name, "restart"] => Operation::Restart(owned(name)),
+            ["v1", "partition", a, b] => Operation::Partition(owned(a), owned(b)),
+            ["v1", "heal"] => Operation::Heal(None),
+            ["v1", "heal", a, b] => Operation::Heal(Some((owned(a), owned(b)))),
+            ["v1", "latency", a, b, ms] => match ms.parse() {
+                Ok(ms) => Operation::Latency(owned(a), owned(b), ms),
+                Err(_) => return Err(format!("{ms:?} is not a number of milliseconds")),
+            },
+            _ => {
+                return Err(format!(
+                    "no such request: POST {path} (see `cluster --help`)"
+                ));
+            }
+        })
+    }
+
+    /// Carries it out (blocking until done).
+    pub fn apply(&self, cluster: &Cluster) -> Result<String, OpError> {
+        match self {
+            Operation::Kill(name) => cluster.kill(name),
+            Operation::Pause(name) => cluster.pause(name),
+            Operation::Resume(name) => cluster.resume(name),
+            Operation::Restart(name) => cluster.restart(name),
+            Operation::Partition(a, b) => cluster.partition(a, b),
+            Operation::Heal(between) => {
+                cluster.heal(between.as_ref().map(|(a, b)| (a.as_str(), b.as_str())))
+            }
+            Operation::Latency(a, b, ms) => cluster.latency(a, b, *ms),
+        }
+    }
+}
+
 async fn handle(cluster: Arc<Cluster>, request: Request) -> Response {
     let method = request.head.method.clone();
     let path = request.head.path().to_owned();
-    let segments: Vec<String> = path
-        .trim_matches('/')
-        .split('/')
-        .map(str::to_owned)
-        .collect();
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    if method == Method::GET && segments == ["v1", "status"] {
+    if method == Method::GET && path == "/v1/status" {
         let status = tokio::task::spawn_blocking(move || cluster.status()).await;
         return match status {
             Ok(status) => json(StatusCode::OK, &status),
             Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         };
     }
-    if method != Method::POST {
-        return failure(
-            StatusCode::NOT_FOUND,
-            format!("no such request: {method} {path} (see `cluster --help`)"),
-        );
-    }
-    let operation: Box<dyn FnOnce(&Cluster) -> Result<String, OpError> + Send> = match segments[..]
-    {
-        ["v1", "processes", name, action] => {
-            let name = name.to_owned();
-            match action {
-                "kill" => Box::new(move |c| c.kill(&name)),
-                "pause" => Box::new(move |c| c.pause(&name)),
-                "resume" => Box::new(move |c| c.resume(&name)),
-                "restart" => Box::new(move |c| c.restart(&name)),
-                other => {
-                    return failure(
-                        StatusCode::NOT_FOUND,
-                        format!("no action {other:?}: kill, pause, resume or restart"),
-                    );
-                }
-            }
-        }
-        ["v1", "partition", a, b] => {
-            let (a, b) = (a.to_owned(), b.to_owned());
-            Box::new(move |c| c.partition(&a, &b))
-        }
-        ["v1", "heal"] => Box::new(|c| c.heal(None)),
-        ["v1", "heal", a, b] => {
-            let (a, b) = (a.to_owned(), b.to_owned());
-            Box::new(move |c| c.heal(Some((&a, &b))))
-        }
-        ["v1", "latency", a, b, ms] => {
-            let Ok(ms) = ms.parse::<u64>() else {
-                return failure(
-                    StatusCode::BAD_REQUEST,
-                    format!("{ms:?} is not a number of milliseconds"),
-                );
-            };
-            let (a, b) = (a.to_owned(), b.to_owned());
-            Box::new(move |c| c.latency(&a, &b, ms))
-        }
-        _ => {
-            return failure(
-                StatusCode::NOT_FOUND,
-                format!("no such request: {method} {path} (see `cluster --help`)"),
-            );
-        }
+    let operation = match method == Method::POST {
+        true => Operation::parse(&path),
+        false => Err(format!(
+            "no such request: {method} {path} (see `cluster --help`)"
+        )),
     };
-    match tokio::task::spawn_blocking(move || operation(&cluster)).await {
+    let operation = match operation {
+        Ok(operation) => operation,
+        Err(error) => return failure(StatusCode::NOT_FOUND, error),
+    };
+    match tokio::task::spawn_blocking(move || operation.apply(&cluster)).await {
         Ok(Ok(message)) => json(StatusCode::OK, &Message { message }),
         Ok(Err(OpError::Refused(error))) => failure(StatusCode::BAD_REQUEST, error),
         Ok(Err(OpError::Failed(error))) => failure(StatusCode::INTERNAL_SERVER_ERROR, error),
@@ -194,9 +218,9 @@ impl ControlClient {
         serde_json::from_slice(&body).map_err(|e| self.unexpected(e.to_string()))
     }
 
-    /// A `POST` command (a path of the table above); the launcher's message.
-    pub async fn command(&self, path: &str) -> Result<String, ControlError> {
-        let body = self.call(Method::POST, path).await?;
+    /// Asks the launcher to carry out `operation`; its message once done.
+    pub async fn command(&self, operation: &Operation) -> Result<String, ControlError> {
+        let body = self.call(Method::POST, &operation.path()).await?;
         let message: Message =
             serde_json::from_slice(&body).map_err(|e| self.unexpected(e.to_string()))?;
         Ok(message.message)
@@ -235,5 +259,33 @@ impl ControlClient {
             addr: self.addr,
             reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Operation;
+
+    #[test]
+    fn every_operation_parses_back_from_its_path() {
+        let (a, b) = ("api-gateway".to_owned(), "kv-store".to_owned());
+        for operation in [
+            Operation::Kill(a.clone()),
+            Operation::Pause(a.clone()),
+            Operation::Resume(a.clone()),
+            Operation::Restart(a.clone()),
+            Operation::Partition(a.clone(), b.clone()),
+            Operation::Heal(None),
+            Operation::Heal(Some((a.clone(), b.clone()))),
+            Operation::Latency(a.clone(), b.clone(), 250),
+        ] {
+            assert_eq!(Operation::parse(&operation.path()), Ok(operation));
+        }
+        assert!(Operation::parse("/v1/processes/x/explode").is_err());
+        assert!(
+            Operation::parse("/v1/latency/a/b/soon")
+                .unwrap_err()
+                .contains("\"soon\"")
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use cluster::control::{self, ControlClient};
+use cluster::control::{self, ControlClient, Operation};
 use cluster::load::{self, LoadConfig};
 use cluster::render::{API_KEY_HEADER, CONSUMER};
 use cluster::{Binaries, Cluster, ClusterStatus, Kind, Options, Topology};
@@ -369,7 +369,7 @@ fn control_command(config: &Path, command: Command) -> Result<(), String> {
     let topology = topology(config)?;
     let client = ControlClient::new(topology.control_listen);
     let runtime = runtime()?;
-    let path = match command {
+    let operation = match command {
         Command::Status { json } => {
             let status = runtime
                 .block_on(client.status())
@@ -383,24 +383,22 @@ fn control_command(config: &Path, command: Command) -> Result<(), String> {
             }
             return Ok(());
         }
-        Command::Kill { name } => format!("/v1/processes/{name}/kill"),
-        Command::Pause { name } => format!("/v1/processes/{name}/pause"),
-        Command::Resume { name } => format!("/v1/processes/{name}/resume"),
-        Command::Restart { name } => format!("/v1/processes/{name}/restart"),
-        Command::Partition { a, b } => format!("/v1/partition/{a}/{b}"),
-        Command::Heal { a: None, b: None } => "/v1/heal".to_owned(),
+        Command::Kill { name } => Operation::Kill(name),
+        Command::Pause { name } => Operation::Pause(name),
+        Command::Resume { name } => Operation::Resume(name),
+        Command::Restart { name } => Operation::Restart(name),
+        Command::Partition { a, b } => Operation::Partition(a, b),
+        Command::Heal { a: None, b: None } => Operation::Heal(None),
         Command::Heal {
             a: Some(a),
             b: Some(b),
-        } => format!("/v1/heal/{a}/{b}"),
+        } => Operation::Heal(Some((a, b))),
         Command::Heal { .. } => return Err("heal takes two names, or none for everything".into()),
-        Command::Latency { a, b, delay } => {
-            format!("/v1/latency/{a}/{b}/{}", delay.as_millis())
-        }
+        Command::Latency { a, b, delay } => Operation::Latency(a, b, delay.as_millis() as u64),
         Command::Up { .. } | Command::Load { .. } => unreachable!("handled in main"),
     };
     let message = runtime
-        .block_on(client.command(&path))
+        .block_on(client.command(&operation))
         .map_err(|e| e.to_string())?;
     println!("{message}");
     Ok(())
