@@ -1,7 +1,8 @@
 //! The launcher's control API, and the client that `cluster status`, `kill`, ... use.
 //!
-//! `cluster up` serves it on `[cluster] control_listen` for as long as the cluster runs. Plain
-//! HTTP and JSON, so `curl` works as well as the subcommands:
+//! `cluster up` serves it on `[cluster] control_listen` until it is told to stop (the drain
+//! that follows takes no more commands). Plain HTTP and JSON, so `curl` works as well as the
+//! subcommands:
 //!
 //! | request | does |
 //! |---|---|
@@ -15,7 +16,8 @@
 //! | `POST /v1/latency/{a}/{b}/{ms}` | add `ms` to every exchange between `a` and `b` (0 removes) |
 //!
 //! A command answers `200 {"message": ...}` once carried out, `400 {"error": ...}` when it is
-//! refused (an unknown name, a process in the wrong state), `500 {"error": ...}` when it failed.
+//! refused (an unknown name, a process in the wrong state), `500 {"error": ...}` when it failed,
+//! and `404 {"error": ...}` for a request not in the table.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

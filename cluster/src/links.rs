@@ -1,35 +1,45 @@
-//! Fault links: a [`FaultProxy`] on every connection path between two instances.
+//! Fault links: a [`FaultProxy`] on every path from one instance to another.
 //!
-//! An instance never dials another one directly: its config names the listen address of the
-//! link between them, and the link forwards to the server. That is what lets `cluster
-//! partition`, `heal` and `latency` act on one path while the processes keep running, the way
-//! Toxiproxy is put between services:
+//! An instance never dials another one directly: its command line or config names the listen
+//! address of the link between them, and the link forwards to the server. That is what lets
+//! `cluster partition`, `heal` and `latency` act on one path while the processes keep running,
+//! the way Toxiproxy is put between services:
 //!
 //! ```text
 //!   url-shortener-1 ──▶ link url-shortener-1→kv-store ──▶ kv-store
 //!   url-shortener-2 ──▶ link url-shortener-2→kv-store ──▶ kv-store
+//!   reverse-proxy ───▶ link reverse-proxy→url-shortener-1 ──────────▶ url-shortener-1 (service)
+//!   reverse-proxy ───▶ link reverse-proxy→url-shortener-1 (admin) ──▶ url-shortener-1 /readyz
 //! ```
 //!
+//! Health checks have links of their own, to the server's admin listener, so a partition cuts
+//! them too: the balancer sees the endpoint fail its checks, as it would on a real network.
+//!
 //! A link is up (listening) when it is not partitioned *and* the server behind it is running.
-//! The second condition keeps a killed server looking the way it does without the link: its
+//! The second condition keeps a stopped server looking the way it does without the link: its
 //! clients get "connection refused", which they know nothing was sent on and may retry
 //! elsewhere, instead of a connection that is accepted and then closed, which for a POST
-//! leaves them unsure whether it ran.
+//! leaves them unsure whether it ran. The launcher lowers a server's links before it kills or
+//! stops it; a server that dies by itself is noticed by the watcher within its interval, and
+//! until then its links accept and close, like Toxiproxy's.
 //!
 //! `latency` delays what the server sends back (the link's downstream direction), so every
 //! request-response exchange on the path takes that much longer.
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use harness::{Direction, FaultProxy, Toxic, ToxicId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One link, from a client instance to a server instance.
+use crate::topology::Port;
+
+/// One link, from a client instance to one listener of a server instance.
 #[derive(Debug)]
 pub struct Link {
     pub client: String,
     pub server: String,
+    pub port: Port,
     proxy: FaultProxy,
     state: Mutex<LinkState>,
 }
@@ -39,13 +49,16 @@ struct LinkState {
     partitioned: bool,
     server_up: bool,
     latency: Option<(u64, ToxicId)>,
+    /// The last change the proxy could not make (listening again needs the same port).
+    error: Option<String>,
 }
 
 /// A link as `cluster status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkStatus {
     pub client: String,
     pub server: String,
+    pub port: Port,
     /// Where the client connects.
     pub listen: SocketAddr,
     pub partitioned: bool,
@@ -53,15 +66,24 @@ pub struct LinkStatus {
     pub up: bool,
     /// Added to every exchange, in milliseconds; 0 for none.
     pub latency_ms: u64,
+    /// Why the link is not in the state it should be, if it is not.
+    pub error: Option<String>,
 }
 
 impl Link {
     /// A link to `server_addr`, down until [`Link::set_server_up`] says the server runs.
-    pub fn start(client: &str, server: &str, server_addr: SocketAddr, seed: u64) -> Link {
+    pub fn start(
+        client: &str,
+        server: &str,
+        port: Port,
+        server_addr: SocketAddr,
+        seed: u64,
+    ) -> Link {
         let proxy = FaultProxy::start_seeded(server_addr, seed);
         let link = Link {
             client: client.to_owned(),
             server: server.to_owned(),
+            port,
             proxy,
             state: Mutex::new(LinkState::default()),
         };
@@ -92,7 +114,7 @@ impl Link {
 
     /// Sets the added latency; 0 removes it.
     pub fn set_latency(&self, latency_ms: u64) -> harness::Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         if let Some((_, id)) = state.latency.take() {
             self.proxy.remove_toxic(id);
         }
@@ -108,14 +130,16 @@ impl Link {
     }
 
     pub fn status(&self) -> LinkStatus {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = self.lock();
         LinkStatus {
             client: self.client.clone(),
             server: self.server.clone(),
+            port: self.port,
             listen: self.listen_addr(),
             partitioned: state.partitioned,
             up: self.proxy.is_enabled(),
             latency_ms: state.latency.map_or(0, |(ms, _)| ms),
+            error: state.error.clone(),
         }
     }
 
@@ -123,18 +147,21 @@ impl Link {
     /// open connections too; a server going away only stops new ones (a server that drains
     /// finishes its own, and the connections of one that was killed end by themselves).
     fn update(&self, change: impl FnOnce(&mut LinkState)) -> harness::Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         let was_partitioned = state.partitioned;
         change(&mut state);
-        if state.partitioned && !was_partitioned {
-            self.proxy.set_enabled(false)?;
-        }
         let listen = state.server_up && !state.partitioned;
-        match (listen, self.proxy.is_enabled()) {
-            (true, false) => self.proxy.set_enabled(true)?,
-            (false, true) => self.proxy.stop_accepting()?,
-            _ => {}
-        }
-        Ok(())
+        let outcome = match (listen, self.proxy.is_enabled()) {
+            (false, _) if state.partitioned && !was_partitioned => self.proxy.set_enabled(false),
+            (true, false) => self.proxy.set_enabled(true),
+            (false, true) => self.proxy.stop_accepting(),
+            _ => Ok(()),
+        };
+        state.error = outcome.as_ref().err().map(ToString::to_string);
+        outcome
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

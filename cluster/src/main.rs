@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use cluster::control::{self, ControlClient, Operation};
 use cluster::load::{self, LoadConfig};
 use cluster::render::{API_KEY_HEADER, CONSUMER};
+use cluster::topology::Port;
 use cluster::{Binaries, Cluster, ClusterStatus, Kind, Options, Topology};
 
 #[derive(Parser)]
@@ -182,20 +183,20 @@ fn up(config: &Path, fresh: bool, no_color: bool) -> Result<(), String> {
         };
         let _ = writeln!(std::io::stdout().lock(), "{prefix} {line}");
     };
-    if fresh && topology.data_dir.exists() {
-        std::fs::remove_dir_all(&topology.data_dir)
-            .map_err(|e| format!("cannot empty {}: {e}", topology.data_dir.display()))?;
-    }
-    // Bound first, so that a second `up` fails here rather than halfway through its start.
+    // Bound first, so that a second `up` fails here, before it empties or starts anything.
     let control_listener = std::net::TcpListener::bind(topology.control_listen).map_err(|e| {
         format!(
             "cannot listen on {} ({e}): is a cluster already running? (`cluster status`)",
             topology.control_listen
         )
     })?;
+    if fresh && topology.data_dir.exists() {
+        std::fs::remove_dir_all(&topology.data_dir)
+            .map_err(|e| format!("cannot empty {}: {e}", topology.data_dir.display()))?;
+    }
     let binaries = match std::env::var_os("CARGO") {
         Some(_) => {
-            say("building the servers (the first release build takes several minutes)");
+            say("building the servers (the first build takes several minutes)");
             Binaries::build(true)?
         }
         None => {
@@ -234,7 +235,11 @@ fn up(config: &Path, fresh: bool, no_color: bool) -> Result<(), String> {
         let draining = tokio::task::spawn_blocking(move || cluster.stop());
         tokio::select! {
             _ = draining => say("stopped"),
-            () = shutdown_signal() => say("killing every process"),
+            () = shutdown_signal() => {
+                say("killing every process");
+                // Every child dies with this process (the harness asks the kernel for it).
+                std::process::exit(130);
+            }
         }
         Ok(())
     })
@@ -262,19 +267,7 @@ async fn create_demo_link(topology: &Topology) -> Option<String> {
     })
     .expect("valid client settings");
     let body = r#"{"url": "https://example.com/", "alias": "hello"}"#;
-    let request = http1::Request::new(
-        http1::Method::POST,
-        "/api/v1/links",
-        http1::Body::full(body),
-    )
-    .with_header(
-        http1::header::CONTENT_TYPE,
-        http1::HeaderValue::from_static("application/json"),
-    )
-    .with_header(
-        http1::HeaderName::from_static(API_KEY_HEADER),
-        http1::HeaderValue::from_str(&topology.gateway.api_keys[0]).ok()?,
-    );
+    let request = load::create_request(body.to_owned(), &topology.gateway.api_keys[0], None);
     match client.send(topology.entry(), request).await {
         Ok(response) if matches!(response.status().as_u16(), 201 | 409) => None,
         Ok(response) => Some(format!(
@@ -431,6 +424,9 @@ fn status_table(status: &ClusterStatus) -> String {
     let mut faults = String::new();
     for link in &status.links {
         let mut notes = Vec::new();
+        if let Some(error) = &link.error {
+            notes.push(format!("error: {error}"));
+        }
         if link.partitioned {
             notes.push("partitioned".to_owned());
         } else if !link.up {
@@ -442,9 +438,13 @@ fn status_table(status: &ClusterStatus) -> String {
         match notes.is_empty() {
             true => normal += 1,
             false => faults.push_str(&format!(
-                "  {} -> {}  {}\n",
+                "  {} -> {}{}  {}\n",
                 link.client,
                 link.server,
+                match link.port {
+                    Port::Service => "",
+                    Port::Admin => " (admin)",
+                },
                 notes.join(", ")
             )),
         }

@@ -5,8 +5,8 @@
 //! the instance's directory as `gateway.toml` or `proxy.toml`, so that a reader can open the
 //! exact configuration each process runs with.
 //!
-//! Where one instance reaches another, the address comes from `route(client, server)`: the
-//! listen address of the fault link between them ([`crate::links`]), or the server's own
+//! Where one instance reaches another, the address comes from `route(client, server, port)`:
+//! the listen address of the fault link between them ([`crate::links`]), or the server's own
 //! address when the cluster runs without fault links.
 
 use std::ffi::OsString;
@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use harness::ProcessSpec;
 use sha2::{Digest, Sha256};
 
-use crate::topology::{Instance, Kind, Topology};
+use crate::topology::{Instance, Kind, Port, Topology};
+
+/// Where `client` connects to reach `server`'s `port`.
+pub type Route<'a> = dyn Fn(&str, &str, Port) -> SocketAddr + 'a;
 
 /// The consumer that the gateway's API keys belong to.
 pub const CONSUMER: &str = "demo";
@@ -51,7 +54,7 @@ pub fn process_spec(
     topology: &Topology,
     instance: &Instance,
     binary: &Path,
-    route: &dyn Fn(&str, &str) -> SocketAddr,
+    route: &Route<'_>,
 ) -> std::io::Result<ProcessSpec> {
     let dir = instance_dir(topology, instance);
     std::fs::create_dir_all(&dir)?;
@@ -69,10 +72,14 @@ pub fn process_spec(
             let kv = only(topology, Kind::KvStore);
             args.extend(["--data-dir".into(), dir.clone().into_os_string()]);
             args.push("--store".into());
-            args.push(format!("kv://{}", route(&instance.name, &kv.name)).into());
+            args.push(format!("kv://{}", route(&instance.name, &kv.name, Port::Service)).into());
             if let Some(broker) = topology.of(Kind::MessageBroker).next() {
                 args.push("--broker".into());
-                args.push(route(&instance.name, &broker.name).to_string().into());
+                args.push(
+                    route(&instance.name, &broker.name, Port::Service)
+                        .to_string()
+                        .into(),
+                );
             }
             args.push("--public-url".into());
             args.push(format!("http://{}", topology.entry()).into());
@@ -109,18 +116,19 @@ pub fn key_digest(key: &str) -> String {
         })
 }
 
-/// `endpoints = [...]` of a cluster over `servers`, each health-checked at its admin listener.
+/// `endpoints = [...]` of a cluster over `servers`, each health-checked at its admin listener
+/// (through a link of its own).
 fn endpoints<'a>(
     client: &Instance,
     servers: impl Iterator<Item = &'a Instance>,
-    route: &dyn Fn(&str, &str) -> SocketAddr,
+    route: &Route<'_>,
 ) -> String {
     let entries: Vec<String> = servers
         .map(|server| {
             format!(
                 "{{ address = \"{}\", health_address = \"{}\" }}",
-                route(&client.name, &server.name),
-                server.admin_listen
+                route(&client.name, &server.name, Port::Service),
+                route(&client.name, &server.name, Port::Admin)
             )
         })
         .collect();
@@ -129,11 +137,7 @@ fn endpoints<'a>(
 
 /// The gateway: the write API behind API keys, one cluster-wide limit on creations,
 /// idempotency keys in the kv-store, reads passed through.
-fn gateway_config(
-    topology: &Topology,
-    gateway: &Instance,
-    route: &dyn Fn(&str, &str) -> SocketAddr,
-) -> String {
+fn gateway_config(topology: &Topology, gateway: &Instance, route: &Route<'_>) -> String {
     let settings = &topology.gateway;
     let kv = only(topology, Kind::KvStore);
     let keys: Vec<String> = settings
@@ -215,7 +219,7 @@ outlier_detection = {OUTLIER_DETECTION}
         name = gateway.name,
         listen = gateway.listen,
         admin = gateway.admin_listen,
-        kv = route(&gateway.name, &kv.name),
+        kv = route(&gateway.name, &kv.name, Port::Service),
         keys = keys.join("\n"),
         limit = settings.create_limit_per_second,
         shorteners = endpoints(gateway, topology.of(Kind::UrlShortener), route),
@@ -224,11 +228,7 @@ outlier_detection = {OUTLIER_DETECTION}
 
 /// The proxy: `/api/` to the gateways (or straight to the url-shorteners when there is no
 /// gateway), everything else, the redirects, to the url-shorteners.
-fn proxy_config(
-    topology: &Topology,
-    proxy: &Instance,
-    route: &dyn Fn(&str, &str) -> SocketAddr,
-) -> String {
+fn proxy_config(topology: &Topology, proxy: &Instance, route: &Route<'_>) -> String {
     let shorteners = endpoints(proxy, topology.of(Kind::UrlShortener), route);
     let mut api = String::new();
     if topology.of(Kind::ApiGateway).next().is_some() {
@@ -293,9 +293,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file: ClusterFile = toml::from_str("").unwrap();
         let topology = Topology::resolve(file, dir.path()).unwrap();
-        let route = |from: &str, to: &str| -> SocketAddr {
-            // A made-up link address per pair, to see that each one is used.
-            let port = 20_000 + (from.len() * 100 + to.len()) as u16;
+        let route = |from: &str, to: &str, port: Port| -> SocketAddr {
+            // A made-up link address per path, to see that each one is used.
+            let admin = if port == Port::Admin { 5_000 } else { 0 };
+            let port = 20_000 + admin + (from.len() * 100 + to.len()) as u16;
             SocketAddr::from(([127, 0, 0, 1], port))
         };
         let gateway = topology.instance("api-gateway-1").unwrap();
@@ -303,13 +304,18 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(
             parsed["kv"]["address"].as_str(),
-            Some(route("api-gateway-1", "kv-store").to_string().as_str())
+            Some(
+                route("api-gateway-1", "kv-store", Port::Service)
+                    .to_string()
+                    .as_str()
+            )
         );
         let endpoints = parsed["clusters"]["links"]["endpoints"].as_array().unwrap();
         assert_eq!(endpoints.len(), 2);
+        let admin = route("api-gateway-1", "url-shortener-2", Port::Admin);
         assert_eq!(
             endpoints[1]["health_address"].as_str(),
-            Some("127.0.0.1:9092")
+            Some(admin.to_string().as_str())
         );
         let proxy = topology.instance("reverse-proxy").unwrap();
         let parsed: toml::Table = toml::from_str(&proxy_config(&topology, proxy, &route)).unwrap();

@@ -6,29 +6,34 @@
 //!           then every member waited for on GET /readyz; a member's links come up when it is ready)
 //!
 //!   member states:
-//!                     ready                   pause            resume
-//!     starting ─────────────────▶ running ─────────────▶ paused ──────▶ running
-//!        ▲                         │  │ kill (SIGKILL)
-//!        │ restart                 │  └──────────────────▶ killed
-//!        │ (or restart = on-failure│ exits by itself
-//!        │  after RESTART_DELAY)   └─────────────────────▶ exited
-//!        └───────────────── killed, exited, stopped
+//!                   ready               pause              resume
+//!     starting ───────────▶ running ───────────▶ paused ───────────▶ running
+//!        │ not ready            │  kill (SIGKILL), from running or paused
+//!        │                      ├───────────────────────────────────────▶ killed
+//!        │                      │  restart or stop: SIGTERM, drain
+//!        │                      ├─────────────▶ stopping ───────────────▶ stopped
+//!        │                      │  dies by itself (running or paused; seen by the watcher)
+//!        └──────────────────────┴───────────────────────────────────────▶ exited
+//!
+//!     restart: killed, stopped, exited ─▶ starting; with restart = "on-failure", an exited
+//!     member is started again by itself, after RESTART_DELAY, doubling up to RESTART_DELAY_MAX
+//!     while it fails to start
 //!
 //!   stop:   tiers in reverse: SIGTERM, up to STOP_TIMEOUT to drain, then SIGKILL
 //! ```
 //!
 //! Every operation is synchronous and returns once done (a restart, once the member is ready
-//! again). One member's operations are serialised by its `command` lock, held for the whole
-//! operation; its `process` lock is held while the process is signalled or waited for, and
-//! its `inner` lock, which guards what `status` shows, only for moments, so `status` never
-//! waits on a slow restart. A watcher thread notices members that exit by themselves.
+//! again). A member's `process` lock is held for a whole operation, so operations on one
+//! member happen one at a time; its `inner` lock, which guards what `status` shows, is held
+//! only for moments, so `status` never waits on a slow restart. A watcher thread notices
+//! members that exit by themselves. Once the cluster is stopping, nothing starts a process.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -37,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::links::{Link, LinkStatus};
 use crate::render;
-use crate::topology::{Instance, Kind, RestartPolicy, Topology};
+use crate::topology::{Instance, Kind, Port, RestartPolicy, Topology};
 
 /// Longest a member may take to answer `GET /readyz` with 200 after it is spawned.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,6 +52,9 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Pause before a member that exited by itself is started again (`restart = "on-failure"`).
 pub const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Longest pause between two attempts to start a member that keeps failing to start.
+pub const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
 
 /// How often the watcher looks for members that exited by themselves.
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -214,9 +222,7 @@ struct Shared {
 
 struct Member {
     instance: Instance,
-    /// Serialises the operations on this member; held for a whole operation.
-    command: Mutex<()>,
-    /// Held by an operation while it signals or waits for the process (a drain takes seconds).
+    /// Held for a whole operation on the member, so that one runs at a time.
     process: Mutex<Process>,
     /// What `status` reads; held only for moments.
     inner: Mutex<Inner>,
@@ -242,17 +248,20 @@ impl Cluster {
             true => start_links(&topology, options.seed),
             false => Vec::new(),
         };
-        let route = |client: &str, server: &str| -> SocketAddr {
-            match links
+        let route = |client: &str, server: &str, port: Port| -> SocketAddr {
+            let link = links
                 .iter()
-                .find(|l| l.client == client && l.server == server)
-            {
-                Some(link) => link.listen_addr(),
-                None => topology.instance(server).expect("a named server").listen,
+                .find(|l| l.client == client && l.server == server && l.port == port);
+            match (link, topology.instance(server)) {
+                (Some(link), _) => link.listen_addr(),
+                (None, Some(server)) if port == Port::Admin => server.admin_listen,
+                (None, Some(server)) => server.listen,
+                (None, None) => unreachable!("routes lead to instances of the topology"),
             }
         };
         let width = topology.instances.iter().map(|i| i.name.len()).max();
         let mut members: Vec<Member> = Vec::new();
+        let stopping = AtomicBool::new(false);
         let tiers = topology.instances.iter().map(|i| i.kind.tier()).max();
         for tier in 0..=tiers.unwrap_or(0) {
             let first_of_tier = members.len();
@@ -270,7 +279,6 @@ impl Cluster {
                 let process = Process::spawn(spec).map_err(|e| e.to_string())?;
                 members.push(Member {
                     instance: instance.clone(),
-                    command: Mutex::new(()),
                     inner: Mutex::new(Inner {
                         state: State::Starting,
                         pid: process.pid(),
@@ -282,15 +290,18 @@ impl Cluster {
             }
             let started = Instant::now();
             for member in &members[first_of_tier..] {
-                wait_ready(member)?;
-                member.lock().state = State::Running;
+                wait_ready(member, &mut lock(&member.process), &stopping)?;
+                let pid = {
+                    let mut inner = member.lock();
+                    inner.state = State::Running;
+                    inner.pid
+                };
                 set_server_up(&links, &member.instance.name, true);
                 (options.notices)(&format!(
-                    "{} ready on {} in {} ms (pid {})",
+                    "{} ready on {} in {} ms (pid {pid})",
                     member.instance.name,
                     member.instance.listen,
                     started.elapsed().as_millis(),
-                    member.lock().pid
                 ));
             }
         }
@@ -299,7 +310,7 @@ impl Cluster {
             members,
             links,
             notices: options.notices,
-            stopping: AtomicBool::new(false),
+            stopping,
         });
         let watcher = {
             let shared = shared.clone();
@@ -359,26 +370,27 @@ impl Cluster {
     /// SIGKILL: a crash, no drain, no flush.
     pub fn kill(&self, name: &str) -> Result<String, OpError> {
         let member = self.member(name)?;
-        let _command = lock(&member.command);
+        let mut process = lock(&member.process);
         let state = member.lock().state;
         if !state.is_alive() {
             return Err(refused_state(name, state));
         }
-        let status = lock(&member.process).kill().map_err(failed)?;
-        member.set(State::Killed, Some(describe(status)));
+        // Refuse new connections first, as the dead process's own port will.
         self.shared.set_server_up(name, false);
+        let status = process.kill().map_err(failed)?;
+        member.set(State::Killed, Some(describe(status)));
         Ok(format!("{name} killed (SIGKILL)"))
     }
 
     /// SIGSTOP: the process keeps its sockets but answers nothing, like a long GC pause.
     pub fn pause(&self, name: &str) -> Result<String, OpError> {
         let member = self.member(name)?;
-        let _command = lock(&member.command);
+        let mut process = lock(&member.process);
         let state = member.lock().state;
         if state != State::Running {
             return Err(refused_state(name, state));
         }
-        lock(&member.process).pause().map_err(failed)?;
+        process.pause().map_err(failed)?;
         member.lock().state = State::Paused;
         Ok(format!(
             "{name} paused (SIGSTOP): connections to it hang until `cluster resume {name}`"
@@ -388,12 +400,12 @@ impl Cluster {
     /// SIGCONT after a pause.
     pub fn resume(&self, name: &str) -> Result<String, OpError> {
         let member = self.member(name)?;
-        let _command = lock(&member.command);
+        let mut process = lock(&member.process);
         let state = member.lock().state;
         if state != State::Paused {
             return Err(refused_state(name, state));
         }
-        lock(&member.process).resume().map_err(failed)?;
+        process.resume().map_err(failed)?;
         member.lock().state = State::Running;
         Ok(format!("{name} resumed (SIGCONT)"))
     }
@@ -402,14 +414,16 @@ impl Cluster {
     /// flags, ports and data, and returns once it is ready.
     pub fn restart(&self, name: &str) -> Result<String, OpError> {
         let member = self.member(name)?;
-        let _command = lock(&member.command);
         let shared = &self.shared;
+        let mut process = lock(&member.process);
         let alive = member.lock().state.is_alive();
         let stopped = match alive {
-            true => Some(shared.stop_member(member).map_err(OpError::Failed)?),
+            true => Some(shared.stop_member(member, &mut process)),
             false => None,
         };
-        shared.start_member(member).map_err(OpError::Failed)?;
+        shared
+            .start_member(member, &mut process)
+            .map_err(OpError::Failed)?;
         Ok(match stopped {
             Some(how) => format!("{name} restarted ({how}) and ready"),
             None => format!("{name} started and ready"),
@@ -432,7 +446,10 @@ impl Cluster {
     pub fn heal(&self, between: Option<(&str, &str)>) -> Result<String, OpError> {
         let links = match between {
             Some((a, b)) => self.links_between(a, b)?,
-            None => self.shared.links.iter().collect(),
+            None => {
+                self.check_fault_links()?;
+                self.shared.links.iter().collect()
+            }
         };
         for link in &links {
             link.set_latency(0).map_err(failed)?;
@@ -454,26 +471,24 @@ impl Cluster {
     }
 
     /// Drains and stops every member, the entry point first (the reverse of the start order),
-    /// so that no member is asked to serve by one that outlives it.
+    /// so that no member is asked to serve by one that outlives it. Nothing starts after it.
     pub fn stop(&self) {
         self.stop_watching();
-        let tiers = self.shared.members.iter().map(|m| m.instance.kind.tier());
+        let shared = &self.shared;
+        let tiers = shared.members.iter().map(|m| m.instance.kind.tier());
         for tier in (0..=tiers.max().unwrap_or(0)).rev() {
             // One tier's members drain at once.
             thread::scope(|scope| {
-                for member in &self.shared.members {
+                for member in &shared.members {
                     if member.instance.kind.tier() != tier {
                         continue;
                     }
-                    let shared = &self.shared;
                     scope.spawn(move || {
-                        let _command = lock(&member.command);
-                        if member.lock().state.is_alive() {
-                            match shared.stop_member(member) {
-                                Ok(how) => shared
-                                    .notice(&format!("{} stopped ({how})", member.instance.name)),
-                                Err(e) => shared.notice(&e),
-                            }
+                        let mut process = lock(&member.process);
+                        let alive = member.lock().state.is_alive();
+                        if alive {
+                            let how = shared.stop_member(member, &mut process);
+                            shared.notice(&format!("{} stopped ({how})", member.instance.name));
                         }
                     });
                 }
@@ -481,10 +496,12 @@ impl Cluster {
         }
     }
 
-    /// Ends the watcher, so that what happens next is not reported as unexpected.
+    /// Marks the cluster as stopping and ends the watcher, so that what happens next is
+    /// neither reported as unexpected nor undone by a restart.
     fn stop_watching(&self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
-        if let Some(watcher) = lock(&self.watcher).take() {
+        let watcher = lock(&self.watcher).take();
+        if let Some(watcher) = watcher {
             let _ = watcher.join();
         }
     }
@@ -507,6 +524,15 @@ impl Cluster {
             })
     }
 
+    fn check_fault_links(&self) -> Result<(), OpError> {
+        match self.shared.topology.fault_links {
+            true => Ok(()),
+            false => Err(OpError::Refused(
+                "the cluster runs without fault links ([cluster] fault_links = false)".into(),
+            )),
+        }
+    }
+
     fn links_between(&self, a: &str, b: &str) -> Result<Vec<&Link>, OpError> {
         let topology = &self.shared.topology;
         let (left, right) = (topology.select(a), topology.select(b));
@@ -517,11 +543,7 @@ impl Cluster {
                 )));
             }
         }
-        if !topology.fault_links {
-            return Err(OpError::Refused(
-                "the cluster runs without fault links ([cluster] fault_links = false)".into(),
-            ));
-        }
+        self.check_fault_links()?;
         let links: Vec<&Link> = self
             .shared
             .links
@@ -538,45 +560,56 @@ impl Cluster {
 }
 
 impl Shared {
-    /// SIGTERM, then SIGKILL past [`STOP_TIMEOUT`]. The caller holds the member's command lock.
-    fn stop_member(&self, member: &Member) -> Result<String, String> {
+    /// SIGTERM, then SIGKILL past [`STOP_TIMEOUT`]; says how it went. The caller holds the
+    /// member's process lock. The member ends `stopped`, or `exited` if it had already died.
+    fn stop_member(&self, member: &Member, process: &mut Process) -> String {
         member.lock().state = State::Stopping;
         // Stop new connections now, as the server's own listener does on SIGTERM.
         self.set_server_up(&member.instance.name, false);
-        let ended = lock(&member.process).terminate(STOP_TIMEOUT);
-        let (how, status) = match ended {
-            Ok(harness::Termination::Exited(status)) => {
-                (format!("SIGTERM, drained, {}", describe(status)), status)
-            }
+        let (state, status, how) = match process.terminate(STOP_TIMEOUT) {
+            Ok(harness::Termination::Exited(status)) => (
+                State::Stopped,
+                Some(status),
+                format!("SIGTERM, drained, {}", describe(status)),
+            ),
             Ok(harness::Termination::Killed(status)) => (
+                State::Stopped,
+                Some(status),
                 format!(
                     "SIGTERM, still running after {} s, then SIGKILL",
                     STOP_TIMEOUT.as_secs()
                 ),
-                status,
             ),
-            Err(e) => return Err(format!("{}: {e}", member.instance.name)),
+            // It died just before (and the watcher had not seen it yet).
+            Err(_) => {
+                let status = process.wait_exit(Duration::ZERO).ok().flatten();
+                let how = status.map_or_else(|| "exited".to_owned(), describe);
+                (State::Exited, status, format!("it had already {how}"))
+            }
         };
-        member.set(State::Stopped, Some(describe(status)));
-        Ok(how)
+        member.set(state, status.map(describe));
+        how
     }
 
-    /// Spawns the member again and waits until it is ready. The caller holds its command lock.
-    fn start_member(&self, member: &Member) -> Result<(), String> {
+    /// Spawns the member again and waits until it is ready. The caller holds its process
+    /// lock. Refused once the cluster is stopping.
+    fn start_member(&self, member: &Member, process: &mut Process) -> Result<(), String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err("the cluster is stopping".into());
+        }
+        process.restart().map_err(|e| e.to_string())?;
         {
-            let mut process = lock(&member.process);
-            process.restart().map_err(|e| e.to_string())?;
             let mut inner = member.lock();
             inner.state = State::Starting;
             inner.pid = process.pid();
             inner.restarts += 1;
         }
-        if let Err(e) = wait_ready(member) {
-            let mut process = lock(&member.process);
-            if process.is_running() {
-                let _ = process.kill();
-            }
-            member.lock().state = State::Exited;
+        if let Err(e) = wait_ready(member, process, &self.stopping) {
+            let status = match process.is_running() {
+                true => process.kill().ok(),
+                false => process.wait_exit(Duration::ZERO).ok().flatten(),
+            };
+            member.set(State::Exited, status.map(describe));
             return Err(e);
         }
         member.lock().state = State::Running;
@@ -621,38 +654,42 @@ fn start_links(topology: &Topology, seed: u64) -> Vec<Link> {
         .connections()
         .into_iter()
         .enumerate()
-        .map(|(i, (client, server))| {
-            let addr = topology.instance(&server).expect("a named server").listen;
-            Link::start(&client, &server, addr, seed.wrapping_add(i as u64))
+        .map(|(i, (client, server, port))| {
+            let instance = topology.instance(&server).expect("a named server");
+            let addr = match port {
+                Port::Service => instance.listen,
+                Port::Admin => instance.admin_listen,
+            };
+            Link::start(&client, &server, port, addr, seed.wrapping_add(i as u64))
         })
         .collect()
 }
 
+/// Raises or lowers every link to `name`. A link that cannot listen again says so in
+/// `cluster status`.
 fn set_server_up(links: &[Link], name: &str, up: bool) {
     for link in links.iter().filter(|l| l.server == name) {
-        if let Err(e) = link.set_server_up(up) {
-            eprintln!("cluster: link {}->{}: {e}", link.client, link.server);
-        }
+        let _ = link.set_server_up(up);
     }
 }
 
-/// Polls the member's `/readyz` until it answers 200; fails early if the process exits.
-fn wait_ready(member: &Member) -> Result<(), String> {
+/// Polls the member's `/readyz` until it answers 200; fails early if the process exits or
+/// the cluster starts stopping (which is what `harness::Process::wait_ready` cannot know).
+fn wait_ready(member: &Member, process: &mut Process, stopping: &AtomicBool) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let admin = member.instance.admin_listen;
+    let name = &member.instance.name;
     loop {
-        {
-            let mut process = lock(&member.process);
-            if !process.is_running() {
-                let status = process.wait_exit(Duration::ZERO).ok().flatten();
-                let how = status.map_or("exited".to_owned(), describe);
-                member.lock().last_exit = Some(how.clone());
-                return Err(format!(
-                    "{} {how} before it was ready; its last lines:\n{}",
-                    member.instance.name,
-                    tail(&process.log(), FAILURE_LOG_LINES)
-                ));
-            }
+        if !process.is_running() {
+            let status = process.wait_exit(Duration::ZERO).ok().flatten();
+            let how = status.map_or_else(|| "exited".to_owned(), describe);
+            return Err(format!(
+                "{name} {how} before it was ready; its last lines:\n{}",
+                tail(&process.log(), FAILURE_LOG_LINES)
+            ));
+        }
+        if stopping.load(Ordering::Relaxed) {
+            return Err(format!("{name}: the cluster is stopping"));
         }
         let last = match harness::http_get_status(admin, "/readyz", PROBE_TIMEOUT) {
             Ok(200) => return Ok(()),
@@ -661,10 +698,9 @@ fn wait_ready(member: &Member) -> Result<(), String> {
         };
         if Instant::now() >= deadline {
             return Err(format!(
-                "{} was not ready on {admin} after {} s (last probe: {last}); its last lines:\n{}",
-                member.instance.name,
+                "{name} was not ready on {admin} after {} s (last probe: {last}); its last lines:\n{}",
                 READY_TIMEOUT.as_secs(),
-                tail(&lock(&member.process).log(), FAILURE_LOG_LINES)
+                tail(&process.log(), FAILURE_LOG_LINES)
             ));
         }
         thread::sleep(READY_POLL_INTERVAL);
@@ -676,17 +712,18 @@ fn watch(shared: &Arc<Shared>) {
     while !shared.stopping.load(Ordering::Relaxed) {
         for (index, member) in shared.members.iter().enumerate() {
             // A member under an operation is that operation's business.
-            let Ok(_command) = member.command.try_lock() else {
-                continue;
+            let mut process = match member.process.try_lock() {
+                Ok(process) => process,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
             };
             let state = member.lock().state;
-            let mut process = lock(&member.process);
             if !matches!(state, State::Running | State::Paused) || process.is_running() {
                 continue;
             }
             let status = process.wait_exit(Duration::ZERO).ok().flatten();
             drop(process);
-            let how = status.map_or("exited".to_owned(), describe);
+            let how = status.map_or_else(|| "exited".to_owned(), describe);
             member.set(State::Exited, Some(how.clone()));
             let name = &member.instance.name;
             shared.set_server_up(name, false);
@@ -709,21 +746,30 @@ fn watch(shared: &Arc<Shared>) {
     }
 }
 
+/// Starts an exited member again, waiting longer after each failed start, until it is ready,
+/// someone else starts or stops it, or the cluster stops.
 fn restart_after_failure(shared: &Shared, index: usize) {
-    thread::sleep(RESTART_DELAY);
-    if shared.stopping.load(Ordering::Relaxed) {
-        return;
-    }
     let member = &shared.members[index];
     let name = &member.instance.name;
-    let _command = lock(&member.command);
-    // Someone may have restarted (or stopped) it meanwhile.
-    if member.lock().state != State::Exited {
-        return;
-    }
-    match shared.start_member(member) {
-        Ok(()) => shared.notice(&format!("{name} restarted and ready")),
-        Err(e) => shared.notice(&format!("restarting {e}")),
+    let mut delay = RESTART_DELAY;
+    loop {
+        thread::sleep(delay);
+        let mut process = lock(&member.process);
+        // Checked under the lock: `stop` takes it too, so it never misses a start.
+        let state = member.lock().state;
+        if shared.stopping.load(Ordering::Relaxed) || state != State::Exited {
+            return;
+        }
+        match shared.start_member(member, &mut process) {
+            Ok(()) => return shared.notice(&format!("{name} restarted and ready")),
+            Err(e) => {
+                delay = (delay * 2).min(RESTART_DELAY_MAX);
+                shared.notice(&format!(
+                    "restarting {e}\n(trying again in {} s)",
+                    delay.as_secs()
+                ));
+            }
+        }
     }
 }
 

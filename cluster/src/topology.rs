@@ -142,6 +142,16 @@ impl fmt::Display for Kind {
     }
 }
 
+/// Which of a server's two listeners a path leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Port {
+    /// `listen`: the server's protocol.
+    Service,
+    /// `admin_listen`: `/readyz`, which health checks probe.
+    Admin,
+}
+
 /// What the launcher does when a process exits without being told to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -338,26 +348,34 @@ impl Topology {
         }
     }
 
-    /// Every `(client, server)` pair of instances where the first connects to the second.
-    pub fn connections(&self) -> Vec<(String, String)> {
+    /// Every path from one instance to another: `(client, server, port)`. A client calls its
+    /// servers' service ports, and health-checks the admin port (`/readyz`) of those it
+    /// balances over.
+    pub fn connections(&self) -> Vec<(String, String, Port)> {
         let names = |kind| self.of(kind).map(|i: &Instance| i.name.clone());
-        let mut pairs = Vec::new();
-        for shortener in names(Kind::UrlShortener) {
-            for server in names(Kind::KvStore).chain(names(Kind::MessageBroker)) {
-                pairs.push((shortener.clone(), server));
+        let mut paths = Vec::new();
+        let mut add = |client: &str, servers: Vec<String>, port| {
+            for server in servers {
+                paths.push((client.to_owned(), server, port));
             }
+        };
+        for shortener in names(Kind::UrlShortener) {
+            let servers = names(Kind::KvStore).chain(names(Kind::MessageBroker));
+            add(&shortener, servers.collect(), Port::Service);
         }
         for gateway in names(Kind::ApiGateway) {
-            for server in names(Kind::UrlShortener).chain(names(Kind::KvStore)) {
-                pairs.push((gateway.clone(), server));
-            }
+            let servers = names(Kind::UrlShortener).chain(names(Kind::KvStore));
+            add(&gateway, servers.collect(), Port::Service);
+            add(&gateway, names(Kind::UrlShortener).collect(), Port::Admin);
         }
         for proxy in names(Kind::ReverseProxy) {
-            for server in names(Kind::ApiGateway).chain(names(Kind::UrlShortener)) {
-                pairs.push((proxy.clone(), server));
-            }
+            let balanced: Vec<String> = names(Kind::ApiGateway)
+                .chain(names(Kind::UrlShortener))
+                .collect();
+            add(&proxy, balanced.clone(), Port::Service);
+            add(&proxy, balanced, Port::Admin);
         }
-        pairs
+        paths
     }
 
     /// The address clients outside the cluster use: the reverse proxy's.
@@ -577,19 +595,22 @@ mod tests {
     #[test]
     fn connections_follow_the_dependencies() {
         let topology = parse("[message-broker]\ncount = 0\n[url-shortener]\ncount = 1\n").unwrap();
-        let pairs: Vec<_> = topology
+        let paths: Vec<_> = topology
             .connections()
             .into_iter()
-            .map(|(a, b)| format!("{a}->{b}"))
+            .map(|(a, b, port)| format!("{a}->{b} {port:?}"))
             .collect();
         assert_eq!(
-            pairs,
+            paths,
             [
-                "url-shortener-1->kv-store",
-                "api-gateway-1->url-shortener-1",
-                "api-gateway-1->kv-store",
-                "reverse-proxy->api-gateway-1",
-                "reverse-proxy->url-shortener-1",
+                "url-shortener-1->kv-store Service",
+                "api-gateway-1->url-shortener-1 Service",
+                "api-gateway-1->kv-store Service",
+                "api-gateway-1->url-shortener-1 Admin",
+                "reverse-proxy->api-gateway-1 Service",
+                "reverse-proxy->url-shortener-1 Service",
+                "reverse-proxy->api-gateway-1 Admin",
+                "reverse-proxy->url-shortener-1 Admin",
             ]
         );
     }

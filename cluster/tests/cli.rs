@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cluster::load::create_request;
 use cluster::{ClusterStatus, State};
 use harness::{DataDir, Process, ProcessSpec, cargo_bin, free_addr};
 
@@ -106,50 +107,28 @@ impl Launcher {
 }
 
 /// One HTTP/1.1 exchange on a fresh connection, answered within `WAIT`; (status, body).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
+async fn send(addr: SocketAddr, request: http1::Request) -> (u16, String) {
     let client = http1::Client::new(http1::ClientConfig {
         response_header_timeout: WAIT,
         max_idle_per_endpoint: 0,
         ..http1::ClientConfig::default()
     })
     .unwrap();
-    let mut request = http1::Request::new(
-        method.parse().unwrap(),
-        target,
-        http1::Body::full(body.to_owned()),
-    );
-    for (name, value) in headers {
-        request = request.with_header(
-            http1::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            http1::HeaderValue::from_str(value).unwrap(),
-        );
-    }
     let response = client.send(addr, request).await.unwrap();
     let status = response.status().as_u16();
     let body = response.body.collect(1 << 20).await.unwrap().data;
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+async fn get(addr: SocketAddr, target: &str) -> u16 {
+    let request = http1::Request::new(http1::Method::GET, target, http1::Body::empty());
+    send(addr, request).await.0
+}
+
+/// A link creation through the gateway, as `cluster load` sends it.
 async fn create(entry: SocketAddr, key: &str) -> (u16, String) {
-    let headers = [
-        ("x-api-key", "demo-key"),
-        ("content-type", "application/json"),
-        ("idempotency-key", key),
-    ];
-    http(
-        entry,
-        "POST",
-        "/api/v1/links",
-        &headers,
-        r#"{"url": "https://example.org/"}"#,
-    )
-    .await
+    let body = r#"{"url": "https://example.org/"}"#.to_owned();
+    send(entry, create_request(body, "demo-key", Some(key))).await
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -183,7 +162,7 @@ async fn up_then_every_chaos_command_from_a_second_terminal_then_ctrl_c_drains_i
     assert!(status.links.iter().all(|l| l.up && !l.partitioned));
     let entry = launcher.member("reverse-proxy").listen;
     // The demo link the banner tells people to curl.
-    assert_eq!(http(entry, "GET", "/hello", &[], "").await.0, 302);
+    assert_eq!(get(entry, "/hello").await, 302);
 
     // kill: SIGKILL, and the link to it refuses; the redirects go on through the other one.
     assert!(launcher.ok(&["kill", "url-shortener-1"]).contains("killed"));
@@ -199,7 +178,7 @@ async fn up_then_every_chaos_command_from_a_second_terminal_then_ctrl_c_drains_i
     );
     assert!(!pid_alive(killed.pid));
     for _ in 0..20 {
-        assert_eq!(http(entry, "GET", "/hello", &[], "").await.0, 302);
+        assert_eq!(get(entry, "/hello").await, 302);
     }
     let (success, text) = launcher.run(&["pause", "url-shortener-1"]);
     assert!(
@@ -277,7 +256,7 @@ async fn up_then_every_chaos_command_from_a_second_terminal_then_ctrl_c_drains_i
     // latency: every exchange between the proxy and the url-shorteners takes 300 ms longer.
     launcher.ok(&["latency", "reverse-proxy", "url-shortener", "300ms"]);
     let started = Instant::now();
-    assert_eq!(http(entry, "GET", "/hello", &[], "").await.0, 302);
+    assert_eq!(get(entry, "/hello").await, 302);
     assert!(
         started.elapsed() >= Duration::from_millis(300),
         "{:?}",
@@ -285,7 +264,7 @@ async fn up_then_every_chaos_command_from_a_second_terminal_then_ctrl_c_drains_i
     );
     launcher.ok(&["heal", "reverse-proxy", "url-shortener"]);
     let started = Instant::now();
-    assert_eq!(http(entry, "GET", "/hello", &[], "").await.0, 302);
+    assert_eq!(get(entry, "/hello").await, 302);
     assert!(
         started.elapsed() < Duration::from_millis(300),
         "{:?}",

@@ -116,12 +116,6 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let client = http1::Client::new(http1::ClientConfig {
-        response_header_timeout: REQUEST_TIMEOUT,
-        max_idle_per_endpoint: 0,
-        ..http1::ClientConfig::default()
-    })
-    .expect("valid client settings");
     let mut message = Request::new(method, target, Body::full(body.to_owned()));
     for (name, value) in headers {
         message = message.with_header(
@@ -129,6 +123,19 @@ pub async fn request(
             HeaderValue::from_str(value).expect("a field value"),
         );
     }
+    send(addr, message).await
+}
+
+/// Sends `message` on a fresh connection and reads the whole answer, within
+/// [`REQUEST_TIMEOUT`].
+pub async fn send(addr: SocketAddr, message: Request) -> Reply {
+    let client = http1::Client::new(http1::ClientConfig {
+        response_header_timeout: REQUEST_TIMEOUT,
+        max_idle_per_endpoint: 0,
+        ..http1::ClientConfig::default()
+    })
+    .expect("valid client settings");
+    let target = message.head.target.clone();
     let exchange = async {
         let response = client.send(addr, message).await?;
         let status = response.status().as_u16();
@@ -147,18 +154,15 @@ pub async fn request(
     }
 }
 
-/// `POST /api/v1/links` through the gateway, with the demo API key and, when given, an
-/// idempotency key.
+/// `POST /api/v1/links` through the gateway, as `cluster load` sends it: the demo API key and,
+/// when given, an idempotency key.
 pub async fn create_link(entry: SocketAddr, url: &str, idempotency_key: Option<&str>) -> Reply {
-    let mut headers = vec![
-        (cluster::render::API_KEY_HEADER, "demo-key"),
-        ("content-type", "application/json"),
-    ];
-    if let Some(key) = idempotency_key {
-        headers.push(("idempotency-key", key));
-    }
     let body = format!(r#"{{"url": "{url}"}}"#);
-    request(entry, Method::POST, "/api/v1/links", &headers, &body).await
+    send(
+        entry,
+        cluster::load::create_request(body, "demo-key", idempotency_key),
+    )
+    .await
 }
 
 /// Every link, page by page (`GET /api/v1/links`), with its click count.

@@ -32,15 +32,13 @@ const RATE: u32 = 60;
 /// Length of the run.
 const RUN: Duration = Duration::from_secs(10);
 
-const TOPOLOGY: &str = "
-[message-broker]
-count = 0
-[url-shortener]
-count = 1
-[api-gateway]
-count = 2
-create_limit_per_second = 20
-";
+/// No broker (clicks play no part), one url-shortener, two gateways sharing [`LIMIT`].
+fn topology() -> String {
+    format!(
+        "[message-broker]\ncount = 0\n[url-shortener]\ncount = 1\n\
+         [api-gateway]\ncount = 2\ncreate_limit_per_second = {LIMIT}\n"
+    )
+}
 
 /// Sleeps until half a second past a whole Unix second, so the run starts mid-window.
 async fn sleep_to_mid_window() {
@@ -53,7 +51,7 @@ async fn sleep_to_mid_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_admit_one_limit_while_one_of_them_restarts() {
     let mut rng = harness::seeded_rng();
-    let running = Running::start("case-shared-limit", TOPOLOGY);
+    let running = Running::start("case-shared-limit", &topology());
     let config = LoadConfig {
         target: running.entry(),
         api_key: "demo-key".into(),

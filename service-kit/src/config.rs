@@ -237,9 +237,6 @@ impl Validate for ServerConfig {
     }
 }
 
-/// The flags every server shares. Add them to a binary's CLI with `#[command(flatten)]`.
-///
-/// Every field is optional: an absent flag leaves the file's (or the default) value alone.
 /// A setting that must never be printed, such as a password: in TOML a plain string, in `Debug`
 /// output `<redacted>`, so that a config logged or shown in a panic does not carry it.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -263,6 +260,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The flags every server shares. Add them to a binary's CLI with `#[command(flatten)]`.
+///
+/// Every field is optional: an absent flag leaves the file's (or the default) value alone.
 #[derive(Args, Clone, Debug, Default, PartialEq)]
 pub struct CommonArgs {
     /// Read settings from this TOML file; flags given on the command line override it.

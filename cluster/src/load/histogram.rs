@@ -13,7 +13,7 @@
 //!   ...                ...    a value is off by at most 1/64 (1.6 %) of itself
 //! ```
 //!
-//! Values above [`MAX_MICROS`] (an hour) are counted in the last bucket.
+//! Values above [`MAX_MICROS`] (an hour) are counted as [`MAX_MICROS`].
 
 /// Below this many microseconds every value has its own bucket.
 const LINEAR_MAX: u64 = 128;
@@ -24,8 +24,8 @@ const SUB_BUCKETS: u64 = 64;
 /// Largest value kept exactly enough: an hour, in microseconds (under 2^32).
 pub const MAX_MICROS: u64 = 3_600_000_000;
 
-/// Powers of two from 2^7 to 2^32.
-const OCTAVES: u64 = 32 - 7 + 1;
+/// Powers of two from 2^7 to 2^31: [`MAX_MICROS`] is below 2^32.
+const OCTAVES: u64 = 32 - 7;
 
 const BUCKETS: usize = (LINEAR_MAX + OCTAVES * SUB_BUCKETS) as usize;
 

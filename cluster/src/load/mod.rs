@@ -17,8 +17,14 @@
 //! # Limits
 //!
 //! At most `max_in_flight` requests at once; one due while that many are out is not sent and
-//! is counted as `dropped` (the client, not the cluster, could not keep up). Codes kept for
-//! redirects: [`MAX_CODES`]. Response bodies read: [`MAX_BODY_BYTES`].
+//! is counted as `dropped`, apart from the failures: the client, not the cluster, could not
+//! keep up. Codes kept for redirects: [`MAX_CODES`]. Response bodies read: [`MAX_BODY_BYTES`].
+//!
+//! # What the seed replays
+//!
+//! Which requests are creations and which redirects, and the draws that pick a redirect's
+//! code. Which codes exist to be picked depends also on the order in which creations
+//! complete, which the seed does not control.
 
 pub mod histogram;
 
@@ -69,7 +75,7 @@ pub struct LoadConfig {
     pub max_in_flight: usize,
     /// Longest a request may take before it counts as `timeout`.
     pub timeout: Duration,
-    /// Drives which requests are creations and which codes are redirected.
+    /// Drives which requests are creations, and the draws of the codes redirected.
     pub seed: u64,
 }
 
@@ -116,12 +122,15 @@ impl Op {
     }
 }
 
-/// Counts of one kind of request over some time.
+/// Counts of one kind of request over some time. `sent` counts requests when they start,
+/// the outcomes when they end.
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
     pub sent: u64,
+    /// Due but not sent: `max_in_flight` requests were already out.
+    pub dropped: u64,
     pub ok: u64,
-    /// Failures by kind: a status (`"502"`), `timeout`, `refused`, `closed`, `dropped`, `error`.
+    /// Failures by kind: a status (`"502"`), `timeout`, `refused`, `closed`, `error`.
     pub errors: BTreeMap<String, u64>,
     /// Latency of every answered request (a success or a status), from when it was due.
     pub latency: Histogram,
@@ -134,6 +143,7 @@ impl Tally {
 
     fn merge(&mut self, other: &Tally) {
         self.sent += other.sent;
+        self.dropped += other.dropped;
         self.ok += other.ok;
         for (kind, count) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += count;
@@ -162,9 +172,16 @@ impl Tallies {
         self.by_op.get(&op).cloned().unwrap_or_default()
     }
 
+    fn sent(&mut self, op: Op) {
+        self.by_op.entry(op).or_default().sent += 1;
+    }
+
+    fn dropped(&mut self, op: Op) {
+        self.by_op.entry(op).or_default().dropped += 1;
+    }
+
     fn record(&mut self, op: Op, outcome: &Outcome, micros: Option<u64>) {
         let tally = self.by_op.entry(op).or_default();
-        tally.sent += 1;
         match outcome {
             Outcome::Ok => tally.ok += 1,
             failure => *tally.errors.entry(failure.label()).or_default() += 1,
@@ -191,12 +208,17 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// One line: the last second's requests, failures by kind and latencies, then the totals.
+    /// One line: the last second's requests started, answers and failures by kind, their
+    /// latencies, then the totals.
     pub fn line(&self) -> String {
         let second = self.last_second.all();
         let total = self.total.all();
+        let dropped = match total.dropped {
+            0 => String::new(),
+            n => format!(" dropped {n}"),
+        };
         format!(
-            "{:>4.0}s  {:>6} req/s  ok {:>6}  failed {:>4}{}  p50 {}  p99 {}  | total {} ok {} failed {}  in flight {}",
+            "{:>4.0}s  sent {:>6}  ok {:>6}  failed {:>4}{}  p50 {}  p99 {}  | total sent {} ok {} failed {}{dropped}  in flight {}",
             self.elapsed.as_secs_f64(),
             second.sent,
             second.ok,
@@ -229,13 +251,20 @@ impl Report {
         let all = self.tallies.all();
         let _ = writeln!(
             out,
-            "load: {} requests in {:.1} s ({:.0}/s asked, {:.0}/s done), seed {}",
+            "load: {} requests sent in {:.1} s ({} asked a second), {} links created first, seed {}",
             all.sent,
             self.elapsed.as_secs_f64(),
-            f64::from(self.config.rate),
-            all.sent as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            self.config.rate,
+            self.initial_links,
             self.config.seed
         );
+        if all.dropped > 0 {
+            let _ = writeln!(
+                out,
+                "  {} due requests not sent: {} were in flight (--max-in-flight)",
+                all.dropped, self.config.max_in_flight
+            );
+        }
         let rows = [Op::Redirect, Op::Create]
             .into_iter()
             .map(|op| (op.label(), self.tallies.of(op)))
@@ -293,8 +322,6 @@ pub enum Outcome {
     Refused,
     /// The connection closed or reset before a whole answer.
     Closed,
-    /// Not sent: `max_in_flight` requests were already out.
-    Dropped,
     Error,
 }
 
@@ -306,7 +333,6 @@ impl Outcome {
             Outcome::Timeout => "timeout".into(),
             Outcome::Refused => "refused".into(),
             Outcome::Closed => "closed".into(),
-            Outcome::Dropped => "dropped".into(),
             Outcome::Error => "error".into(),
         }
     }
@@ -405,9 +431,10 @@ pub async fn run(
             false => Op::Redirect,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            lock(&shared.tallies).record(op, &Outcome::Dropped, None);
+            lock(&shared.tallies).dropped(op);
             continue;
         };
+        lock(&shared.tallies).sent(op);
         let shared = shared.clone();
         tasks.spawn(async move {
             shared.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -472,11 +499,11 @@ async fn send(shared: &Shared, op: Op, n: u64) -> Outcome {
     match op {
         Op::Create => create(shared, n).await,
         Op::Redirect => {
+            // Never empty: the run starts with at least one link created.
             let code = lock(&shared.codes).pick();
             match code {
                 Some(code) => redirect(shared, &code).await,
-                // Only creations so far, and all of them failed.
-                None => create(shared, n).await,
+                None => Outcome::Error,
             }
         }
     }
@@ -490,19 +517,7 @@ async fn create(shared: &Shared, n: u64) -> Outcome {
         config.seed
     );
     let key = format!("load-{}-{n}", config.seed);
-    let request = Request::new(Method::POST, "/api/v1/links", Body::full(Bytes::from(body)))
-        .with_header(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )
-        .with_header(
-            http1::HeaderName::from_static(API_KEY_HEADER),
-            header_value(&config.api_key),
-        )
-        .with_header(
-            http1::HeaderName::from_static("idempotency-key"),
-            header_value(&key),
-        );
+    let request = create_request(body, &config.api_key, Some(&key));
     let (status, body) = match exchange(shared, request).await {
         Ok(answer) => answer,
         Err(outcome) => return outcome,
@@ -520,6 +535,27 @@ async fn create(shared: &Shared, n: u64) -> Outcome {
         }
         None => Outcome::Error,
     }
+}
+
+/// `POST /api/v1/links` with `body` (JSON), as the gateway's write API wants it: the API key,
+/// and an `Idempotency-Key` when given.
+pub fn create_request(body: String, api_key: &str, idempotency_key: Option<&str>) -> Request {
+    let mut request = Request::new(Method::POST, "/api/v1/links", Body::full(Bytes::from(body)))
+        .with_header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
+        .with_header(
+            http1::HeaderName::from_static(API_KEY_HEADER),
+            header_value(api_key),
+        );
+    if let Some(key) = idempotency_key {
+        request = request.with_header(
+            http1::HeaderName::from_static("idempotency-key"),
+            header_value(key),
+        );
+    }
+    request
 }
 
 /// `GET /{code}`: a 301 or 302 is the success.
@@ -568,11 +604,16 @@ mod tests {
     #[test]
     fn the_progress_line_shows_the_last_second_and_the_totals() {
         let mut last_second = Tallies::default();
+        for _ in 0..3 {
+            last_second.sent(Op::Redirect);
+        }
         last_second.record(Op::Redirect, &Outcome::Ok, Some(1_500));
         last_second.record(Op::Redirect, &Outcome::Status(502), Some(3_000));
         last_second.record(Op::Create, &Outcome::Refused, None);
         let mut total = last_second.clone();
+        total.sent(Op::Create);
         total.record(Op::Create, &Outcome::Ok, Some(800));
+        total.dropped(Op::Create);
         let line = Progress {
             elapsed: Duration::from_secs(7),
             last_second,
@@ -581,11 +622,11 @@ mod tests {
         }
         .line();
         assert!(
-            line.starts_with("   7s       3 req/s  ok      1  failed    2 (502: 1, refused: 1)"),
+            line.starts_with("   7s  sent      3  ok      1  failed    2 (502: 1, refused: 1)"),
             "{line}"
         );
         assert!(
-            line.contains("| total 4 ok 2 failed 2  in flight 2"),
+            line.contains("| total sent 4 ok 2 failed 2 dropped 1  in flight 2"),
             "{line}"
         );
     }
