@@ -14,7 +14,7 @@
 //! listen = "127.0.0.1:8088"
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,7 +70,7 @@ pub struct Config {
     pub workers: usize,
     /// Directory of the embedded store. Default `url-shortener-data`.
     pub data_dir: PathBuf,
-    /// Where links live: `embedded` (sled in `data_dir`, one instance) or `kv://IP:PORT`, the
+    /// Where links live: `embedded` (sled in `data_dir`, one instance) or `kv://HOST:PORT`, the
     /// workspace's kv-store, shared by every instance pointed at it. Default `embedded`.
     pub store: String,
     /// The kv-store's password (its `requirepass`). Default none.
@@ -120,9 +120,9 @@ pub struct Config {
     /// Most distinct codes aggregated between two writes, 1 to [`MAX_PENDING_CODES_CEILING`];
     /// reaching it writes early. Default 100 000.
     pub click_max_pending_codes: usize,
-    /// The message broker that click events go through, `IP:PORT`; none: clicks are
-    /// aggregated in this process. Default none.
-    pub broker: Option<SocketAddr>,
+    /// The message broker that click events go through, `HOST:PORT` (a name is resolved at
+    /// start-up); none: clicks are aggregated in this process. Default none.
+    pub broker: Option<String>,
     /// Topic of click events. Default `clicks`.
     pub click_topic: String,
     /// Partitions of the topic when an instance creates it, 1 to [`MAX_CLICK_PARTITIONS`].
@@ -170,6 +170,21 @@ impl Default for Config {
     }
 }
 
+/// `IP:PORT`, or `HOST:PORT` with the name resolved now (its first address). Once, at
+/// start-up: a name that later moves needs a restart, as with most clients of a fixed store.
+fn resolve(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let invalid = |reason: String| ConfigError::invalid(field, reason);
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| invalid(format!("`{text}` is not an address (HOST:PORT): {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| invalid(format!("`{text}` resolves to no address")))
+}
+
 impl Config {
     /// The store `store` names, or why it names none.
     pub fn backend(&self) -> Result<Backend, ConfigError> {
@@ -179,7 +194,7 @@ impl Config {
         }
         let Some(address) = self.store.strip_prefix("kv://") else {
             return Err(invalid(format!(
-                "`{}` is neither `embedded` nor `kv://IP:PORT`",
+                "`{}` is neither `embedded` nor `kv://HOST:PORT`",
                 self.store
             )));
         };
@@ -188,11 +203,15 @@ impl Config {
                 "takes one kv-store address: the kv-store is a single node for now".into(),
             ));
         }
-        address.parse().map(Backend::Kv).map_err(|_| {
-            invalid(format!(
-                "`{address}` is not an IP address and port (names are not resolved)"
-            ))
-        })
+        resolve("store", address).map(Backend::Kv)
+    }
+
+    /// The broker's address, `broker` resolved, when there is one.
+    pub fn broker_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.broker
+            .as_deref()
+            .map(|broker| resolve("broker", broker))
+            .transpose()
     }
 
     /// The kv-store client's settings, for `Backend::Kv(addr)`.
@@ -222,10 +241,10 @@ impl Config {
         }
     }
 
-    /// Where clicks go when `broker` is set.
+    /// Where clicks go when `broker` is set (and resolves, which validation checked).
     pub fn broker_settings(&self) -> Option<BrokerSettings> {
         Some(BrokerSettings {
-            addr: self.broker?,
+            addr: self.broker_addr().ok()??,
             topic: self.click_topic.clone(),
             partitions: self.click_topic_partitions,
             group: self.click_group.clone(),
@@ -281,6 +300,7 @@ impl Validate for Config {
             ));
         }
         self.backend()?;
+        self.broker_addr()?;
         if !(1..=MAX_STORE_TIMEOUT_MS).contains(&self.store_timeout_ms) {
             let reason = format!("must be between 1 and {MAX_STORE_TIMEOUT_MS}");
             return Err(ConfigError::invalid("store_timeout_ms", reason));
@@ -414,18 +434,18 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(invalid_field(&config), "max_body_bytes");
-        for store in [
-            "sled",
-            "kv://localhost:6379",
-            "kv://127.0.0.1",
-            "kv://127.0.0.1:1,127.0.0.1:2",
-        ] {
+        for store in ["sled", "kv://127.0.0.1", "kv://127.0.0.1:1,127.0.0.1:2"] {
             config = Config {
                 store: store.into(),
                 ..Config::default()
             };
             assert_eq!(invalid_field(&config), "store", "{store}");
         }
+        config = Config {
+            broker: Some("127.0.0.1".into()),
+            ..Config::default()
+        };
+        assert_eq!(invalid_field(&config), "broker");
     }
 
     #[test]
@@ -439,6 +459,18 @@ mod tests {
             config.backend().unwrap(),
             Backend::Kv(SocketAddr::from(([127, 0, 0, 1], 6379)))
         );
+        // A name is resolved (here from the hosts file, no DNS needed).
+        let named = Config {
+            store: "kv://localhost:6379".into(),
+            broker: Some("localhost:9093".into()),
+            ..Config::default()
+        };
+        let Backend::Kv(store) = named.backend().unwrap() else {
+            panic!("a kv-store backend");
+        };
+        assert!(store.ip().is_loopback() && store.port() == 6379);
+        let broker = named.broker_addr().unwrap().unwrap();
+        assert!(broker.ip().is_loopback() && broker.port() == 9093);
     }
 
     #[test]

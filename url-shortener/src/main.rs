@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  flags + TOML ─▶ validate (exit 2 naming the field) ─▶ logging
-//!     ─▶ open the sled store, or check that the kv-store answers (--store kv://IP:PORT)
+//!     ─▶ open the sled store, or check that the kv-store answers (--store kv://HOST:PORT)
 //!     ─▶ bind --listen and --admin-listen ─▶ run (ready once serving)
 //!  SIGINT/SIGTERM ─▶ /readyz draining ─▶ stop accepting ─▶ finish in-flight requests ─▶ exit 0
 //! ```
@@ -38,14 +38,14 @@ struct Cli {
     /// Worker threads; 1 runs a single-threaded runtime (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
-    /// Where links live: `embedded` (sled in --data-dir, the default) or `kv://IP:PORT`, a
-    /// kv-store that several instances share.
+    /// Where links live: `embedded` (sled in --data-dir, the default) or `kv://HOST:PORT`, a
+    /// kv-store that several instances share (a name is resolved at start-up).
     #[arg(long, value_name = "STORE")]
     store: Option<String>,
-    /// Send click events through the message broker at IP:PORT (topic `clicks`), counted by
+    /// Send click events through the message broker at HOST:PORT (topic `clicks`), counted by
     /// a consumer group of the instances (default: counted in this process).
-    #[arg(long, value_name = "IP:PORT")]
-    broker: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "HOST:PORT")]
+    broker: Option<String>,
 }
 
 fn configure(cli: &Cli) -> Result<Config, ConfigError> {
@@ -61,8 +61,8 @@ fn configure(cli: &Cli) -> Result<Config, ConfigError> {
     if let Some(store) = &cli.store {
         config.store = store.clone();
     }
-    if let Some(broker) = cli.broker {
-        config.broker = Some(broker);
+    if let Some(broker) = &cli.broker {
+        config.broker = Some(broker.clone());
     }
     config.validate()?;
     Ok(config)

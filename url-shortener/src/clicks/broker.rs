@@ -1,4 +1,4 @@
-//! Clicks through the message broker (`--broker IP:PORT`): every instance publishes its
+//! Clicks through the message broker (`--broker HOST:PORT`): every instance publishes its
 //! clicks to one topic, and a consumer group of all the instances counts them into the store.
 //!
 //! ```text
