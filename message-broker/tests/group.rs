@@ -1,7 +1,8 @@
 //! Consumer groups with real processes: three `broker-cli consume --group` members share a
-//! topic; one is SIGKILLed; its partitions move to the others within the session timeout;
-//! every record is consumed at least once, and the only duplicates are records of the dead
-//! member's partitions at or after its last committed offset (its uncommitted window).
+//! topic; one is SIGKILLed while records keep arriving; its partitions move to the others
+//! within the session timeout; every record is consumed at least once, and the only
+//! duplicates are records of the dead member's partitions at or after its last committed
+//! offset (its uncommitted window).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -93,7 +94,9 @@ fn member(name: &str, broker: SocketAddr) -> Process {
         .args([
             "--session-timeout-ms",
             &SESSION_TIMEOUT.as_millis().to_string(),
-        ]);
+        ])
+        // A commit a second, so a member that dies leaves records printed but uncommitted.
+        .args(["--commit-interval-ms", "1000"]);
     Process::spawn(spec).unwrap()
 }
 
@@ -175,8 +178,19 @@ async fn a_killed_members_partitions_move_and_only_its_uncommitted_window_repeat
     )
     .await;
 
-    // Kill c1; its last commits are what the group has for its partitions now (nobody else
-    // owns them until the group rebalances).
+    // Records keep coming, a few at a time, and c1 is SIGKILLed in the middle of them, so it
+    // dies between printing some records and committing them. Its last commits are what the
+    // group has for its partitions then (nobody else owns them until the group rebalances).
+    let trickle = {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move {
+            for round in 0..30 {
+                produce(&client, 900 + round * 20, 20).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let dead = parse(&members[1].log(), "c1").assigned;
     members[1].kill().unwrap();
     let killed_at = Instant::now();
@@ -187,7 +201,14 @@ async fn a_killed_members_partitions_move_and_only_its_uncommitted_window_repeat
         .into_iter()
         .map(|c| (c.partition, c.offset.unwrap_or(0)))
         .collect();
-    produce(&client, 900, 600).await;
+    // What c1 printed past its last commit (from the start of a partition it never committed):
+    // the window the others must deliver again.
+    let window = parse(&members[1].log(), "c1")
+        .records
+        .iter()
+        .filter(|&&(partition, offset)| offset >= committed.get(&partition).copied().unwrap_or(0))
+        .count();
+    trickle.await.unwrap();
 
     let survivors = [0usize, 2];
     let mut moved_after = None;
@@ -229,13 +250,19 @@ async fn a_killed_members_partitions_move_and_only_its_uncommitted_window_repeat
         .collect();
     for &(partition, offset) in &duplicates {
         assert!(
-            dead.contains(&partition) && offset >= committed[&partition],
+            dead.contains(&partition) && offset >= committed.get(&partition).copied().unwrap_or(0),
             "duplicate {partition}:{offset} outside the dead member's window \
              (its partitions {dead:?}, committed {committed:?})"
         );
     }
+    assert!(
+        duplicates.len() <= window,
+        "{} duplicates, more than the {window} records c1 printed past its last commit",
+        duplicates.len()
+    );
     eprintln!(
-        "partitions {dead:?} moved after {moved_after:?}; {} duplicates, all in the dead member's uncommitted window",
+        "partitions {dead:?} moved after {moved_after:?}; c1 printed {window} records past its \
+         last commit; {} duplicates, all in the dead member's uncommitted window",
         duplicates.len()
     );
 

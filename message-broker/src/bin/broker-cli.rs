@@ -100,6 +100,11 @@ enum Command {
         /// Group session timeout, ms.
         #[arg(long, value_name = "MS", default_value_t = DEFAULT_SESSION_TIMEOUT_MS)]
         session_timeout_ms: u32,
+        /// In a group, commit at most this often, ms; 0 commits after every poll. What was
+        /// printed since the last commit is delivered again if this member dies (Kafka's
+        /// `auto.commit.interval.ms`, 5000 there).
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        commit_interval_ms: u64,
         /// Group assignor.
         #[arg(long, value_enum, default_value = "range")]
         assignor: AssignorArg,
@@ -287,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_offset,
             group,
             session_timeout_ms,
+            commit_interval_ms,
             assignor,
         } => {
             let format = Format {
@@ -310,7 +316,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         AssignorArg::Range => Assignor::Range,
                         AssignorArg::Roundrobin => Assignor::RoundRobin,
                     }];
-                    consume_in_group(client, config, stop, format).await
+                    let commit_interval = Duration::from_millis(commit_interval_ms);
+                    consume_in_group(client, config, stop, format, commit_interval).await
                 }
             }
         }
@@ -520,15 +527,19 @@ async fn consume(
     Ok(())
 }
 
-/// Consumes as a group member: prints each poll's records, then commits their positions.
-/// Assignment changes are reported on stderr.
+/// Consumes as a group member: prints each poll's records, then commits their positions
+/// (after every poll, or once `commit_interval` has passed since the last commit). Assignment
+/// changes are reported on stderr.
 async fn consume_in_group(
     client: Arc<Client>,
     config: GroupConfig,
     stop: Stop,
     format: Format,
+    commit_interval: Duration,
 ) -> anyhow::Result<()> {
     let mut member = GroupConsumer::new(client, config);
+    let mut last_commit = Instant::now();
+    let mut uncommitted = false;
     let mut last_record = Instant::now();
     let mut printed = 0u64;
     let mut assignment = (-1, Vec::new());
@@ -556,23 +567,33 @@ async fn consume_in_group(
             );
             assignment = (member.generation(), current);
         }
-        if lines.is_empty() {
-            if stop.idle.is_some_and(|idle| last_record.elapsed() >= idle) {
-                break;
-            }
-            continue;
+        if !lines.is_empty() {
+            last_record = Instant::now();
+            printed += lines.len() as u64;
+            write_lines(&mut out, &lines)?;
+            uncommitted = true;
         }
-        last_record = Instant::now();
-        printed += lines.len() as u64;
-        write_lines(&mut out, &lines)?;
-        let code = member.commit().await?;
-        if !code.is_ok() {
-            eprintln!(
-                "commit refused ({code}); rejoining, records since the last commit may repeat"
-            );
+        if uncommitted && last_commit.elapsed() >= commit_interval {
+            commit(&mut member).await?;
+            (uncommitted, last_commit) = (false, Instant::now());
+        }
+        if lines.is_empty() && stop.idle.is_some_and(|idle| last_record.elapsed() >= idle) {
+            break;
         }
     }
+    if uncommitted {
+        commit(&mut member).await?;
+    }
     member.leave().await?;
+    Ok(())
+}
+
+/// Commits the member's positions; a refusal (a rebalance) is reported, not fatal.
+async fn commit(member: &mut GroupConsumer) -> anyhow::Result<()> {
+    let code = member.commit().await?;
+    if !code.is_ok() {
+        eprintln!("commit refused ({code}); rejoining, records since the last commit may repeat");
+    }
     Ok(())
 }
 
