@@ -13,7 +13,7 @@ use message_broker::protocol::{
 };
 use message_broker::record_batch::{self, BatchBuilder, ProducerStamp, Record};
 use message_broker::server::coordinator::Coordinator;
-use message_broker::server::{self, Broker, Config, FlushPolicy, Metrics, State};
+use message_broker::server::{self, Broker, Config, FlushPolicy, Limits, Metrics, State};
 use service_kit::metrics::Registry;
 use service_kit::shutdown::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,10 +31,15 @@ impl Drop for TestBroker {
 }
 
 async fn start(flush: FlushPolicy) -> TestBroker {
+    start_with(flush, Limits::default()).await
+}
+
+async fn start_with(flush: FlushPolicy, limits: Limits) -> TestBroker {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_path_buf(),
         flush,
+        limits,
         ..Config::default()
     };
     let broker = Arc::new(Broker::open(&config).unwrap());
@@ -654,4 +659,104 @@ async fn a_compacted_topic_serves_the_newest_value_per_key_to_consumers() {
         let key = format!("key{}", n % 5).into_bytes();
         assert_eq!(latest[&key], format!("{n}").into_bytes());
     }
+}
+
+#[tokio::test]
+async fn a_record_removed_by_retention_while_it_waits_for_a_retry_stops_holding_the_group_back() {
+    use message_broker::client::ShareConsumer;
+    use message_broker::protocol::RetrySettings;
+
+    let broker = start(FlushPolicy::Interval).await;
+    let client = Arc::new(Client::connect(broker.addr).await.unwrap());
+    // Small segments, and retention that keeps only the active one.
+    let create = CreateTopicRequest {
+        name: "short".into(),
+        partitions: 1,
+        segment_bytes: Some(2048),
+        max_batch_bytes: Some(1024),
+        retention_bytes: Some(1),
+        ..CreateTopicRequest::default()
+    };
+    assert_eq!(client.create_topic(create).await.unwrap(), ErrorCode::None);
+    const RECORDS: u64 = 60;
+    for n in 0..RECORDS {
+        let records = batch(&[&format!("value {n}")], 1_000, ProducerStamp::NONE);
+        let request = vec![ProducePartition {
+            topic: "short".into(),
+            partition: 0,
+            records,
+        }];
+        client.produce(Acks::Leader, request).await.unwrap();
+    }
+
+    // Offset 0 fails and waits for its retry; every other record is acknowledged.
+    let settings = RetrySettings {
+        max_delivery_attempts: 10,
+        ack_timeout_ms: 5_000,
+        backoff_initial_ms: 400,
+        backoff_max_ms: 400,
+        dead_letter_topic: String::new(),
+    };
+    let mut consumer = ShareConsumer::new(Arc::clone(&client), "slow", "short", 0, settings);
+    let mut delivered = 0;
+    while delivered < RECORDS {
+        for record in consumer.poll().await.unwrap() {
+            delivered += 1;
+            match record.offset {
+                0 => consumer.nack(0, "not yet"),
+                offset => consumer.ack(offset),
+            }
+        }
+    }
+    consumer.poll().await.unwrap();
+
+    // Retention removes the segment that holds it before the retry is due.
+    let partition = broker.state.broker.partition("short", 0).unwrap();
+    partition.clean(message_broker::server::now_ms()).unwrap();
+    assert!(partition.offsets().0 > 0, "the first segment is gone");
+
+    // Once the retry is due, the record is found gone and the group moves past it.
+    let committed = || async {
+        let offsets = client.committed_offsets("slow").await.unwrap();
+        offsets
+            .iter()
+            .find(|c| c.topic == "short" && c.partition == 0)
+            .and_then(|c| c.offset)
+    };
+    let started = Instant::now();
+    while committed().await != Some(RECORDS) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the group stays at {:?}",
+            committed().await
+        );
+        consumer.poll().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn delivery_state_past_its_limit_is_refused_and_the_others_keep_working() {
+    use message_broker::client::ShareConsumer;
+    use message_broker::protocol::RetrySettings;
+
+    let limits = Limits {
+        max_delivery_trackers: 1,
+        ..Limits::default()
+    };
+    let broker = start_with(FlushPolicy::Interval, limits).await;
+    let client = Arc::new(Client::connect(broker.addr).await.unwrap());
+    let records = batch(&["a"], 1_000, ProducerStamp::NONE);
+    client.produce(Acks::Leader, to(0, records)).await.unwrap();
+    let settings = RetrySettings::default();
+    let mut first = ShareConsumer::new(Arc::clone(&client), "first", "t", 0, settings.clone());
+    assert_eq!(first.poll().await.unwrap().len(), 1);
+    let mut second = ShareConsumer::new(Arc::clone(&client), "second", "t", 0, settings);
+    match second.poll().await {
+        Err(ClientError::Broker { code, .. }) => assert_eq!(code, ErrorCode::LimitExceeded),
+        other => panic!("a second tracker was not refused: {other:?}"),
+    }
+    first.ack(0);
+    first.poll().await.unwrap();
+    assert_eq!(first.committed(), 1);
 }

@@ -70,6 +70,9 @@ pub struct Limits {
     /// dead-lettered, per group; when full, no new records are handed out (only retries).
     /// Default 1000.
     pub max_pending_deliveries_per_partition: usize,
+    /// (group, partition) pairs with per-record delivery state (`ShareFetch`); a fetch that
+    /// would start one more is refused with `LimitExceeded`. Default 100 000.
+    pub max_delivery_trackers: usize,
 }
 
 impl Default for Limits {
@@ -89,6 +92,7 @@ impl Default for Limits {
             max_groups: 10_000,
             max_members_per_group: 1000,
             max_pending_deliveries_per_partition: 1000,
+            max_delivery_trackers: 100_000,
         }
     }
 }
@@ -173,6 +177,10 @@ impl Validate for Config {
         at_least_one(
             "limits.max_members_per_group",
             limits.max_members_per_group as u64,
+        )?;
+        at_least_one(
+            "limits.max_delivery_trackers",
+            limits.max_delivery_trackers as u64,
         )?;
         if limits.min_session_timeout_ms == 0
             || limits.min_session_timeout_ms > limits.max_session_timeout_ms

@@ -69,6 +69,8 @@ impl State {
             Arc::clone(&broker),
             Arc::clone(&coordinator),
             config.limits.max_pending_deliveries_per_partition,
+            config.limits.max_delivery_trackers,
+            config.flush,
         ));
         let stop = shutdown.clone();
         tokio::spawn(Arc::clone(&coordinator).run_timer(async move { stop.triggered().await }));

@@ -24,6 +24,11 @@
 //!   the group in `__consumer_offsets`: it never passes a record that is neither acknowledged
 //!   nor dead-lettered. After a broker restart deliveries start again from it (attempt counts
 //!   are not persisted: a record may then get up to `max_delivery_attempts` more).
+//! - A pending record that retention deletes (it waited in backoff past the topic's
+//!   retention) is gone: nothing is left to deliver or dead-letter, so it counts as done, with
+//!   a warning, rather than holding `committed` back for good.
+//! - Under `--flush always` a dead letter is fsynced before its record counts as done, so a
+//!   power loss cannot keep the commit that passed the record and lose the dead letter.
 //!
 //! Backoff: `min(backoff_max, backoff_initial * 2^(failures - 1))`, of which a random half is
 //! taken off ("equal jitter"), so waits grow and concurrent failures spread out.
@@ -41,6 +46,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 
 use super::broker::{Broker, valid_topic_name};
+use super::config::FlushPolicy;
 use super::coordinator::Coordinator;
 use super::now_ms;
 use super::partition::Partition;
@@ -82,6 +88,8 @@ struct Tracker {
     dead_letter: Arc<Partition>,
     dead_letter_topic: String,
     settings: RetrySettings,
+    /// `--flush always`: dead letters are fsynced before they count.
+    sync_dead_letters: bool,
     committed: u64,
     next: u64,
     pending: BTreeMap<u64, Pending>,
@@ -94,16 +102,27 @@ pub struct Deliveries {
     broker: Arc<Broker>,
     coordinator: Arc<Coordinator>,
     max_pending: usize,
+    /// Most trackers at once (`Limits::max_delivery_trackers`).
+    max_trackers: usize,
+    flush: FlushPolicy,
     trackers: Mutex<HashMap<(String, String, u32), Tracker>>,
 }
 
 impl Deliveries {
     /// No trackers yet; they are made by the first `ShareFetch` of each group and partition.
-    pub fn new(broker: Arc<Broker>, coordinator: Arc<Coordinator>, max_pending: usize) -> Self {
+    pub fn new(
+        broker: Arc<Broker>,
+        coordinator: Arc<Coordinator>,
+        max_pending: usize,
+        max_trackers: usize,
+        flush: FlushPolicy,
+    ) -> Self {
         Deliveries {
             broker,
             coordinator,
             max_pending,
+            max_trackers,
+            flush,
             trackers: Mutex::new(HashMap::new()),
         }
     }
@@ -124,6 +143,9 @@ impl Deliveries {
             request.partition,
         );
         if !self.lock().contains_key(&key) {
+            if self.lock().len() >= self.max_trackers {
+                return refuse(ErrorCode::LimitExceeded);
+            }
             match self.new_tracker(request) {
                 Ok(tracker) => {
                     self.lock().entry(key.clone()).or_insert(tracker);
@@ -134,7 +156,12 @@ impl Deliveries {
         let mut trackers = self.lock();
         let tracker = trackers.get_mut(&key).expect("inserted");
         let max = request.max_records.min(MAX_SHARE_FETCH_RECORDS) as usize;
-        match tracker.hand_out(max, self.max_pending, Instant::now()) {
+        let handed_out = tracker.hand_out(max, self.max_pending, Instant::now());
+        // Records that retention removed while they waited are done now.
+        if let Err(code) = tracker.advance(&self.coordinator) {
+            tracing::error!(topic = %tracker.topic, %code, "cannot commit past removed records");
+        }
+        match handed_out {
             Ok(records) => ShareFetchResponse {
                 error: ErrorCode::None,
                 records,
@@ -190,6 +217,7 @@ impl Deliveries {
             dead_letter,
             dead_letter_topic,
             settings: settings.clone(),
+            sync_dead_letters: self.flush == FlushPolicy::Always,
             committed,
             next: committed,
             pending: BTreeMap::new(),
@@ -287,6 +315,7 @@ impl Tracker {
         let mut out = Vec::new();
         for offset in due {
             let Some(mut record) = self.read_record(offset)? else {
+                self.removed(offset);
                 continue;
             };
             let pending = self.pending.get_mut(&offset).expect("due");
@@ -399,6 +428,7 @@ impl Tracker {
                     pending.state = State::Done;
                 }
             }
+            Err(ErrorCode::OffsetOutOfRange) => self.removed(offset),
             Err(code) => {
                 // The dead-letter topic refused it: keep retrying rather than lose it.
                 tracing::error!(topic = %self.dead_letter_topic, %code, offset, "cannot dead-letter a record");
@@ -411,6 +441,17 @@ impl Tracker {
         }
     }
 
+    /// A pending record that the log no longer has (retention removed it): done, since there
+    /// is nothing left to deliver or dead-letter.
+    fn removed(&mut self, offset: u64) {
+        if let Some(pending) = self.pending.get_mut(&offset) {
+            pending.state = State::Done;
+            tracing::warn!(topic = %self.topic, partition = self.partition.index, offset, group = %self.group, attempts = pending.attempts, "retention removed a record before it was acknowledged");
+        }
+    }
+
+    /// Appends the record to the dead-letter topic, with its headers; under `--flush always`
+    /// returns only once that append is on disk. `OffsetOutOfRange` if the record is gone.
     fn dead_letter(&self, offset: u64) -> Result<(), ErrorCode> {
         let record = self
             .read_record(offset)?
@@ -444,6 +485,13 @@ impl Tracker {
         });
         let mut batch = builder.finish(ProducerStamp::NONE).to_vec();
         self.dead_letter.append(&mut batch, now_ms())?;
+        if self.sync_dead_letters {
+            // Blocking, under the trackers' lock: dead letters are rare, and the record must
+            // not count as done before its copy is durable.
+            self.dead_letter
+                .flush()
+                .map_err(|err| super::partition::error_code(&err))?;
+        }
         tracing::info!(topic = %self.topic, partition = self.partition.index, offset, dlq = %self.dead_letter_topic, "record dead-lettered");
         Ok(())
     }
