@@ -638,3 +638,17 @@ fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let config: Config = toml::from_str(include_str!("../example.toml")).unwrap();
+        config.validate().unwrap();
+        let links = &config.clusters["links"];
+        assert_eq!(links.health_check.path, "/readyz");
+        assert!(links.endpoints.iter().all(|e| e.health_address.is_some()));
+    }
+}
