@@ -760,3 +760,38 @@ async fn delivery_state_past_its_limit_is_refused_and_the_others_keep_working() 
     first.poll().await.unwrap();
     assert_eq!(first.committed(), 1);
 }
+
+#[tokio::test]
+async fn past_max_connections_a_client_waits_in_the_backlog_until_another_leaves() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let broker = start_with(FlushPolicy::Interval, limits).await;
+    let served = |client: Arc<Client>| async move { client.metadata(None).await.is_ok() };
+    let within = Duration::from_secs(10);
+    let first = Arc::new(Client::connect(broker.addr).await.unwrap());
+    let second = Arc::new(Client::connect(broker.addr).await.unwrap());
+    for client in [&first, &second] {
+        let answer = tokio::time::timeout(within, served(Arc::clone(client))).await;
+        assert_eq!(
+            answer.ok(),
+            Some(true),
+            "a client within the limit is served"
+        );
+    }
+    // The third connects (the kernel completes the handshake) but is not accepted.
+    let third = Arc::new(Client::connect(broker.addr).await.unwrap());
+    let waiting = tokio::spawn(served(Arc::clone(&third)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a client past the limit was served");
+    // One leaves: the waiting one is accepted and answered.
+    drop(first);
+    let answer = tokio::time::timeout(within, waiting).await;
+    assert!(
+        matches!(answer, Ok(Ok(true))),
+        "the waiting client was never served: {answer:?}"
+    );
+    let answer = tokio::time::timeout(within, served(second)).await;
+    assert_eq!(answer.ok(), Some(true), "the other client is still served");
+}
