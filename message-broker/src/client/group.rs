@@ -118,6 +118,12 @@ impl GroupConsumer {
         &self.member_id
     }
 
+    /// Whether the member holds an assignment now; `false` before the first join and while
+    /// it rejoins after a rebalance.
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
     /// Rejoins if needed, heartbeats if due, fetches once, and calls `each(topic, partition,
     /// record)` for every new record. Returns how many records there were.
     pub async fn poll_with(

@@ -297,10 +297,24 @@ impl<S: Store> Member<'_, S> {
         config.client_id = "url-shortener".into();
         let mut group = GroupConsumer::new(client, config);
         let mut last_commit = Instant::now();
-        // Polls return within the fetch wait (at most half a second), so shutdown is seen
-        // between them; a poll is never cancelled halfway.
+        // A member's polls return within the fetch wait (at most half a second), so shutdown
+        // is seen between them and a poll is never cancelled halfway. Joining is different:
+        // it waits until every member the group knows has rejoined, and one that died
+        // (SIGKILL) holds it until its session timeout. So the first poll, which joins, gives
+        // way to shutdown; nothing is pending then, and leaving tells the group at once.
         while !shutdown.is_triggered() {
-            self.poll(&mut group).await?;
+            if group.is_joined() {
+                self.poll(&mut group).await?;
+            } else {
+                tokio::select! {
+                    polled = self.poll(&mut group) => polled?,
+                    () = shutdown.triggered() => {
+                        debug_assert!(self.pending.is_empty());
+                        group.leave().await?;
+                        return Ok(());
+                    }
+                }
+            }
             if last_commit.elapsed() >= self.settings.flush_interval
                 || self.pending.len() >= self.settings.max_pending_codes
             {
@@ -394,6 +408,47 @@ mod tests {
         config.session_timeout_ms = 300;
         config.rebalance_timeout_ms = 3_000;
         config
+    }
+
+    #[tokio::test]
+    async fn shutdown_while_joining_does_not_wait_for_a_dead_members_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = broker(dir.path()).await;
+        let settings = BrokerSettings {
+            addr,
+            topic: DEFAULT_TOPIC.into(),
+            partitions: 1,
+            group: "g".into(),
+            flush_interval: Duration::from_millis(100),
+            max_unsent: 100,
+            max_pending_codes: 100,
+        };
+        // A member that joins and then goes silent, like an instance SIGKILLed a moment ago:
+        // the group waits for it until its 10 s session runs out.
+        let client = Arc::new(Client::connect(addr).await.unwrap());
+        ensure_topic(&client, &settings).await.unwrap();
+        let mut config = GroupConfig::new("g", vec![DEFAULT_TOPIC.into()]);
+        config.session_timeout_ms = 10_000;
+        config.rebalance_timeout_ms = 10_000;
+        let mut silent = GroupConsumer::new(client, config);
+        silent.poll_with(|_, _, _| {}).await.unwrap();
+        assert!(silent.is_joined());
+
+        let registry = Registry::new();
+        let metrics = BrokerMetrics::register(&registry).unwrap();
+        let flushed = registry.counter("test_flushed_total", "test").unwrap();
+        let store = Arc::new(SledStore::temporary().unwrap());
+        let shutdown = Shutdown::new();
+        let counting = tokio::spawn(count(store, settings, metrics, flushed, shutdown.clone()));
+        // Its join now waits on the silent member.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!counting.is_finished());
+        shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(3), counting)
+            .await
+            .expect("count() waited for the rebalance instead of leaving at shutdown")
+            .unwrap();
+        drop(silent);
     }
 
     #[tokio::test]
