@@ -795,3 +795,36 @@ async fn past_max_connections_a_client_waits_in_the_backlog_until_another_leaves
     let answer = tokio::time::timeout(within, served(second)).await;
     assert_eq!(answer.ok(), Some(true), "the other client is still served");
 }
+
+#[tokio::test]
+async fn at_max_in_flight_requests_the_broker_reads_no_more_of_that_connection() {
+    for (limit, second_waits) in [(1, true), (64, false)] {
+        let limits = Limits {
+            max_in_flight_requests: limit,
+            ..Limits::default()
+        };
+        let broker = start_with(FlushPolicy::Interval, limits).await;
+        let client = Arc::new(Client::connect(broker.addr).await.unwrap());
+        // A long poll on an empty partition holds its slot for its whole wait.
+        let long_poll = {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move { client.fetch(fetch_request(1, 0, 1_500)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        client.metadata(None).await.unwrap();
+        let took = started.elapsed();
+        if second_waits {
+            assert!(
+                took >= Duration::from_millis(1_000),
+                "limit {limit}: the second request was read while the first held the only slot ({took:?})"
+            );
+        } else {
+            assert!(
+                took < Duration::from_millis(1_000),
+                "limit {limit}: a pipelined request waited behind a long poll ({took:?})"
+            );
+        }
+        long_poll.await.unwrap().unwrap();
+    }
+}
