@@ -212,10 +212,9 @@ fn up(config: &Path, fresh: bool, no_color: bool) -> Result<(), String> {
         seed: random_seed(),
     };
     let cluster = Arc::new(Cluster::start(topology, &binaries, options)?);
-    let demo = runtime()?.block_on(create_demo_link(cluster.topology()));
-    print_banner(&cluster, config, started.elapsed(), demo.as_deref());
-
     let runtime = runtime()?;
+    let demo = runtime.block_on(create_demo_link(cluster.topology()));
+    print_banner(&cluster, config, started.elapsed(), demo.as_deref());
     runtime.block_on(async {
         control_listener
             .set_nonblocking(true)

@@ -2,7 +2,8 @@
 //!
 //! The servers in this workspace are tested twice: in-process (a library `run` function on a port
 //! bound by the test) and as real processes, the way an operator runs them. This crate is the
-//! second kind's toolbox, shared by every server's `tests/` and by the integration suite:
+//! second kind's toolbox, shared by every server's `tests/` and by the integration suite. The
+//! cluster launcher (`cluster/`) runs its processes and fault links with the same pieces:
 //!
 //! | need | item | module |
 //! |---|---|---|

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use message_broker::client::{
     Client, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
 };
@@ -49,18 +49,11 @@ struct Cli {
 enum Command {
     /// Produce records as fast as the broker takes them.
     Produce {
-        /// Topic (created with `--partitions` if missing).
-        #[arg(long)]
-        topic: String,
-        /// Partitions of a topic created here.
-        #[arg(long, default_value_t = 6)]
-        partitions: u32,
+        #[command(flatten)]
+        target: Target,
         /// Records to send.
         #[arg(long)]
         records: u64,
-        /// Bytes of each record's value.
-        #[arg(long, default_value_t = 100)]
-        record_bytes: usize,
         /// What each batch waits for.
         #[arg(long, value_enum, default_value = "leader")]
         acks: AcksArg,
@@ -83,32 +76,38 @@ enum Command {
     /// A producer (`acks leader`, batching as `produce`) and a consumer of the same records at
     /// once.
     Both {
-        /// Topic (created with `--partitions` if missing).
-        #[arg(long)]
-        topic: String,
-        #[arg(long, default_value_t = 6)]
-        partitions: u32,
+        #[command(flatten)]
+        target: Target,
+        /// Records to send (and read).
         #[arg(long)]
         records: u64,
-        #[arg(long, default_value_t = 100)]
-        record_bytes: usize,
     },
-    /// End-to-end latency: one record at a time at `--rate` per second, `acks leader`.
+    /// End-to-end latency: one record at a time at `--rate` per second, `acks leader`
+    /// (`--record-bytes` at least 8: each record carries its due time).
     Latency {
-        /// Topic (created with `--partitions` if missing).
-        #[arg(long)]
-        topic: String,
-        #[arg(long, default_value_t = 6)]
-        partitions: u32,
+        #[command(flatten)]
+        target: Target,
+        /// Records to send.
         #[arg(long, default_value_t = 20_000)]
         records: u64,
         /// Records per second.
         #[arg(long, default_value_t = 1000)]
         rate: u32,
-        /// Bytes of each record's value (at least 8: it carries its due time).
-        #[arg(long, default_value_t = 100)]
-        record_bytes: usize,
     },
+}
+
+/// Where the producing commands write, and what.
+#[derive(Args)]
+struct Target {
+    /// Topic (created with `--partitions` if missing).
+    #[arg(long)]
+    topic: String,
+    /// Partitions of a topic created here.
+    #[arg(long, default_value_t = 6)]
+    partitions: u32,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 100)]
+    record_bytes: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -152,10 +151,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Arc::new(Client::connect(cli.broker).await?);
     match cli.command {
         Command::Produce {
-            topic,
-            partitions,
+            target:
+                Target {
+                    topic,
+                    partitions,
+                    record_bytes,
+                },
             records,
-            record_bytes,
             acks,
             batch_bytes,
             linger_ms,
@@ -183,10 +185,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             report("consume", records, bytes, started);
         }
         Command::Both {
-            topic,
-            partitions,
+            target:
+                Target {
+                    topic,
+                    partitions,
+                    record_bytes,
+                },
             records,
-            record_bytes,
         } => {
             create_topic(&client, &topic, partitions).await?;
             // The consumer starts at the end, before anything is produced.
@@ -211,11 +216,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             consuming.await??;
         }
         Command::Latency {
-            topic,
-            partitions,
+            target:
+                Target {
+                    topic,
+                    partitions,
+                    record_bytes,
+                },
             records,
             rate,
-            record_bytes,
         } => {
             if record_bytes < 8 || rate == 0 {
                 bail!("--record-bytes must be at least 8 and --rate positive");

@@ -402,6 +402,19 @@ mod tests {
         addr
     }
 
+    /// Group `g` on a one-partition topic, flushing every `flush_interval`.
+    fn settings(addr: SocketAddr, flush_interval: Duration) -> BrokerSettings {
+        BrokerSettings {
+            addr,
+            topic: DEFAULT_TOPIC.into(),
+            partitions: 1,
+            group: "g".into(),
+            flush_interval,
+            max_unsent: 100,
+            max_pending_codes: 100,
+        }
+    }
+
     /// A member config whose heartbeats come every 100 ms, so a rebalance is seen quickly.
     fn quick(group: &str) -> GroupConfig {
         let mut config = GroupConfig::new(group, vec![DEFAULT_TOPIC.into()]);
@@ -414,15 +427,7 @@ mod tests {
     async fn shutdown_while_joining_does_not_wait_for_a_dead_members_session() {
         let dir = tempfile::tempdir().unwrap();
         let addr = broker(dir.path()).await;
-        let settings = BrokerSettings {
-            addr,
-            topic: DEFAULT_TOPIC.into(),
-            partitions: 1,
-            group: "g".into(),
-            flush_interval: Duration::from_millis(100),
-            max_unsent: 100,
-            max_pending_codes: 100,
-        };
+        let settings = settings(addr, Duration::from_millis(100));
         // A member that joins and then goes silent, like an instance SIGKILLed a moment ago:
         // the group waits for it until its 10 s session runs out.
         let client = Arc::new(Client::connect(addr).await.unwrap());
@@ -455,15 +460,7 @@ mod tests {
     async fn a_rebalance_drops_the_uncommitted_counts_instead_of_adding_them_twice() {
         let dir = tempfile::tempdir().unwrap();
         let addr = broker(dir.path()).await;
-        let settings = BrokerSettings {
-            addr,
-            topic: DEFAULT_TOPIC.into(),
-            partitions: 1,
-            group: "g".into(),
-            flush_interval: Duration::from_secs(3600),
-            max_unsent: 100,
-            max_pending_codes: 100,
-        };
+        let settings = settings(addr, Duration::from_secs(3600));
         let client = Arc::new(Client::connect(addr).await.unwrap());
         ensure_topic(&client, &settings).await.unwrap();
         let mut producer = Producer::new(client, DEFAULT_TOPIC, ProducerConfig::default())
