@@ -2,20 +2,26 @@
 # kv-store against redis-server 7 (Debian package), side by side in one run.
 #
 #   bash bench/kv-store.sh            # from the workspace root
-#   REQUESTS=200000 KEYS=1000000 bash bench/kv-store.sh
+#   ROUNDS=5 REQUESTS_P16=2000000 KEYS=1000000 bash bench/kv-store.sh
 #   MEMORY_ONLY=1 bash bench/kv-store.sh   # skip redis-benchmark, measure memory only
 #
 # Comparable persistence: Redis with appendonly yes, appendfsync everysec (no RDB snapshots);
 # kv-store with --fsync everysec. Both single-threaded (kv-store's default --workers 1). The
-# same redis-benchmark, 50 clients, pipelines of 1 and 16, the tests below. Then the resident
-# memory of each after loading KEYS keys with 100-byte values through redis-cli --pipe.
+# same redis-benchmark, 50 clients, pipelines of 1 and 16, the tests below, ROUNDS times, each
+# round starting from FLUSHALL on both and alternating which server goes first; the table shows
+# each test's median over the rounds (single runs on a shared machine swing by tens of percent).
+# Requests per test: REQUESTS_P16 and REQUESTS_P1 (or REQUESTS for both), enough for a test to
+# last about a second or more. Then the resident memory of each after loading KEYS keys with
+# 100-byte values through redis-cli --pipe.
 #
 # Needs redis-server, redis-benchmark and redis-cli (apt-get install redis-server redis-tools,
 # done here when run as root). Ports come from the kernel (bound and released), data in a
 # temporary directory that is removed at exit.
 set -euo pipefail
 
-REQUESTS=${REQUESTS:-100000}
+REQUESTS_P16=${REQUESTS_P16:-${REQUESTS:-1000000}}
+REQUESTS_P1=${REQUESTS_P1:-${REQUESTS:-200000}}
+ROUNDS=${ROUNDS:-3}
 MEMORY_ONLY=${MEMORY_ONLY:-0}
 KEYS=${KEYS:-1000000}
 TESTS=set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,mset
@@ -80,20 +86,42 @@ start_kv
 
 # redis-benchmark --csv prints "test","rps",...; keep test and requests per second.
 bench() {
-    redis-benchmark -p "$1" -c 50 -n "$REQUESTS" -P "$2" -t "$TESTS" --csv 2>/dev/null |
+    redis-benchmark -p "$1" -c 50 -n "$3" -P "$2" -t "$TESTS" --csv 2>/dev/null |
         awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1 "\t" $2 }'
 }
 
-echo "# redis-benchmark -c 50 -n $REQUESTS -t $TESTS; redis $(redis-server --version | awk '{print $3}')"
+# Reads "test<TAB>rps" lines, several per test; prints each test's median.
+median() {
+    sort -t $'\t' -k1,1 -k2,2g | awk -F'\t' '
+        function flush() { if (n) print name "\t" v[int((n + 1) / 2)] }
+        $1 != name { flush(); name = $1; n = 0 }
+        { v[++n] = $2 }
+        END { flush() }'
+}
+
+echo "# redis-benchmark -c 50 -t $TESTS, median of $ROUNDS rounds; redis $(redis-server --version | awk '{print $3}')"
 pipelines="16 1"
 [ "$MEMORY_ONLY" = 1 ] && pipelines=""
 for pipeline in $pipelines; do
+    requests=$REQUESTS_P1
+    [ "$pipeline" = 16 ] && requests=$REQUESTS_P16
+    : >"$WORK/redis.tsv"
+    : >"$WORK/kv.tsv"
+    for round in $(seq 1 "$ROUNDS"); do
+        redis-cli -p "$REDIS_PORT" flushall >/dev/null
+        redis-cli -p "$KV_PORT" flushall >/dev/null
+        if [ $((round % 2)) = 1 ]; then
+            bench "$REDIS_PORT" "$pipeline" "$requests" >>"$WORK/redis.tsv"
+            bench "$KV_PORT" "$pipeline" "$requests" >>"$WORK/kv.tsv"
+        else
+            bench "$KV_PORT" "$pipeline" "$requests" >>"$WORK/kv.tsv"
+            bench "$REDIS_PORT" "$pipeline" "$requests" >>"$WORK/redis.tsv"
+        fi
+    done
     echo
-    echo "## -P $pipeline"
+    echo "## -P $pipeline, -n $requests"
     printf '%-40s %12s %12s %7s\n' test redis kv-store ratio
-    bench "$REDIS_PORT" "$pipeline" >"$WORK/redis.tsv"
-    bench "$KV_PORT" "$pipeline" >"$WORK/kv.tsv"
-    join -t $'\t' <(sort "$WORK/redis.tsv") <(sort "$WORK/kv.tsv") |
+    join -t $'\t' <(median <"$WORK/redis.tsv") <(median <"$WORK/kv.tsv") |
         awk -F'\t' '{ printf "%-40s %12.0f %12.0f %7.2f\n", $1, $2, $3, $3 / $2 }'
 done
 

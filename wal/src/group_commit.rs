@@ -354,11 +354,11 @@ impl Writer {
 
     /// fsyncs the active segment with the lock released, so readers are not held up by the disk.
     fn sync(&self) -> Result<()> {
-        let Some(file) = lock(&self.wal)?.begin_sync()? else {
+        let Some(point) = lock(&self.wal)?.begin_sync()? else {
             return Ok(());
         };
-        let outcome = file.sync_data();
-        lock(&self.wal)?.end_sync(outcome)
+        let outcome = point.sync();
+        lock(&self.wal)?.end_sync(point, outcome)
     }
 }
 

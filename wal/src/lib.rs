@@ -73,7 +73,7 @@ pub mod segment;
 pub use error::{Error, Result};
 pub use group_commit::{CommitHandle, GroupCommit};
 pub use hard_state::HardState;
-pub use log::{Iter, Wal, WalStats};
+pub use log::{Iter, SyncPoint, Wal, WalStats};
 pub use options::{
     GroupCommitOptions, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, SyncPolicy, WalOptions,
 };

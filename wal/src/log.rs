@@ -51,6 +51,19 @@ pub struct WalStats {
     pub segments_removed: u64,
 }
 
+/// The file of an fsync started by [`Wal::begin_sync`].
+pub struct SyncPoint {
+    file: Arc<File>,
+    writes: u64,
+}
+
+impl SyncPoint {
+    /// `fdatasync`s the segment; to be done without holding the log.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
 /// A segmented write-ahead log of records with dense `u64` indexes and opaque payloads.
 pub struct Wal {
     dir: LogDir,
@@ -59,6 +72,9 @@ pub struct Wal {
     segments: Vec<Segment>,
     /// Whether the active segment has bytes written since its last fsync.
     unsynced: bool,
+    /// Writes to segment files since open; tells [`Wal::end_sync`] whether anything was
+    /// appended while a [`SyncPoint`] was being synced.
+    writes: u64,
     /// Set by the first I/O failure of a write path; see [`Error::Poisoned`].
     poisoned: bool,
     hard_state: Option<HardState>,
@@ -82,6 +98,7 @@ impl Wal {
             options,
             segments,
             unsynced: false,
+            writes: 0,
             poisoned: false,
             hard_state,
             summary,
@@ -175,6 +192,7 @@ impl Wal {
             let active = self.segments.last_mut().expect("never empty");
             active.append(now, &mut self.scratch)?;
             self.unsynced = true;
+            self.writes += 1;
             payloads = rest;
         }
         Ok(())
@@ -260,20 +278,28 @@ impl Wal {
         Ok(())
     }
 
-    /// First half of an fsync done outside the log's lock: the file to sync, if anything is
-    /// unsynced. The caller must not change the log before [`Wal::end_sync`]; the group-commit
-    /// writer, the only thread that changes it, guarantees this.
-    pub(crate) fn begin_sync(&self) -> Result<Option<Arc<File>>> {
+    /// First half of an fsync done without holding the log: what to sync, if anything is
+    /// unsynced. The caller runs [`SyncPoint::sync`] with the log released (appends may go on
+    /// meanwhile), then hands the outcome to [`Wal::end_sync`]. The records appended before this
+    /// call are durable once that succeeds.
+    pub fn begin_sync(&self) -> Result<Option<SyncPoint>> {
         self.check_writable()?;
-        Ok(self.unsynced.then(|| Arc::clone(self.active().file())))
+        Ok(self.unsynced.then(|| SyncPoint {
+            file: Arc::clone(self.active().file()),
+            writes: self.writes,
+        }))
     }
 
-    /// Second half: records the outcome of syncing the file [`Wal::begin_sync`] returned.
-    pub(crate) fn end_sync(&mut self, outcome: std::io::Result<()>) -> Result<()> {
+    /// Second half: records the outcome of [`SyncPoint::sync`]. A failure poisons the log. The
+    /// log counts as synced only if nothing was written since [`Wal::begin_sync`]; a segment
+    /// closed meanwhile was fsynced when it was closed.
+    pub fn end_sync(&mut self, point: SyncPoint, outcome: std::io::Result<()>) -> Result<()> {
         let path = self.active().path().to_path_buf();
         let result = outcome.map_err(|source| Error::Io { path, source });
         self.poison_on_io(result)?;
-        self.unsynced = false;
+        if self.writes == point.writes {
+            self.unsynced = false;
+        }
         self.stats.data_syncs += 1;
         Ok(())
     }
@@ -343,8 +369,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
         wal.append(1, b"written, fsync about to fail").unwrap();
-        assert!(wal.begin_sync().unwrap().is_some());
-        let failed = wal.end_sync(Err(std::io::Error::other("simulated EIO")));
+        let point = wal.begin_sync().unwrap().expect("unsynced");
+        let failed = wal.end_sync(point, Err(std::io::Error::other("simulated EIO")));
         assert!(matches!(failed, Err(Error::Io { .. })));
 
         assert!(matches!(wal.append(2, b"x"), Err(Error::Poisoned)));
@@ -370,5 +396,24 @@ mod tests {
         wal.sync().unwrap();
         wal.sync().unwrap();
         assert_eq!(wal.stats().data_syncs, 1);
+    }
+
+    #[test]
+    fn an_append_during_an_unlocked_sync_stays_unsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        wal.append(1, b"covered by the sync").unwrap();
+        let point = wal.begin_sync().unwrap().expect("unsynced");
+        wal.append(2, b"written while the fsync ran").unwrap();
+        let outcome = point.sync();
+        wal.end_sync(point, outcome).unwrap();
+        // Record 2 may have missed the fsync: the log still has something to sync.
+        let point = wal
+            .begin_sync()
+            .unwrap()
+            .expect("record 2 is not known durable");
+        let outcome = point.sync();
+        wal.end_sync(point, outcome).unwrap();
+        assert!(wal.begin_sync().unwrap().is_none());
     }
 }

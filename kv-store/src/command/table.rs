@@ -2,7 +2,6 @@
 //! reports them. Cluster clients read the key positions to route commands, so they must be
 //! right; `redis-cli` reads the rest for its hints.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use super::Handler;
@@ -1026,7 +1025,9 @@ static TABLE: &[Spec] = &[
     ),
 ];
 
-static BY_NAME: LazyLock<HashMap<&'static str, &'static Spec>> =
+/// Looked up once per command, so with foldhash rather than SipHash: the keys are the table's
+/// own names, fixed at start-up, so there is no flooding to resist here.
+static BY_NAME: LazyLock<foldhash::HashMap<&'static str, &'static Spec>> =
     LazyLock::new(|| TABLE.iter().map(|spec| (spec.name, spec)).collect());
 
 /// Every command, in table order.

@@ -12,7 +12,6 @@ use tokio::net::TcpStream;
 use super::{Session, Shared};
 use crate::command::{self, Ctx};
 use crate::resp::{self, Frame, Protocol, request};
-use crate::store::LogFailed;
 
 /// Initial size of a connection's read and write buffers. They grow with the batch and shrink
 /// back to this when a large batch has gone (see [`shrink`]).
@@ -151,7 +150,7 @@ async fn run_batch(
             }
         }
         if !records.is_empty() {
-            acked = Some(log.submit_and_wait(records));
+            acked = Some(log.submit_for_reply(records));
         }
     }
     shared
@@ -159,8 +158,7 @@ async fn run_batch(
         .commands_processed
         .fetch_add(replies.len() as u64, Ordering::Relaxed);
     if let Some(acked) = acked {
-        let stopped = || Err(LogFailed("the log writer stopped".into()));
-        if let Err(failed) = acked.await.unwrap_or_else(|_| stopped()) {
+        if let Err(failed) = log.acknowledged(acked).await {
             let error = Frame::error(failed.to_string());
             replies
                 .iter_mut()

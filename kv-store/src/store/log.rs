@@ -1,22 +1,35 @@
-//! The write path's log: records handed over under the keyspace lock, written to the WAL by one
-//! thread, acknowledged according to `--fsync`.
+//! The write path's log: records handed over under the keyspace lock, written to the WAL,
+//! acknowledged according to `--fsync`.
 //!
 //! ```text
-//!  connection (keyspace lock held)        writer thread                      connection
-//!  ──────────────────────────────         ─────────────                      ──────────
-//!  execute batch ─▶ submit(records) ──▶ pending ──take all──▶ append_batch
-//!                   (indexes assigned                           [fsync if always]
-//!                    here, in apply order)                      acked = last ───────▶ wait_acked
-//!                                                               [fsync if a second passed     │
-//!                                                                and everysec]            reply
+//!  connection (keyspace lock held)         after the lock is released
+//!  ──────────────────────────────          ──────────────────────────────────────────────────
+//!  execute batch ─▶ submit_for_reply ─▶ pending queue
+//!                   (indexes assigned       │
+//!                    here, in apply order)  ├─ everysec, no: the connection itself, under the
+//!                                           │  WAL lock: take all queued, append_batch,
+//!                                           │  acked = last ─▶ reply
+//!                                           └─ always: the writer thread (woken): take all,
+//!                                              append_batch, fsync, acked = last ─▶ reply
+//!  writer thread, besides: fsync once a second under everysec (without the WAL lock), and
+//!  write what was submitted with nobody waiting (active expiry's deletions).
 //! ```
 //!
 //! Why not `wal::GroupCommit`: its queue is entered with an `await`, and the order of records in
 //! the log must be the order in which commands changed the keyspace. That order exists only
 //! while the keyspace lock is held, where nothing may await. So records are handed over under
 //! that lock to a plain queue ([`Log::submit`], which never blocks), and their indexes are
-//! assigned there; one writer thread drains it. The group commit is the same idea: whatever
-//! queued while the previous write and fsync ran goes out in the next single write.
+//! assigned there. Whoever writes takes everything queued, under the WAL's lock, in one write:
+//! a group commit, whether the writer is the thread (waiting on fsyncs under `always`) or a
+//! connection.
+//!
+//! Why the connection writes under `everysec` and `no`: the reply needs only the `write(2)`,
+//! a few microseconds. Handing it to a thread and being woken back cost two context switches
+//! per batch, more than the write itself; Redis likewise writes its AOF buffer on the thread
+//! that executed the commands, before it replies. The `fsync` stays off that path: the writer
+//! thread runs it once a second with the WAL's lock released, so writes go on meanwhile. What
+//! a connection can still wait on is a segment roll (the closed segment is fsynced: at most the
+//! second written since the last periodic fsync) and a checkpoint deleting segments.
 //!
 //! Acknowledgment by policy (Redis's `appendfsync`):
 //!
@@ -55,6 +68,17 @@ pub struct LogFailed(pub String);
 
 /// Told when a submitted batch is acknowledged (or the log failed).
 type Waiter = oneshot::Sender<Result<(), LogFailed>>;
+
+/// How a connection learns that its batch's records are acknowledged; from
+/// [`Log::submit_for_reply`], for [`Log::acknowledged`].
+#[derive(Debug)]
+#[must_use]
+pub enum Acknowledgment {
+    /// `always`: the writer thread answers after the group commit's write and fsync.
+    GroupCommit(oneshot::Receiver<Result<(), LogFailed>>),
+    /// `everysec`, `no`: the connection writes the queue itself, up to at least this index.
+    WriteThrough(u64),
+}
 
 #[derive(Debug, Default)]
 struct Pending {
@@ -129,21 +153,43 @@ impl Log {
 
     /// Queues `records` as the next entries of the log and returns the index of the last one.
     /// Called with the keyspace lock held, so log order is apply order; never blocks on I/O.
+    /// The writer thread writes them; nobody waits for that here.
     pub fn submit(&self, records: Vec<Vec<u8>>) -> u64 {
-        self.enqueue(records, None)
+        self.enqueue(records, None, true)
     }
 
-    /// [`Log::submit`], and a receiver told when the records are acknowledged.
-    pub fn submit_and_wait(
-        &self,
-        records: Vec<Vec<u8>>,
-    ) -> oneshot::Receiver<Result<(), LogFailed>> {
-        let (waiter, acked) = oneshot::channel();
-        self.enqueue(records, Some(waiter));
-        acked
+    /// [`Log::submit`] for records a reply depends on: hand the result to [`Log::acknowledged`]
+    /// once the keyspace lock is released.
+    pub fn submit_for_reply(&self, records: Vec<Vec<u8>>) -> Acknowledgment {
+        if self.inner.fsync == Fsync::Always {
+            let (waiter, acked) = oneshot::channel();
+            self.enqueue(records, Some(waiter), true);
+            Acknowledgment::GroupCommit(acked)
+        } else {
+            // Not worth waking the writer: the caller writes them in a moment.
+            Acknowledgment::WriteThrough(self.enqueue(records, None, false))
+        }
     }
 
-    fn enqueue(&self, records: Vec<Vec<u8>>, waiter: Option<Waiter>) -> u64 {
+    /// Returns once the records behind `ack` are as durable as the policy promises.
+    pub async fn acknowledged(&self, ack: Acknowledgment) -> Result<(), LogFailed> {
+        match ack {
+            Acknowledgment::GroupCommit(acked) => acked
+                .await
+                .unwrap_or_else(|_| Err(LogFailed("the log writer stopped".into()))),
+            Acknowledgment::WriteThrough(index) => {
+                let mut wal = lock(&self.inner.wal);
+                // Someone else's write may have taken this batch along already.
+                if *self.inner.acked.borrow() < index {
+                    write_pending(&self.inner, &mut wal);
+                }
+                drop(wal);
+                self.check()
+            }
+        }
+    }
+
+    fn enqueue(&self, records: Vec<Vec<u8>>, waiter: Option<Waiter>, wake: bool) -> u64 {
         let bytes: usize = records.iter().map(Vec::len).sum();
         self.inner.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
         let mut pending = lock(&self.inner.pending);
@@ -157,7 +203,9 @@ impl Log {
             pending.waiters.push_back((last, waiter));
         }
         drop(pending);
-        self.inner.wake.notify_one();
+        if wake {
+            self.inner.wake.notify_one();
+        }
         last
     }
 
@@ -244,8 +292,8 @@ impl Drop for Log {
     }
 }
 
-/// Takes the queued records, waiting up to `timeout` for some.
-fn take_batch(inner: &Inner, timeout: Duration) -> (Vec<Vec<u8>>, u64, bool) {
+/// Waits up to `timeout` for queued records or for closing; returns whether closing.
+fn wait_for_work(inner: &Inner, timeout: Duration) -> bool {
     let mut pending = lock(&inner.pending);
     if pending.records.is_empty() && !pending.closing {
         pending = inner
@@ -254,46 +302,17 @@ fn take_batch(inner: &Inner, timeout: Duration) -> (Vec<Vec<u8>>, u64, bool) {
             .unwrap_or_else(PoisonError::into_inner)
             .0;
     }
-    let first = pending.first_index;
-    let records = std::mem::take(&mut pending.records);
-    pending.first_index = pending.next_index;
-    (records, first, pending.closing)
+    pending.closing
 }
 
 fn write_loop(inner: &Inner) {
     let mut last_sync = Instant::now();
-    let mut unsynced = false;
     loop {
-        let (records, first, closing) = take_batch(inner, EVERYSEC_INTERVAL / 4);
-        if !records.is_empty() && inner.failed.load(Ordering::Acquire) {
-            // Nothing more is written after a failure; whoever waits is told so.
-            refuse_waiters(inner);
-        } else if !records.is_empty() {
-            let bytes: usize = records.iter().map(Vec::len).sum();
-            let result = write(inner, first, &records);
-            let count = records.len() as u64;
-            // Freed before anyone is told: the queue's memory is gone once a write is answered.
-            drop(records);
-            inner.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            match result {
-                Ok(()) => {
-                    inner
-                        .written_bytes
-                        .fetch_add(bytes as u64, Ordering::Relaxed);
-                    unsynced = inner.fsync != Fsync::Always;
-                    let last = first + count - 1;
-                    inner.acked.send_replace(last);
-                    answer_waiters(inner, last);
-                }
-                Err(err) => fail(inner, &err),
-            }
-        }
+        let closing = wait_for_work(inner, EVERYSEC_INTERVAL / 4);
+        write_pending(inner, &mut lock(&inner.wal));
         let due = inner.fsync == Fsync::Everysec && last_sync.elapsed() >= EVERYSEC_INTERVAL;
-        if unsynced && (due || closing) {
-            if let Err(err) = lock(&inner.wal).sync() {
-                fail(inner, &err);
-            }
-            unsynced = false;
+        if due || closing {
+            sync_unlocked(inner);
             last_sync = Instant::now();
         }
         if closing && lock(&inner.pending).records.is_empty() {
@@ -302,13 +321,61 @@ fn write_loop(inner: &Inner) {
     }
 }
 
-fn write(inner: &Inner, first: u64, records: &[Vec<u8>]) -> wal::Result<()> {
-    let mut wal = lock(&inner.wal);
-    wal.append_batch(first, records)?;
-    if inner.fsync == Fsync::Always {
-        wal.sync()?;
+/// Writes every queued record (and fsyncs under `always`), then acknowledges them. Called with
+/// the WAL's lock held, so that taking records off the queue and appending them is one step:
+/// two writers can never append out of order.
+fn write_pending(inner: &Inner, wal: &mut Wal) {
+    let (records, first) = {
+        let mut pending = lock(&inner.pending);
+        let first = pending.first_index;
+        pending.first_index = pending.next_index;
+        (std::mem::take(&mut pending.records), first)
+    };
+    if records.is_empty() {
+        return;
     }
-    Ok(())
+    if inner.failed.load(Ordering::Acquire) {
+        // Nothing more is written after a failure; whoever waits is told so.
+        refuse_waiters(inner);
+        return;
+    }
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    let result = wal.append_batch(first, &records).and_then(|()| {
+        if inner.fsync == Fsync::Always {
+            wal.sync()
+        } else {
+            Ok(())
+        }
+    });
+    let count = records.len() as u64;
+    // Freed before anyone is told: the queue's memory is gone once a write is answered.
+    drop(records);
+    inner.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    match result {
+        Ok(()) => {
+            inner
+                .written_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            let last = first + count - 1;
+            inner.acked.send_replace(last);
+            answer_waiters(inner, last);
+        }
+        Err(err) => fail(inner, &err),
+    }
+}
+
+/// fsyncs what has been written without holding the WAL's lock, so that connections writing
+/// through (`everysec`, `no`) are not held up by the disk.
+fn sync_unlocked(inner: &Inner) {
+    let point = match lock(&inner.wal).begin_sync() {
+        Ok(Some(point)) => point,
+        Ok(None) => return,
+        Err(err) => return fail(inner, &err),
+    };
+    let outcome = point.sync();
+    if let Err(err) = lock(&inner.wal).end_sync(point, outcome) {
+        fail(inner, &err);
+    }
 }
 
 /// Tells the batches whose last record is at most `last` that they are acknowledged.
