@@ -157,13 +157,13 @@ async fn run_batch(
         .stats
         .commands_processed
         .fetch_add(replies.len() as u64, Ordering::Relaxed);
-    if let Some(acked) = acked {
-        if let Err(failed) = log.acknowledged(acked).await {
-            let error = Frame::error(failed.to_string());
-            replies
-                .iter_mut()
-                .for_each(|(reply, _)| *reply = error.clone());
-        }
+    if let Some(acked) = acked
+        && let Err(failed) = log.acknowledged(acked).await
+    {
+        let error = Frame::error(failed.to_string());
+        replies
+            .iter_mut()
+            .for_each(|(reply, _)| *reply = error.clone());
     }
     if let Some(spec) = commands.last().and_then(|last| command::lookup(&last[0])) {
         session.info.details().last_command = spec.name;
