@@ -19,6 +19,8 @@ use crate::store::{self, Log, Recovered, SledStateMachine, StateMachine, StoreEr
 
 /// A recovered node, ready to serve.
 pub struct Node {
+    /// The data directory's lock, held while the node exists.
+    _lock: std::fs::File,
     shared: Arc<Shared>,
     state_machine: Arc<dyn StateMachine>,
     config: Config,
@@ -36,6 +38,7 @@ impl Node {
             path: data_dir.clone(),
             source,
         })?;
+        let lock = store::lock_data_dir(data_dir)?;
         let state_machine: Arc<dyn StateMachine> =
             Arc::new(SledStateMachine::open(&store::state_dir(data_dir))?);
         let (db, applied) = store::load_image(state_machine.as_ref())?;
@@ -52,6 +55,7 @@ impl Node {
         };
         tracing::info!(?recovered, data_dir = %data_dir.display(), "recovered");
         Ok(Node {
+            _lock: lock,
             shared,
             state_machine,
             config: config.clone(),

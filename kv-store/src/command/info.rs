@@ -119,7 +119,7 @@ fn persistence(ctx: &Ctx<'_>) -> Section {
             log.map_or(0, |l| l.written_bytes()).to_string(),
         ),
         ("checkpoint_index", ctx.shared.checkpointed().to_string()),
-        ("dirty_keys", ctx.db.dirty_len().to_string()),
+        ("changes_since_checkpoint", ctx.db.dirty_len().to_string()),
     ];
     ("Persistence", fields)
 }

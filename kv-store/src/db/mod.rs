@@ -34,13 +34,37 @@ pub fn wrong_type() -> Frame {
 }
 
 /// One key's record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub value: Value,
     /// Unix time in milliseconds at which the key expires; 0 for never.
     pub expires_at_ms: u64,
     /// Last access for LRU, or the LFU counter and decay time; see `eviction`.
     pub access: u32,
+    /// Changed since the last checkpoint: the next one must write it (see [`Db::drain_dirty`]).
+    /// Bookkeeping, not state: equality ignores it. It fits in the padding after `access`, so
+    /// it costs no memory, where a set of dirty keys cost a key clone and a table slot each.
+    dirty: bool,
+}
+
+impl Entry {
+    /// A new entry, never accessed, not yet marked changed.
+    pub fn new(value: Value, expires_at_ms: u64) -> Entry {
+        Entry {
+            value,
+            expires_at_ms,
+            access: 0,
+            dirty: false,
+        }
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.value == other.value
+            && self.expires_at_ms == other.expires_at_ms
+            && self.access == other.access
+    }
 }
 
 /// The keyspace of database 0 (the only one: `SELECT` accepts only 0, as Redis Cluster does).
@@ -49,9 +73,12 @@ pub struct Db {
     entries: IndexMap<Bytes, Entry>,
     /// Keys with a time to live, for the active expiry sweep and the `volatile-*` policies.
     volatile: IndexSet<Bytes>,
-    /// Keys changed (or removed) since the last [`Db::take_dirty`]: what the next checkpoint of
-    /// the state machine must write.
-    dirty: HashSet<Bytes>,
+    /// What the next checkpoint of the state machine must write, besides the entries marked
+    /// `dirty`: positions in `entries` where a dirty entry is or was (a position can go stale
+    /// when entries move; [`Db::drain_dirty`] checks the flag), ...
+    dirty_positions: Vec<usize>,
+    /// ... and the keys removed since the last checkpoint (moved here, not cloned).
+    removed: HashSet<Bytes>,
 }
 
 macro_rules! typed_access {
@@ -67,12 +94,15 @@ macro_rules! typed_access {
 
         /// Mutable access (which marks the key dirty); see the shared accessor.
         pub fn $get_mut(&mut self, key: &[u8]) -> Result<Option<&mut $ty>, Frame> {
-            let Some((_, stored, entry)) = self.entries.get_full_mut(key) else {
+            let Some((position, _, entry)) = self.entries.get_full_mut(key) else {
                 return Ok(None);
             };
             match &mut entry.value {
                 Value::$variant(inner) => {
-                    self.dirty.insert(stored.clone());
+                    if !entry.dirty {
+                        entry.dirty = true;
+                        self.dirty_positions.push(position);
+                    }
                     Ok(Some(BorrowMut::borrow_mut(inner)))
                 }
                 _ => Err(wrong_type()),
@@ -115,9 +145,9 @@ impl Db {
 
     /// Mutable access to a whole entry; marks the key dirty.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        let (_, stored, entry) = self.entries.get_full_mut(key)?;
-        self.dirty.insert(stored.clone());
-        Some(entry)
+        let position = self.entries.get_index_of(key)?;
+        self.mark_position_dirty(position);
+        self.entries.get_index_mut(position).map(|(_, entry)| entry)
     }
 
     /// Mutable access for bookkeeping that is not part of the state (the access record):
@@ -134,19 +164,49 @@ impl Db {
         self.entries.insert(key, entry);
     }
 
-    /// The keys changed since the last call, emptied.
-    pub fn take_dirty(&mut self) -> HashSet<Bytes> {
-        std::mem::take(&mut self.dirty)
+    fn mark_position_dirty(&mut self, position: usize) {
+        let (_, entry) = self.entries.get_index_mut(position).expect("below len");
+        if !entry.dirty {
+            entry.dirty = true;
+            self.dirty_positions.push(position);
+        }
+    }
+
+    /// Calls `visit` with every key changed since the last call: with its entry, or `None` if
+    /// it was removed; and clears the marks. O(keys changed), not O(keys).
+    pub fn drain_dirty(&mut self, mut visit: impl FnMut(&Bytes, Option<&Entry>)) {
+        for position in std::mem::take(&mut self.dirty_positions) {
+            // Stale positions (the entry moved or went) find a clean entry or none.
+            if let Some((key, entry)) = self.entries.get_index_mut(position)
+                && entry.dirty
+            {
+                entry.dirty = false;
+                visit(key, Some(entry));
+            }
+        }
+        for key in std::mem::take(&mut self.removed) {
+            // A key removed and then set again was visited above, with its new entry.
+            if !self.entries.contains_key(&key) {
+                visit(&key, None);
+            }
+        }
     }
 
     /// Marks a key for the next checkpoint again (after a failed one).
     pub fn mark_dirty(&mut self, key: Bytes) {
-        self.dirty.insert(key);
+        match self.entries.get_index_of(&key) {
+            Some(position) => self.mark_position_dirty(position),
+            None => {
+                self.removed.insert(key);
+            }
+        }
     }
 
-    /// Number of keys changed since the last [`Db::take_dirty`].
+    /// Changes recorded since the last [`Db::drain_dirty`]: marks set on entries plus keys
+    /// removed. At least the number of keys the next checkpoint writes; more when keys were
+    /// removed and set again. It bounds the bookkeeping, so it is what triggers checkpoints.
     pub fn dirty_len(&self) -> usize {
-        self.dirty.len()
+        self.dirty_positions.len() + self.removed.len()
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
@@ -160,31 +220,37 @@ impl Db {
         } else {
             self.volatile.insert(key.clone());
         }
-        let entry = Entry {
-            value,
-            expires_at_ms,
-            access: 0,
-        };
-        self.dirty.insert(key.clone());
-        self.entries.insert(key, entry);
+        let (position, _) = self
+            .entries
+            .insert_full(key, Entry::new(value, expires_at_ms));
+        self.mark_position_dirty(position);
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let (stored, entry) = self.entries.swap_remove_entry(key)?;
+        let (position, stored, entry) = self.entries.swap_remove_full(key)?;
         if entry.expires_at_ms != 0 {
             self.volatile.swap_remove(key);
         }
-        self.dirty.insert(stored);
+        // The last entry moved into `position`; if it is dirty, its mark must follow it.
+        if self
+            .entries
+            .get_index(position)
+            .is_some_and(|(_, moved)| moved.dirty)
+        {
+            self.dirty_positions.push(position);
+        }
+        self.removed.insert(stored);
         Some(entry)
     }
 
     /// Sets or (with 0) clears the key's expiry time. False if the key does not exist.
     pub fn set_expiry(&mut self, key: &[u8], expires_at_ms: u64) -> bool {
-        let Some((_, stored, entry)) = self.entries.get_full_mut(key) else {
+        let Some(position) = self.entries.get_index_of(key) else {
             return false;
         };
+        self.mark_position_dirty(position);
+        let (stored, entry) = self.entries.get_index_mut(position).expect("found");
         entry.expires_at_ms = expires_at_ms;
-        self.dirty.insert(stored.clone());
         if expires_at_ms == 0 {
             self.volatile.swap_remove(key);
         } else {
@@ -200,11 +266,12 @@ impl Db {
             .is_some_and(|e| e.expires_at_ms != 0 && e.expires_at_ms <= now_ms)
     }
 
-    /// Removes every key; each is marked dirty, so the next checkpoint deletes it from the image.
+    /// Removes every key; each is marked removed, so the next checkpoint deletes it from the
+    /// image.
     pub fn clear(&mut self) {
-        let keys: Vec<Bytes> = self.entries.keys().cloned().collect();
-        self.dirty.extend(keys);
-        self.entries.clear();
+        self.removed
+            .extend(self.entries.drain(..).map(|(key, _)| key));
+        self.dirty_positions.clear();
         self.volatile.clear();
     }
 
@@ -293,6 +360,65 @@ mod tests {
         db.remove(b"k2");
         assert_eq!(db.volatile_len(), 0);
         assert!(!db.set_expiry(b"missing", 5));
+    }
+
+    /// What the next checkpoint is told, as key -> Some(string value) or None for removed.
+    fn drained(db: &mut Db) -> std::collections::BTreeMap<Bytes, Option<Bytes>> {
+        let mut changes = std::collections::BTreeMap::new();
+        db.drain_dirty(|key, entry| {
+            let value = entry.map(|e| match &e.value {
+                Value::Str(s) => s.clone(),
+                other => panic!("{other:?}"),
+            });
+            assert!(
+                changes.insert(key.clone(), value).is_none(),
+                "{key:?} twice"
+            );
+        });
+        changes
+    }
+
+    #[test]
+    fn changes_reach_the_next_checkpoint_once_whatever_moved() {
+        let mut db = Db::new();
+        let text = |t: &str| Value::Str(Bytes::copy_from_slice(t.as_bytes()));
+        for i in 0..10 {
+            db.set(key(i), text("old"), 0);
+        }
+        assert_eq!(drained(&mut db).len(), 10);
+        assert_eq!(db.dirty_len(), 0);
+        assert!(drained(&mut db).is_empty(), "nothing changed since");
+
+        // k9 (the last entry) is changed, then k2 is removed: k9 moves into k2's place and its
+        // mark must follow. k5 is removed and set again; k7 removed for good; k1 expires.
+        db.set(key(9), text("new9"), 0);
+        db.remove(b"k2");
+        db.remove(b"k5");
+        db.set(key(5), text("new5"), 0);
+        db.remove(b"k7");
+        assert!(db.set_expiry(b"k1", 1000));
+        db.string_mut(b"k3").unwrap().unwrap();
+        let changes = drained(&mut db);
+        let expected: std::collections::BTreeMap<Bytes, Option<Bytes>> = [
+            (key(1), Some(Bytes::from("old"))),
+            (key(2), None),
+            (key(3), Some(Bytes::from("old"))),
+            (key(5), Some(Bytes::from("new5"))),
+            (key(7), None),
+            (key(9), Some(Bytes::from("new9"))),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(changes, expected);
+
+        db.clear();
+        assert_eq!(drained(&mut db).values().filter(|v| v.is_none()).count(), 8);
+    }
+
+    #[test]
+    fn the_dirty_mark_costs_no_memory() {
+        // A `Value` is 40 bytes; the expiry, access record and mark fit in 16 more.
+        assert_eq!(std::mem::size_of::<Entry>(), 56);
     }
 
     #[test]

@@ -166,11 +166,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
     if !r.bytes.is_empty() {
         return Err(DecodeError("trailing bytes"));
     }
-    Ok(Entry {
-        value,
-        expires_at_ms,
-        access: 0,
-    })
+    Ok(Entry::new(value, expires_at_ms))
 }
 
 #[cfg(test)]
@@ -195,22 +191,14 @@ mod tests {
             Value::ZSet(Box::new(zset)),
         ];
         for (i, value) in values.into_iter().enumerate() {
-            let entry = Entry {
-                value,
-                expires_at_ms: i as u64 * 1000,
-                access: 0,
-            };
+            let entry = Entry::new(value, i as u64 * 1000);
             assert_eq!(decode(&encode(&entry)), Ok(entry));
         }
     }
 
     #[test]
     fn damage_is_an_error_not_a_panic() {
-        let entry = Entry {
-            value: Value::List([b("abc")].into_iter().collect()),
-            expires_at_ms: 0,
-            access: 0,
-        };
+        let entry = Entry::new(Value::List([b("abc")].into_iter().collect()), 0);
         let bytes = encode(&entry);
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");

@@ -28,10 +28,10 @@ use bytes::{Bytes, BytesMut};
 use wal::{Wal, WalOptions};
 
 pub use log::{Log, LogFailed};
-pub use state_machine::{SledStateMachine, StateMachine, StateMachineError};
+pub use state_machine::{Change, SledStateMachine, StateMachine, StateMachineError};
 
 use crate::command::{self, Ctx};
-use crate::db::{Db, Entry};
+use crate::db::Db;
 use crate::resp::request::{Limits, parse_command};
 use crate::server::{Session, Shared};
 
@@ -54,11 +54,13 @@ pub const CHECKPOINT_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create data directory {}: {source}", path.display())]
+    #[error("cannot create or lock data directory {}: {source}", path.display())]
     DataDir {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("data directory is in use by another process (lock {} held)", path.display())]
+    Locked { path: PathBuf },
     #[error(transparent)]
     StateMachine(#[from] StateMachineError),
     #[error("write-ahead log: {0}")]
@@ -81,6 +83,30 @@ pub enum StoreError {
     NoMemoryAccounting,
     #[error("checkpoint task stopped: {0}")]
     Join(String),
+}
+
+/// The lock file in `--data-dir`: an exclusive `flock` on it is held while a node has the
+/// directory open, so a second process is refused instead of writing the same log and image.
+/// (sled's own lock does not cover this: the image is open only at times.)
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Takes the data directory's lock; the returned file holds it until dropped.
+pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StoreError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::DataDir { path, source }),
+    }
 }
 
 /// Subdirectories of `--data-dir`.
@@ -175,14 +201,15 @@ pub async fn checkpoint(
     let log = shared.log();
     let (changes, index) = {
         let mut state = shared.lock();
-        let dirty = state.db.take_dirty();
-        let changes: Vec<(Bytes, Option<Entry>)> = dirty
-            .into_iter()
-            .map(|key| {
-                let entry = state.db.get(&key).cloned();
-                (key, entry)
-            })
-            .collect();
+        // Encoded here, under the lock, rather than cloned out: a clone of a stored `Bytes`
+        // allocates a shared header that then stays with the value for good.
+        let mut changes = Vec::with_capacity(state.db.dirty_len());
+        state.db.drain_dirty(|key, entry| {
+            changes.push(Change {
+                key: Bytes::copy_from_slice(key),
+                entry: entry.map(codec::encode),
+            });
+        });
         (changes, log.last_submitted())
     };
     if changes.is_empty() && index == shared.checkpointed() {
@@ -192,22 +219,37 @@ pub async fn checkpoint(
         restore_dirty(shared, &changes);
         return Err(err.into());
     }
+    let started = std::time::Instant::now();
     let (sm, sh) = (Arc::clone(state_machine), Arc::clone(shared));
     let written = tokio::task::spawn_blocking(move || {
         let result = sm.checkpoint(&changes, index).map_err(StoreError::from);
-        let dropped = result.and_then(|()| Ok(sh.log().drop_prefix(index + 1)?));
-        (dropped, changes)
+        match result.and_then(|()| Ok(sh.log().drop_prefix(index + 1)?)) {
+            Ok(dropped) => {
+                let keys = changes.len();
+                drop(changes);
+                // Off the runtime's thread: trimming a large heap takes milliseconds.
+                crate::memory::release_free_memory();
+                Ok((keys, dropped))
+            }
+            Err(err) => Err((err, changes)),
+        }
     })
     .await
     .map_err(|err| StoreError::Join(err.to_string()))?;
     match written {
-        (Ok(dropped), changes) => {
-            let keys = changes.len();
-            tracing::debug!(index, keys, segments_deleted = dropped, "checkpoint");
+        Ok((keys, dropped)) => {
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(
+                index,
+                keys,
+                segments_deleted = dropped,
+                elapsed_ms,
+                "checkpoint"
+            );
             shared.set_checkpointed(index);
             Ok(index)
         }
-        (Err(err), changes) => {
+        Err((err, changes)) => {
             restore_dirty(shared, &changes);
             Err(err)
         }
@@ -215,10 +257,10 @@ pub async fn checkpoint(
 }
 
 /// After a failed checkpoint, marks its keys dirty again so the next one writes them.
-fn restore_dirty(shared: &Shared, changes: &[(Bytes, Option<Entry>)]) {
+fn restore_dirty(shared: &Shared, changes: &[Change]) {
     let mut state = shared.lock();
-    for (key, _) in changes {
-        state.db.mark_dirty(key.clone());
+    for change in changes {
+        state.db.mark_dirty(change.key.clone());
     }
 }
 
@@ -253,5 +295,23 @@ pub async fn checkpoint_loop(
             }
             Err(err) => tracing::error!(%err, "checkpoint failed; will retry"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_is_locked_while_it_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_data_dir(dir.path()).unwrap();
+        let refused = lock_data_dir(dir.path()).unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::Locked { .. }) && refused.to_string().contains("LOCK"),
+            "{refused}"
+        );
+        drop(held);
+        lock_data_dir(dir.path()).expect("free again once the holder is gone");
     }
 }

@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 
@@ -76,18 +77,30 @@ pub trait StateMachine: Send + Sync {
     /// Calls `visit` with every stored key and entry.
     fn load(&self, visit: &mut dyn FnMut(Bytes, Entry)) -> Result<(), StateMachineError>;
 
-    /// Stores `changes` (`None`: the key was removed) and `applied_index` atomically, and returns
-    /// once that is durable.
-    fn checkpoint(
-        &self,
-        changes: &[(Bytes, Option<Entry>)],
-        applied_index: u64,
-    ) -> Result<(), StateMachineError>;
+    /// Stores `changes` and `applied_index` atomically, and returns once that is durable.
+    fn checkpoint(&self, changes: &[Change], applied_index: u64) -> Result<(), StateMachineError>;
+}
+
+/// One key's change since the previous checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub key: Bytes,
+    /// The key's entry, encoded (`codec::encode`); `None` if the key was removed.
+    pub entry: Option<Vec<u8>>,
 }
 
 /// [`StateMachine`] in a sled database.
+///
+/// The database is open only while it is used: from start-up until the image is loaded, and
+/// during each checkpoint. sled keeps the tree it has read or written in memory, beyond its
+/// `cache_capacity` (values it stores as blobs, as a bucket's leaf usually is, count as a few
+/// bytes in its cache accounting): about the image's size again, for a copy nobody reads
+/// between checkpoints. Closing it frees that; opening it again costs a recovery scan of the
+/// sled directory, in the background task that runs checkpoints. The data directory's own lock
+/// (`Node::open`) keeps other processes out meanwhile.
 pub struct SledStateMachine {
-    db: sled::Db,
+    config: sled::Config,
+    db: Mutex<Option<sled::Db>>,
 }
 
 impl SledStateMachine {
@@ -98,64 +111,96 @@ impl SledStateMachine {
             .path(dir)
             .flush_every_ms(None)
             .cache_capacity(SLED_CACHE_BYTES);
-        let deadline = std::time::Instant::now() + REOPEN_WAIT;
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                // sled releases its directory lock from a background thread after the last
-                // handle is dropped, so reopening in the same process (a node restarted in a
-                // test) can find it still held for a moment. Another process holding it is
-                // still refused, after the wait.
-                Err(sled::Error::Io(err))
-                    if err.to_string().starts_with("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(err) => return Err(err.into()),
-            }
+        let machine = SledStateMachine {
+            config,
+            db: Mutex::new(None),
         };
-        let machine = SledStateMachine { db };
-        if machine.db.get(LAYOUT_KEY)?.as_deref() != Some(LAYOUT_BUCKETS) {
-            machine.convert_to_buckets()?;
-        }
+        machine.with_db(|db| {
+            if db.get(LAYOUT_KEY)?.as_deref() != Some(LAYOUT_BUCKETS) {
+                convert_to_buckets(db)?;
+            }
+            Ok(())
+        })?;
         Ok(machine)
     }
 
-    /// Moves a first-layout image (one entry per key) into buckets, in one batch.
-    fn convert_to_buckets(&self) -> Result<(), StateMachineError> {
-        let mut buckets: HashMap<u16, Vec<u8>> = HashMap::new();
-        let mut batch = sled::Batch::default();
-        let mut converted = 0usize;
-        for item in self.db.scan_prefix([OLD_DATA_PREFIX]) {
-            let (stored, value) = item?;
-            let key = &stored[1..];
-            push_record(buckets.entry(bucket_of(key)).or_default(), key, &value);
-            batch.remove(stored);
-            converted += 1;
+    /// Runs `f` on the database, opened first if it is closed.
+    fn with_db<R>(
+        &self,
+        f: impl FnOnce(&sled::Db) -> Result<R, StateMachineError>,
+    ) -> Result<R, StateMachineError> {
+        let mut slot = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(open_sled(&self.config)?);
         }
-        for (bucket, records) in buckets {
-            batch.insert(bucket_key(bucket), records);
-        }
-        batch.insert(LAYOUT_KEY, LAYOUT_BUCKETS);
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        if converted > 0 {
-            tracing::info!(keys = converted, "state machine image converted to buckets");
-        }
-        Ok(())
+        f(slot.as_ref().expect("opened above"))
     }
 
-    /// The records of one bucket, by key (encoded entries).
-    fn read_bucket(&self, bucket: u16) -> Result<HashMap<Bytes, Vec<u8>>, StateMachineError> {
-        let mut records = HashMap::new();
-        if let Some(bytes) = self.db.get(bucket_key(bucket))? {
-            for_each_record(bucket, &bytes, |key, entry| {
-                records.insert(Bytes::copy_from_slice(key), entry.to_vec());
-            })?;
-        }
-        Ok(records)
+    /// Closes the database and frees what it held (see the type's documentation).
+    fn close(&self) {
+        let db = self
+            .db
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(db);
+        collect_garbage();
     }
+}
+
+fn open_sled(config: &sled::Config) -> Result<sled::Db, StateMachineError> {
+    let deadline = std::time::Instant::now() + REOPEN_WAIT;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            // sled releases its directory lock from a background thread after the last
+            // handle is dropped, so reopening in the same process (after a checkpoint, or a
+            // node restarted in a test) can find it still held for a moment. Another process
+            // holding it is still refused, after the wait.
+            Err(sled::Error::Io(err))
+                if err.to_string().starts_with("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Moves a first-layout image (one entry per key) into buckets, in one batch.
+fn convert_to_buckets(db: &sled::Db) -> Result<(), StateMachineError> {
+    let mut buckets: HashMap<u16, Vec<u8>> = HashMap::new();
+    let mut batch = sled::Batch::default();
+    let mut converted = 0usize;
+    for item in db.scan_prefix([OLD_DATA_PREFIX]) {
+        let (stored, value) = item?;
+        let key = &stored[1..];
+        push_record(buckets.entry(bucket_of(key)).or_default(), key, &value);
+        batch.remove(stored);
+        converted += 1;
+    }
+    for (bucket, records) in buckets {
+        batch.insert(bucket_key(bucket), records);
+    }
+    batch.insert(LAYOUT_KEY, LAYOUT_BUCKETS);
+    db.apply_batch(batch)?;
+    db.flush()?;
+    if converted > 0 {
+        tracing::info!(keys = converted, "state machine image converted to buckets");
+    }
+    Ok(())
+}
+
+/// The records of one bucket, by key (encoded entries).
+fn read_bucket(db: &sled::Db, bucket: u16) -> Result<HashMap<Bytes, Vec<u8>>, StateMachineError> {
+    let mut records = HashMap::new();
+    if let Some(bytes) = db.get(bucket_key(bucket))? {
+        for_each_record(bucket, &bytes, |key, entry| {
+            records.insert(Bytes::copy_from_slice(key), entry.to_vec());
+        })?;
+    }
+    Ok(records)
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms, which a bucket number on disk must be.
@@ -208,7 +253,7 @@ fn for_each_record(
 
 impl StateMachine for SledStateMachine {
     fn applied_index(&self) -> Result<u64, StateMachineError> {
-        match self.db.get(APPLIED_INDEX_KEY)? {
+        self.with_db(|db| match db.get(APPLIED_INDEX_KEY)? {
             None => Ok(0),
             Some(bytes) => {
                 let array: [u8; 8] = bytes
@@ -217,75 +262,109 @@ impl StateMachine for SledStateMachine {
                     .map_err(|_| StateMachineError::AppliedIndex(bytes.len()))?;
                 Ok(u64::from_le_bytes(array))
             }
-        }
+        })
     }
 
     fn load(&self, visit: &mut dyn FnMut(Bytes, Entry)) -> Result<(), StateMachineError> {
-        for item in self.db.scan_prefix(BUCKET_PREFIX) {
-            let (stored, bytes) = item?;
-            let bucket = stored
-                .get(BUCKET_PREFIX.len()..)
-                .and_then(|b| b.try_into().ok())
-                .map_or(u16::MAX, u16::from_be_bytes);
-            let mut failed = None;
-            for_each_record(bucket, &bytes, |key, encoded| {
-                if failed.is_some() {
-                    return;
-                }
-                match codec::decode(encoded) {
-                    Ok(entry) => visit(Bytes::copy_from_slice(key), entry),
-                    Err(source) => {
-                        failed = Some(StateMachineError::Decode {
-                            key: String::from_utf8_lossy(key).into_owned(),
-                            source,
-                        })
-                    }
-                }
-            })?;
-            if let Some(error) = failed {
-                return Err(error);
-            }
-        }
+        self.with_db(|db| load_buckets(db, visit))?;
+        self.close();
         Ok(())
     }
 
-    fn checkpoint(
-        &self,
-        changes: &[(Bytes, Option<Entry>)],
-        applied_index: u64,
-    ) -> Result<(), StateMachineError> {
-        let mut by_bucket: HashMap<u16, Vec<&(Bytes, Option<Entry>)>> = HashMap::new();
-        for change in changes {
-            by_bucket
-                .entry(bucket_of(&change.0))
-                .or_default()
-                .push(change);
-        }
-        let mut batch = sled::Batch::default();
-        for (bucket, changes) in by_bucket {
-            let mut records = self.read_bucket(bucket)?;
-            for (key, entry) in changes {
-                match entry {
-                    Some(entry) => records.insert(key.clone(), codec::encode(entry)),
-                    None => records.remove(key),
-                };
-            }
-            if records.is_empty() {
-                batch.remove(bucket_key(bucket));
-                continue;
-            }
-            let mut bytes = Vec::new();
-            for (key, entry) in &records {
-                push_record(&mut bytes, key, entry);
-            }
-            batch.insert(bucket_key(bucket), bytes);
-        }
-        batch.insert(APPLIED_INDEX_KEY, &applied_index.to_le_bytes());
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(())
+    fn checkpoint(&self, changes: &[Change], applied_index: u64) -> Result<(), StateMachineError> {
+        let written = self.with_db(|db| write_checkpoint(db, changes, applied_index));
+        // Closed on failure too: the next checkpoint starts from what is on disk.
+        self.close();
+        written
     }
 }
+
+fn load_buckets(
+    db: &sled::Db,
+    visit: &mut dyn FnMut(Bytes, Entry),
+) -> Result<(), StateMachineError> {
+    for item in db.scan_prefix(BUCKET_PREFIX) {
+        let (stored, bytes) = item?;
+        let bucket = stored
+            .get(BUCKET_PREFIX.len()..)
+            .and_then(|b| b.try_into().ok())
+            .map_or(u16::MAX, u16::from_be_bytes);
+        let mut failed = None;
+        for_each_record(bucket, &bytes, |key, encoded| {
+            if failed.is_some() {
+                return;
+            }
+            match codec::decode(encoded) {
+                Ok(entry) => visit(Bytes::copy_from_slice(key), entry),
+                Err(source) => {
+                    failed = Some(StateMachineError::Decode {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        source,
+                    })
+                }
+            }
+        })?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the buckets `changes` fall in, with `applied_index`, in one batch, and flushes it.
+fn write_checkpoint(
+    db: &sled::Db,
+    changes: &[Change],
+    applied_index: u64,
+) -> Result<(), StateMachineError> {
+    let mut by_bucket: HashMap<u16, Vec<&Change>> = HashMap::new();
+    for change in changes {
+        by_bucket
+            .entry(bucket_of(&change.key))
+            .or_default()
+            .push(change);
+    }
+    let mut batch = sled::Batch::default();
+    for (bucket, changes) in by_bucket {
+        let mut records = read_bucket(db, bucket)?;
+        for change in changes {
+            match &change.entry {
+                Some(entry) => records.insert(change.key.clone(), entry.clone()),
+                None => records.remove(&change.key),
+            };
+        }
+        if records.is_empty() {
+            batch.remove(bucket_key(bucket));
+            continue;
+        }
+        let mut bytes = Vec::new();
+        for (key, entry) in &records {
+            push_record(&mut bytes, key, entry);
+        }
+        batch.insert(bucket_key(bucket), bytes);
+    }
+    batch.insert(APPLIED_INDEX_KEY, &applied_index.to_le_bytes());
+    db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
+}
+
+/// Frees what sled left for later. sled releases replaced pages, old bucket values, full log
+/// buffers and, once the database is closed, its tree, through crossbeam's epoch-based
+/// reclamation, which moves only when some thread pins and collects, a few batches of garbage
+/// per call; with sled's flusher thread off (`flush_every_ms(None)`) little else does. After a
+/// checkpoint that is about twice the image's size, so it is collected at once rather than
+/// left to build up.
+fn collect_garbage() {
+    for _ in 0..GARBAGE_COLLECTIONS {
+        crossbeam_epoch::pin().flush();
+    }
+}
+
+/// Collections after closing: each frees up to 8 bags of 64 deferred frees once the epoch has
+/// moved past them; a full rewrite of a million-key image leaves on the order of a hundred
+/// bags. Each call takes well under a microsecond when there is nothing to free.
+const GARBAGE_COLLECTIONS: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -293,10 +372,20 @@ mod tests {
     use crate::db::Value;
 
     fn entry(text: &str) -> Entry {
-        Entry {
-            value: Value::Str(Bytes::copy_from_slice(text.as_bytes())),
-            expires_at_ms: 0,
-            access: 0,
+        Entry::new(Value::Str(Bytes::copy_from_slice(text.as_bytes())), 0)
+    }
+
+    fn set(key: &str, text: &str) -> Change {
+        Change {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            entry: Some(codec::encode(&entry(text))),
+        }
+    }
+
+    fn removed(key: &str) -> Change {
+        Change {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            entry: None,
         }
     }
 
@@ -306,11 +395,8 @@ mod tests {
         {
             let sm = SledStateMachine::open(dir.path()).unwrap();
             assert_eq!(sm.applied_index().unwrap(), 0);
-            let a = Bytes::from_static(b"a");
-            let b = Bytes::from_static(b"b");
-            sm.checkpoint(&[(a.clone(), Some(entry("1"))), (b, Some(entry("2")))], 7)
-                .unwrap();
-            sm.checkpoint(&[(a, None)], 9).unwrap();
+            sm.checkpoint(&[set("a", "1"), set("b", "2")], 7).unwrap();
+            sm.checkpoint(&[removed("a")], 9).unwrap();
         }
         let sm = SledStateMachine::open(dir.path()).unwrap();
         assert_eq!(sm.applied_index().unwrap(), 9);
@@ -338,17 +424,17 @@ mod tests {
         let sm = SledStateMachine::open(dir.path()).unwrap();
         assert_eq!(sm.applied_index().unwrap(), 5);
         let changes: Vec<_> = (0..10_000u32)
-            .map(|i| (Bytes::from(format!("key{i}")), Some(entry("v"))))
+            .map(|i| set(&format!("key{i}"), "v"))
             .collect();
         sm.checkpoint(&changes, 6).unwrap();
-        sm.checkpoint(&[(Bytes::from_static(b"key7"), None)], 7)
-            .unwrap();
-        let objects = sm.db.iter().count();
+        sm.checkpoint(&[removed("key7")], 7).unwrap();
+        let objects = sm.with_db(|db| Ok(db.iter().count())).unwrap();
         assert!(
             objects <= usize::from(BUCKETS) + 2,
             "{objects} sled objects for 10,099 keys"
         );
-        assert_eq!(sm.db.scan_prefix([OLD_DATA_PREFIX]).count(), 0, "converted");
+        let old = sm.with_db(|db| Ok(db.scan_prefix([OLD_DATA_PREFIX]).count()));
+        assert_eq!(old.unwrap(), 0, "converted");
         drop(sm);
 
         let sm = SledStateMachine::open(dir.path()).unwrap();
@@ -367,8 +453,7 @@ mod tests {
     fn a_damaged_bucket_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let sm = SledStateMachine::open(dir.path()).unwrap();
-        sm.db
-            .insert(bucket_key(3), &[9, 0, 0, 0, b'a'][..])
+        sm.with_db(|db| Ok(db.insert(bucket_key(3), &[9, 0, 0, 0, b'a'][..])?))
             .unwrap();
         let error = sm.load(&mut |_, _| {}).unwrap_err();
         assert!(
