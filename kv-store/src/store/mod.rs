@@ -102,11 +102,16 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
             path: path.clone(),
             source,
         })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
-        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::DataDir { path, source }),
+    use std::os::fd::AsRawFd;
+    // SAFETY: `flock` on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(file);
     }
+    let source = std::io::Error::last_os_error();
+    if source.kind() == std::io::ErrorKind::WouldBlock {
+        return Err(StoreError::Locked { path });
+    }
+    Err(StoreError::DataDir { path, source })
 }
 
 /// Subdirectories of `--data-dir`.
