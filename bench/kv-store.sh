@@ -84,22 +84,37 @@ KV_PORT=$(free_port)
 start_redis
 start_kv
 
-# redis-benchmark --csv prints "test","rps",...; keep test and requests per second.
+# Server CPU (user + system) consumed so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# One test at a time, so that each has its server CPU time: prints "test<TAB>rps<TAB>server CPU
+# microseconds per request" (redis-benchmark --csv prints "test","rps",...). The lrange_100 test
+# first runs its own LPUSH; both rows share that invocation's CPU, split by request count.
 bench() {
-    redis-benchmark -p "$1" -c 50 -n "$3" -P "$2" -t "$TESTS" --csv 2>/dev/null |
-        awk -F'","' 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); print $1 "\t" $2 }'
+    local port=$1 pid=$2 pipeline=$3 requests=$4 test before after
+    for test in ${TESTS//,/ }; do
+        before=$(cpu_ticks "$pid")
+        redis-benchmark -p "$port" -c 50 -n "$requests" -P "$pipeline" -t "$test" --csv 2>/dev/null \
+            >"$WORK/one.csv"
+        after=$(cpu_ticks "$pid")
+        awk -F'","' -v cpu_us=$(((after - before) * TICK_US)) -v n="$requests" '
+            NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); name[++rows] = $1; rps[rows] = $2 }
+            END { for (i = 1; i <= rows; i++) printf "%s\t%s\t%.2f\n", name[i], rps[i], cpu_us / (n * rows) }
+        ' "$WORK/one.csv"
+    done
 }
 
-# Reads "test<TAB>rps" lines, several per test; prints each test's median.
+# Reads "test<TAB>value..." lines, several per test; prints each test's median of column $1.
 median() {
-    sort -t $'\t' -k1,1 -k2,2g | awk -F'\t' '
+    cut -f1,"$1" | sort -t $'\t' -k1,1 -k2,2g | awk -F'\t' '
         function flush() { if (n) print name "\t" v[int((n + 1) / 2)] }
         $1 != name { flush(); name = $1; n = 0 }
         { v[++n] = $2 }
         END { flush() }'
 }
 
-echo "# redis-benchmark -c 50 -t $TESTS, median of $ROUNDS rounds; redis $(redis-server --version | awk '{print $3}')"
+echo "# redis-benchmark -c 50, one test at a time, median of $ROUNDS rounds; redis $(redis-server --version | awk '{print $3}')"
 pipelines="16 1"
 [ "$MEMORY_ONLY" = 1 ] && pipelines=""
 for pipeline in $pipelines; do
@@ -111,18 +126,20 @@ for pipeline in $pipelines; do
         redis-cli -p "$REDIS_PORT" flushall >/dev/null
         redis-cli -p "$KV_PORT" flushall >/dev/null
         if [ $((round % 2)) = 1 ]; then
-            bench "$REDIS_PORT" "$pipeline" "$requests" >>"$WORK/redis.tsv"
-            bench "$KV_PORT" "$pipeline" "$requests" >>"$WORK/kv.tsv"
+            bench "$REDIS_PORT" "$REDIS_PID" "$pipeline" "$requests" >>"$WORK/redis.tsv"
+            bench "$KV_PORT" "$KV_PID" "$pipeline" "$requests" >>"$WORK/kv.tsv"
         else
-            bench "$KV_PORT" "$pipeline" "$requests" >>"$WORK/kv.tsv"
-            bench "$REDIS_PORT" "$pipeline" "$requests" >>"$WORK/redis.tsv"
+            bench "$KV_PORT" "$KV_PID" "$pipeline" "$requests" >>"$WORK/kv.tsv"
+            bench "$REDIS_PORT" "$REDIS_PID" "$pipeline" "$requests" >>"$WORK/redis.tsv"
         fi
     done
     echo
-    echo "## -P $pipeline, -n $requests"
-    printf '%-40s %12s %12s %7s\n' test redis kv-store ratio
-    join -t $'\t' <(median <"$WORK/redis.tsv") <(median <"$WORK/kv.tsv") |
-        awk -F'\t' '{ printf "%-40s %12.0f %12.0f %7.2f\n", $1, $2, $3, $3 / $2 }'
+    echo "## -P $pipeline, -n $requests: requests/s, and server CPU microseconds per request"
+    printf '%-36s %10s %10s %6s %8s %8s %6s\n' test redis kv-store ratio redis-us kv-us ratio
+    join -t $'\t' <(median 2 <"$WORK/redis.tsv") <(median 2 <"$WORK/kv.tsv") >"$WORK/rps.tsv"
+    join -t $'\t' <(median 3 <"$WORK/redis.tsv") <(median 3 <"$WORK/kv.tsv") >"$WORK/cpu.tsv"
+    join -t $'\t' "$WORK/rps.tsv" "$WORK/cpu.tsv" | awk -F'\t' '{
+        printf "%-36s %10.0f %10.0f %6.2f %8.2f %8.2f %6.2f\n", $1, $2, $3, $3 / $2, $4, $5, ($4 > 0 ? $5 / $4 : 0) }'
 done
 
 # Memory: KEYS keys with 100-byte values, loaded the same way into both.

@@ -19,12 +19,13 @@ use crate::store::{self, Log, Recovered, SledStateMachine, StateMachine, StoreEr
 
 /// A recovered node, ready to serve.
 pub struct Node {
-    /// The data directory's lock, held while the node exists.
-    _lock: std::fs::File,
     shared: Arc<Shared>,
     state_machine: Arc<dyn StateMachine>,
     config: Config,
     recovered: Recovered,
+    /// The data directory's lock, held while the node exists. Last, so that it is released
+    /// after everything else the node owns has been dropped.
+    _lock: std::fs::File,
 }
 
 impl Node {
@@ -55,11 +56,11 @@ impl Node {
         };
         tracing::info!(?recovered, data_dir = %data_dir.display(), "recovered");
         Ok(Node {
-            _lock: lock,
             shared,
             state_machine,
             config: config.clone(),
             recovered,
+            _lock: lock,
         })
     }
 

@@ -54,6 +54,7 @@ pub struct WalStats {
 /// The file of an fsync started by [`Wal::begin_sync`].
 pub struct SyncPoint {
     file: Arc<File>,
+    path: std::path::PathBuf,
     writes: u64,
 }
 
@@ -286,6 +287,7 @@ impl Wal {
         self.check_writable()?;
         Ok(self.unsynced.then(|| SyncPoint {
             file: Arc::clone(self.active().file()),
+            path: self.active().path().to_path_buf(),
             writes: self.writes,
         }))
     }
@@ -294,8 +296,10 @@ impl Wal {
     /// log counts as synced only if nothing was written since [`Wal::begin_sync`]; a segment
     /// closed meanwhile was fsynced when it was closed.
     pub fn end_sync(&mut self, point: SyncPoint, outcome: std::io::Result<()>) -> Result<()> {
-        let path = self.active().path().to_path_buf();
-        let result = outcome.map_err(|source| Error::Io { path, source });
+        let result = outcome.map_err(|source| Error::Io {
+            path: point.path,
+            source,
+        });
         self.poison_on_io(result)?;
         if self.writes == point.writes {
             self.unsynced = false;

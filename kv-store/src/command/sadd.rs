@@ -8,7 +8,11 @@ use crate::resp::Frame;
 
 pub fn sadd(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     let set = ctx.db.set_or_new(&args[1])?;
-    let added = args[2..].iter().filter(|m| set.insert(owned(m))).count();
+    // Copied for storage only when new: re-adding a member allocates nothing.
+    let added = args[2..]
+        .iter()
+        .filter(|m| !set.contains(&m[..]) && set.insert(owned(m)))
+        .count();
     if added > 0 {
         ctx.changed();
     }

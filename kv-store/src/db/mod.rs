@@ -82,7 +82,7 @@ pub struct Db {
 }
 
 macro_rules! typed_access {
-    ($get:ident, $get_mut:ident, $create:ident, $variant:ident, $ty:ty) => {
+    ($get:ident, $get_mut:ident, $create:ident, $project:ident, $variant:ident, $ty:ty) => {
         /// The key's value if it holds this type; `Err(WRONGTYPE)` if it holds another.
         pub fn $get(&self, key: &[u8]) -> Result<Option<&$ty>, Frame> {
             match self.entries.get(key).map(|e| &e.value) {
@@ -94,29 +94,31 @@ macro_rules! typed_access {
 
         /// Mutable access (which marks the key dirty); see the shared accessor.
         pub fn $get_mut(&mut self, key: &[u8]) -> Result<Option<&mut $ty>, Frame> {
-            let Some((position, _, entry)) = self.entries.get_full_mut(key) else {
-                return Ok(None);
-            };
-            match &mut entry.value {
-                Value::$variant(inner) => {
-                    if !entry.dirty {
-                        entry.dirty = true;
-                        self.dirty_positions.push(position);
-                    }
-                    Ok(Some(BorrowMut::borrow_mut(inner)))
-                }
-                _ => Err(wrong_type()),
+            match self.entries.get_index_of(key) {
+                None => Ok(None),
+                Some(position) => self.typed_at(position, Self::$project).map(Some),
             }
         }
 
         /// The key's value, created empty (without a TTL) if the key is absent. The caller
         /// must leave it non-empty.
         pub fn $create(&mut self, key: &[u8]) -> Result<&mut $ty, Frame> {
-            if !self.entries.contains_key(key) {
-                let value = Value::$variant(Default::default());
-                self.set(Bytes::copy_from_slice(key), value, 0);
+            let position = match self.entries.get_index_of(key) {
+                Some(position) => position,
+                None => {
+                    let value = Value::$variant(Default::default());
+                    self.set(Bytes::copy_from_slice(key), value, 0);
+                    self.entries.len() - 1
+                }
+            };
+            self.typed_at(position, Self::$project)
+        }
+
+        fn $project(value: &mut Value) -> Option<&mut $ty> {
+            match value {
+                Value::$variant(inner) => Some(BorrowMut::borrow_mut(inner)),
+                _ => None,
             }
-            self.$get_mut(key).map(|v| v.expect("just inserted"))
         }
     };
 }
@@ -164,11 +166,39 @@ impl Db {
         self.entries.insert(key, entry);
     }
 
+    /// The value at `position` as the type `project` picks out, marked dirty; `WRONGTYPE` if
+    /// it holds another.
+    fn typed_at<T: ?Sized>(
+        &mut self,
+        position: usize,
+        project: fn(&mut Value) -> Option<&mut T>,
+    ) -> Result<&mut T, Frame> {
+        if project(&mut self.entries[position].value).is_none() {
+            return Err(wrong_type());
+        }
+        self.mark_position_dirty(position);
+        Ok(project(&mut self.entries[position].value).expect("its type was checked above"))
+    }
+
     fn mark_position_dirty(&mut self, position: usize) {
         let (_, entry) = self.entries.get_index_mut(position).expect("below len");
         if !entry.dirty {
             entry.dirty = true;
-            self.dirty_positions.push(position);
+            self.push_dirty_position(position);
+        }
+    }
+
+    /// Records where a dirty entry is. Removals can leave stale positions behind (a moved
+    /// entry's old place); if checkpoints cannot run for a while (the disk fails), the list is
+    /// compacted to the dirty entries' positions so that it stays bounded by the keyspace.
+    fn push_dirty_position(&mut self, position: usize) {
+        self.dirty_positions.push(position);
+        if self.dirty_positions.len() > 2 * self.entries.len() + 1024 {
+            let entries = &self.entries;
+            self.dirty_positions
+                .retain(|&p| entries.get_index(p).is_some_and(|(_, e)| e.dirty));
+            self.dirty_positions.sort_unstable();
+            self.dirty_positions.dedup();
         }
     }
 
@@ -202,9 +232,10 @@ impl Db {
         }
     }
 
-    /// Changes recorded since the last [`Db::drain_dirty`]: marks set on entries plus keys
-    /// removed. At least the number of keys the next checkpoint writes; more when keys were
-    /// removed and set again. It bounds the bookkeeping, so it is what triggers checkpoints.
+    /// Changes recorded since the last [`Db::drain_dirty`]: positions of dirty entries plus keys
+    /// removed. At least the number of keys the next checkpoint writes; more when removals
+    /// moved dirty entries or keys were removed and set again. It bounds the bookkeeping, so it
+    /// is what triggers checkpoints.
     pub fn dirty_len(&self) -> usize {
         self.dirty_positions.len() + self.removed.len()
     }
@@ -220,10 +251,15 @@ impl Db {
         } else {
             self.volatile.insert(key.clone());
         }
-        let (position, _) = self
+        let (position, replaced) = self
             .entries
             .insert_full(key, Entry::new(value, expires_at_ms));
-        self.mark_position_dirty(position);
+        if replaced.is_some_and(|old| old.dirty) {
+            // Its position is on the list already.
+            self.entries[position].dirty = true;
+        } else {
+            self.mark_position_dirty(position);
+        }
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
@@ -237,7 +273,7 @@ impl Db {
             .get_index(position)
             .is_some_and(|(_, moved)| moved.dirty)
         {
-            self.dirty_positions.push(position);
+            self.push_dirty_position(position);
         }
         self.removed.insert(stored);
         Some(entry)
@@ -317,11 +353,11 @@ impl Db {
         bottom
     }
 
-    typed_access!(string, string_mut, string_or_new, Str, Bytes);
-    typed_access!(list, list_mut, list_or_new, List, VecDeque<Bytes>);
-    typed_access!(hash, hash_mut, hash_or_new, Hash, HashMap<Bytes, Bytes>);
-    typed_access!(set_of, set_of_mut, set_or_new, Set, HashSet<Bytes>);
-    typed_access!(zset, zset_mut, zset_or_new, ZSet, ZSet);
+    typed_access!(string, string_mut, string_or_new, as_string, Str, Bytes);
+    typed_access!(list, list_mut, list_or_new, as_list, List, VecDeque<Bytes>);
+    typed_access!(hash, hash_mut, hash_or_new, as_hash, Hash, HashMap<Bytes, Bytes>);
+    typed_access!(set_of, set_of_mut, set_or_new, as_set, Set, HashSet<Bytes>);
+    typed_access!(zset, zset_mut, zset_or_new, as_zset, ZSet, ZSet);
 
     /// Removes `key` if its collection became empty; returns whether it did.
     pub fn remove_if_empty(&mut self, key: &[u8]) -> bool {
@@ -391,7 +427,9 @@ mod tests {
 
         // k9 (the last entry) is changed, then k2 is removed: k9 moves into k2's place and its
         // mark must follow. k5 is removed and set again; k7 removed for good; k1 expires.
+        db.set(key(9), text("newer"), 0);
         db.set(key(9), text("new9"), 0);
+        assert_eq!(db.dirty_len(), 1, "a key set twice is one change to write");
         db.remove(b"k2");
         db.remove(b"k5");
         db.set(key(5), text("new5"), 0);
@@ -413,6 +451,29 @@ mod tests {
 
         db.clear();
         assert_eq!(drained(&mut db).values().filter(|v| v.is_none()).count(), 8);
+    }
+
+    #[test]
+    fn the_bookkeeping_stays_bounded_when_no_checkpoint_drains_it() {
+        let mut db = Db::new();
+        let empty = || Value::Str(Bytes::new());
+        for i in 0..100 {
+            db.set(key(i), empty(), 0);
+        }
+        // Each round marks a new key and moves a dirty entry: two positions per round.
+        for i in 100..100_000 {
+            db.set(key(i), empty(), 0);
+            db.remove(&key(i - 100));
+        }
+        assert!(
+            db.dirty_len() <= 2 * db.len() + 1024 + 100_000,
+            "{}",
+            db.dirty_len()
+        );
+        assert!(db.dirty_positions.len() <= 2 * db.len() + 1025);
+        let changes = drained(&mut db);
+        assert_eq!(changes.values().filter(|v| v.is_some()).count(), 100);
+        assert_eq!(changes.values().filter(|v| v.is_none()).count(), 99_900);
     }
 
     #[test]

@@ -2,14 +2,15 @@
 //! checkpoints.
 //!
 //! ```text
-//!  start-up:  open image (sled) ─▶ applied index A, load keys ─▶ open WAL (torn tail cut, with a
-//!             warning; corruption before it refuses to start, naming file and offset)
-//!             ─▶ replay records A+1.. through the same command code ─▶ serve
+//!  start-up:  open image (sled) ─▶ applied index A, load keys, close it ─▶ open WAL (torn
+//!             tail cut, with a warning; corruption before it refuses to start, naming file
+//!             and offset) ─▶ replay records A+1.. through the same command code ─▶ serve
 //!  serving:   commands ─▶ keyspace ─▶ records ─▶ Log (WAL) ─▶ reply
-//!  every 64 MiB of log or 100,000 changed keys (or 60 s with changes), and at shutdown:
-//!             under the keyspace lock: take the dirty keys and their values, and the last
-//!             submitted index N ─▶ wait until the log holds N ─▶ write keys + N to the image in
-//!             one atomic, durable batch ─▶ delete WAL segments wholly below N + 1
+//!  every 64 MiB of log or 100,000 changes (or 60 s with changes), and at shutdown:
+//!             under the keyspace lock: encode the dirty entries (and note removed keys), take
+//!             the last submitted index N ─▶ wait until the log holds N ─▶ write them + N to
+//!             the image in one atomic, durable batch ─▶ delete WAL segments wholly below N + 1
+//!             ─▶ give freed memory back to the system
 //! ```
 //!
 //! Invariant: the image at index N plus the log records after N is the keyspace. A segment is
@@ -227,7 +228,13 @@ pub async fn checkpoint(
     let started = std::time::Instant::now();
     let (sm, sh) = (Arc::clone(state_machine), Arc::clone(shared));
     let written = tokio::task::spawn_blocking(move || {
-        let result = sm.checkpoint(&changes, index).map_err(StoreError::from);
+        // A panic in the engine must not lose `changes`: their marks are restored below, or a
+        // later checkpoint would advance the index without them and the log would be dropped.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sm.checkpoint(&changes, index)
+        }))
+        .unwrap_or_else(|panic| Err(StateMachineError::Panicked(panic_message(&*panic))))
+        .map_err(StoreError::from);
         match result.and_then(|()| Ok(sh.log().drop_prefix(index + 1)?)) {
             Ok(dropped) => {
                 let keys = changes.len();
@@ -259,6 +266,14 @@ pub async fn checkpoint(
             Err(err)
         }
     }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// After a failed checkpoint, marks its keys dirty again so the next one writes them.

@@ -66,6 +66,8 @@ pub enum StateMachineError {
     Bucket { bucket: u16, at: usize },
     #[error("state machine applied index is malformed ({0} bytes)")]
     AppliedIndex(usize),
+    #[error("state machine store panicked: {0}")]
+    Panicked(String),
 }
 
 /// The durable image of the keyspace. Only whole checkpoints are visible: after a crash,
