@@ -134,7 +134,7 @@ pub struct Config {
     /// Log bytes written that trigger a checkpoint before the interval is up, at least 4096.
     /// Default 64 MiB.
     pub checkpoint_log_bytes: u64,
-    /// Changed keys that trigger a checkpoint, at least 1. Default 100,000.
+    /// Changes (keys changed or removed) that trigger a checkpoint, at least 1. Default 100,000.
     pub checkpoint_dirty_keys: usize,
 }
 

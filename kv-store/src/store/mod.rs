@@ -41,13 +41,14 @@ pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 60_000;
 
 /// Default log bytes written that trigger a checkpoint before the interval is up: 64 MiB (one
 /// default segment). With the interval, this bounds the log kept on disk and replayed at
-/// start-up. Checkpoints are not free: each copies the changed keys' values (whole collections)
+/// start-up. Checkpoints are not free: each encodes the changed keys' values (whole collections)
 /// under the keyspace lock and writes them to sled, so they are spaced by volume, not only time.
 pub const DEFAULT_CHECKPOINT_LOG_BYTES: u64 = 64 << 20;
 
-/// Default changed keys that trigger a checkpoint: 100,000. This bounds what one checkpoint
-/// copies under the keyspace lock and hands to sled in one batch (a bulk load of a million keys
-/// becomes ten checkpoints, not one that briefly doubles the memory in use).
+/// Default changes (see `Db::dirty_len`) that trigger a checkpoint: 100,000. This bounds what
+/// one checkpoint encodes under the keyspace lock and hands to sled in one batch (a bulk load
+/// of a million keys becomes several checkpoints, not one that briefly doubles the memory in
+/// use).
 pub const DEFAULT_CHECKPOINT_DIRTY_KEYS: usize = 100_000;
 
 /// How often the checkpoint task looks at the log's growth.
