@@ -6,9 +6,10 @@
 //!  ──────────────────────────────          ──────────────────────────────────────────────────
 //!  execute batch ─▶ submit_for_reply ─▶ pending queue
 //!                   (indexes assigned       │
-//!                    here, in apply order)  ├─ everysec, no: the connection itself, under the
-//!                                           │  WAL lock: take all queued, append_batch,
-//!                                           │  acked = last ─▶ reply
+//!                    here, in apply order)  ├─ everysec, no: the connection itself, after
+//!                                           │  yielding once to the other ready connections,
+//!                                           │  under the WAL lock: take all queued,
+//!                                           │  append_batch, acked = last ─▶ reply
 //!                                           └─ always: the writer thread (woken): take all,
 //!                                              append_batch, fsync, acked = last ─▶ reply
 //!  writer thread, besides: fsync once a second under everysec (without the WAL lock), write
