@@ -84,7 +84,7 @@ pub trait StateMachine: Send + Sync {
 }
 
 /// One key's change since the previous checkpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Change {
     pub key: Bytes,
     /// The key's entry, encoded (`codec::encode`); `None` if the key was removed.
