@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # What one hello-world request costs our HTTP/1.1 layer (bench's `http-hello`, one worker) and
-# nginx `return 200` (one worker), in measures that other load on the machine does not move:
+# nginx `return 200` (one worker), in measures that other load on the machine does not move.
+# With MODE=proxy: what one proxied request costs `reverse-proxy` and nginx `proxy_pass` (one
+# worker each, 64 idle upstream connections, as in bench/reverse-proxy.sh) in front of an
+# `http-hello` backend that is not measured.
 #
 #   syscalls per request      perf's syscall tracepoints on the serving process over a wrk run
 #   instructions per request  user-space instructions, counted by valgrind's callgrind over a
@@ -11,6 +14,7 @@
 #
 #   bash bench/http-cost.sh            # both servers, 5 s of wrk -t1 -c50 for each measure
 #   DURATION=10s bash bench/http-cost.sh
+#   MODE=proxy bash bench/http-cost.sh
 #
 # Needs wrk, nginx, perf and valgrind (installed here from Debian's packages if missing, as
 # root).
@@ -19,6 +23,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
+MODE=${MODE:-hello}
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -29,8 +34,9 @@ if ((${#need[@]})); then
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-cargo build --release --locked -q -p bench --bin http-hello
+cargo build --release --locked -q -p bench --bin http-hello -p reverse-proxy --bin reverse-proxy
 bin="${CARGO_TARGET_DIR:-target}/release/http-hello"
+proxy_bin="${CARGO_TARGET_DIR:-target}/release/reverse-proxy"
 work=$(mktemp -d)
 pids=()
 pid=
@@ -40,8 +46,27 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not open" >&2; exit 1; }
 
-# The same nginx as bench/http-hello.sh; `master_process off` keeps it to one process, so that
-# the process valgrind starts is the one that serves.
+# The backend of MODE=proxy, outside any measure.
+if [ "$MODE" = proxy ]; then
+  backend=$(free_port)
+  "$bin" --listen "127.0.0.1:$backend" --admin-listen "127.0.0.1:$(free_port)" --workers 1 \
+    --log-level warn >>"$work/output" 2>&1 &
+  pids+=($!)
+  wait_port "$backend"
+fi
+
+# What nginx answers with: the hello world, or the backend's through an upstream keepalive
+# cache.
+nginx_location() {
+  case $MODE in
+    proxy) echo "proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";" ;;
+    *) echo "return 200 \"hello, world\\n\";" ;;
+  esac
+}
+
+# The same nginx as bench/http-hello.sh (bench/reverse-proxy.sh with MODE=proxy);
+# `master_process off` keeps it to one process, so that the process valgrind starts is the one
+# that serves.
 nginx_conf() {
   mkdir -p "$work/logs"
   cat > "$work/nginx.conf" <<CONF
@@ -59,9 +84,10 @@ http {
   fastcgi_temp_path $work/fastcgi;
   uwsgi_temp_path $work/uwsgi;
   scgi_temp_path $work/scgi;
+  upstream app { server 127.0.0.1:${backend:-1}; keepalive 64; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$1;
-    location / { return 200 "hello, world\n"; }
+    location / { $(nginx_location) }
   }
 }
 CONF
@@ -73,10 +99,27 @@ CONF
 start() {
   local server=$1 port=$2
   shift 2
-  case $server in
-    ours) "$@" "$bin" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$(free_port)" \
+  case $server/$MODE in
+    ours/proxy)
+      cat > "$work/proxy.toml" <<CONF
+[server]
+listen = "127.0.0.1:$port"
+admin_listen = "127.0.0.1:$(free_port)"
+log_level = "warn"
+[proxy]
+workers = 1
+access_log = false
+[[routes]]
+cluster = "app"
+[clusters.app]
+endpoints = [{ address = "127.0.0.1:$backend" }]
+[clusters.app.pool]
+max_idle_per_endpoint = 64
+CONF
+      "$@" "$proxy_bin" --config "$work/proxy.toml" >>"$work/output" 2>&1 & ;;
+    ours/*) "$@" "$bin" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$(free_port)" \
             --workers 1 --log-level warn >>"$work/output" 2>&1 & ;;
-    nginx) nginx_conf "$port"; "$@" nginx -p "$work" -c "$work/nginx.conf" >>"$work/output" 2>&1 & ;;
+    nginx/*) nginx_conf "$port"; "$@" nginx -p "$work" -c "$work/nginx.conf" >>"$work/output" 2>&1 & ;;
   esac
   pid=$!
   pids+=("$pid")

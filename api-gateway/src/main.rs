@@ -19,6 +19,9 @@ use service_kit::config::{self, CommonArgs, ConfigError, Validate};
 use service_kit::{launch, shutdown};
 use tokio::sync::mpsc;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Clone)]
 #[command(
     name = "api-gateway",

@@ -191,10 +191,16 @@ pub fn parse_response(
     limits: &Limits,
     method: &Method,
 ) -> Result<Option<ParsedResponse>, HeadError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+    // Uninitialised slots, as in `parse_request`.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CEILING];
     let max_headers = limits.max_headers.min(MAX_HEADERS_CEILING);
-    let mut res = httparse::Response::new(&mut slots[..max_headers]);
-    let consumed = match res.parse(buf) {
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut slots[..max_headers],
+    );
+    let consumed = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.max_header_bytes {

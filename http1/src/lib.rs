@@ -28,6 +28,7 @@ pub mod head;
 pub mod limits;
 pub mod message;
 pub mod server;
+mod timer;
 pub mod upgrade;
 
 pub use body::{Body, BodySender, BodyStream, Collected, Frame};

@@ -15,6 +15,9 @@ use reverse_proxy::server::{self, Listeners};
 use service_kit::config::{self, CommonArgs, ConfigError, Validate};
 use service_kit::{launch, shutdown};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Clone)]
 #[command(
     name = "reverse-proxy",

@@ -307,7 +307,10 @@ impl Proxy {
             let endpoint = in_flight.endpoint().address;
             let (attempt, replayable) = tries.next(!retries_left);
             let may_retry = retries_left && replayable;
-            let sent = cluster.send_with(cluster.client(), endpoint, attempt).await;
+            // The upstream exchange's state (about 4 KB: client, connection, reader, writer)
+            // lives on the heap: inline, it would make this future and every one enclosing it
+            // that much larger, and each is copied whole when created.
+            let sent = Box::pin(cluster.send_with(cluster.client(), endpoint, attempt)).await;
             let permit = match sent {
                 Ok(response) => {
                     let status = response.status().as_u16();

@@ -64,10 +64,12 @@ impl RequestIds {
     fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = (u128::from(self.prefix) << 64) | u128::from(finalize(n));
-        let text = format!("{id:032x}");
-        // Hex digits are always a valid value; the String's buffer becomes the value's.
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
-            .unwrap_or_else(|_| HeaderValue::from_static("0"))
+        let mut text = [0u8; 32];
+        for (i, digit) in text.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[(id >> (124 - 4 * i)) as usize & 0xf];
+        }
+        // Hex digits are always a valid value.
+        HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 }
 
@@ -98,6 +100,14 @@ mod tests {
             assert_eq!(id.len(), 32, "{odd:?} replaced by {id:?}");
             assert_eq!(headers[&X_REQUEST_ID], id);
         }
+    }
+
+    #[test]
+    fn a_fresh_id_is_the_128_bits_in_hex() {
+        let ids = RequestIds::from_seed(7);
+        let expected =
+            (u128::from(hash_bytes(&7u64.to_be_bytes())) << 64) | u128::from(finalize(7));
+        assert_eq!(ids.next(), format!("{expected:032x}").as_str());
     }
 
     #[test]

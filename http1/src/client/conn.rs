@@ -13,9 +13,10 @@
 //!  otherwise            -> a response whose body streams from the connection
 //! ```
 //!
-//! Writing and reading run together (RFC 9112 section 9.3 asks a client to watch for a
-//! response while it sends a body), on the two halves of the stream, which are joined again
-//! before the connection is handed on.
+//! While a body streams, writing and reading run together (RFC 9112 section 9.3 asks a client
+//! to watch for a response while it sends a body), on the two halves of a split stream. A
+//! request that is whole once its head is encoded needs no split: it is written, then the
+//! response is read.
 //!
 //! The framing of the request body is always ours: Content-Length when the body's exact
 //! length is known, chunked (with trailers) otherwise; the caller's Content-Length and
@@ -29,11 +30,11 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout_at};
 
 use super::ClientConfig;
-use super::pool::Lease;
+use super::pool::{Lease, Parked};
 use super::response_body::IncomingBody;
 use crate::body::{Body, Frame};
 use crate::decode::BodyDecoder;
@@ -42,6 +43,7 @@ use crate::error::{Error, HeadError, Result};
 use crate::head::{self, OutgoingFraming, ParsedResponse, RequestHead};
 use crate::limits::Limits;
 use crate::message::{Request, Response};
+use crate::timer::{IdleTimer, timeout_lazily, within};
 use crate::upgrade::{self, Io, Upgraded};
 
 /// Encoded request body bytes that are written out even though more frames are ready, so the
@@ -52,15 +54,34 @@ const WRITE_BUF_FLUSH_BYTES: usize = 64 * 1024;
 /// and one TLS record, in one system call.
 pub(crate) const READ_CHUNK_BYTES: usize = 16 * 1024;
 
-/// A connection between exchanges: the stream and whatever was read past the last message.
+/// A pooled connection keeps its buffers for its next exchange unless one has grown past
+/// this (a large response head or upload); such a buffer is freed instead.
+const MAX_KEPT_BUFFER_BYTES: usize = 64 * 1024;
+
+/// A connection between exchanges: the stream, whatever was read past the last message, and
+/// the (empty) buffer requests are encoded into.
 pub(crate) struct Conn {
     pub(crate) io: Box<dyn Io>,
     pub(crate) read_buf: BytesMut,
+    pub(crate) write_buf: BytesMut,
+    /// The wait for a response head (`response_header_timeout`), kept with the connection so
+    /// that its timer is re-armed rarely rather than once per request.
+    pub(crate) header_timer: IdleTimer,
     /// The pool the connection returns to; `None` for a one-off connection (`send_on`).
     pub(crate) lease: Option<Lease>,
 }
 
 impl Conn {
+    pub(crate) fn new(parked: Parked, lease: Option<Lease>) -> Conn {
+        Conn {
+            io: parked.io,
+            read_buf: parked.read_buf,
+            write_buf: parked.write_buf,
+            header_timer: parked.header_timer,
+            lease,
+        }
+    }
+
     /// Hands the connection back to its pool, or closes it when it has none or when bytes
     /// nobody asked for follow the response (the next exchange could not be trusted).
     pub(crate) fn recycle(self) {
@@ -69,7 +90,17 @@ impl Conn {
             tracing::debug!(addr = %lease.addr, "bytes after the response; connection closed");
             return;
         }
-        lease.pool.checkin(lease.addr, self.io);
+        let keep = |buf: BytesMut| match buf.capacity() <= MAX_KEPT_BUFFER_BYTES {
+            true => buf,
+            false => BytesMut::new(),
+        };
+        let parked = Parked {
+            io: self.io,
+            read_buf: keep(self.read_buf),
+            write_buf: keep(self.write_buf),
+            header_timer: self.header_timer,
+        };
+        lease.pool.checkin(lease.addr, parked);
     }
 }
 
@@ -98,21 +129,21 @@ pub(crate) async fn send(
     } = req;
     let framing = prepare_head(&mut head, &body);
     let Conn {
-        io,
+        mut io,
         read_buf,
+        mut write_buf,
+        mut header_timer,
         lease,
     } = conn;
-    let (rd, wr) = tokio::io::split(io);
+    write_buf.clear();
     let mut reader = Reader {
-        rd,
         buf: read_buf,
         got_bytes: false,
         limits: &config.limits,
         method: head.method.clone(),
     };
     let mut writer = Writer {
-        wr,
-        out: BytesMut::new(),
+        out: write_buf,
         framing,
         enc: BodyEncoder::new(framing),
         encoded: 0,
@@ -120,11 +151,23 @@ pub(crate) async fn send(
         done: false,
         stall: config.limits.idle_timeout,
     };
-    match exchange(&head, &mut body, &mut reader, &mut writer, config).await {
+    let exchanged = exchange(
+        &mut io,
+        &mut header_timer,
+        &head,
+        &mut body,
+        &mut reader,
+        &mut writer,
+        config,
+    )
+    .await;
+    match exchanged {
         Ok((parsed, request_complete)) => {
             let conn = Conn {
-                io: reader.rd.unsplit(writer.wr),
+                io,
                 read_buf: reader.buf,
+                write_buf: writer.out,
+                header_timer,
                 lease,
             };
             let keep = request_complete && !head::has_token(&head.headers, "close");
@@ -164,7 +207,13 @@ fn prepare_head(head: &mut RequestHead, body: &Body) -> OutgoingFraming {
 
 /// Writes the request and reads up to the final response head. Returns the head and whether
 /// the whole request was sent (a connection with a truncated request is never reused).
+///
+/// A request whose body was ready with its head (most of them) is written whole before the
+/// response is read; only a body still streaming needs the two directions at once, on the
+/// halves of a split stream.
 async fn exchange(
+    io: &mut Box<dyn Io>,
+    header_timer: &mut IdleTimer,
     head: &RequestHead,
     body: &mut Body,
     reader: &mut Reader<'_>,
@@ -176,21 +225,24 @@ async fn exchange(
     if !expect {
         writer.take_ready_frame(body)?;
     }
-    writer.flush().await?;
-    let deadline = Instant::now() + config.response_header_timeout;
+    writer.flush(io).await?;
     if expect {
+        let deadline = header_timer.begin();
         let wait = deadline.min(Instant::now() + config.expect_continue_timeout);
-        match timeout_at(wait, reader.continue_or_final()).await {
+        match timeout_at(wait, reader.continue_or_final(io)).await {
             Ok(Ok(Some(parsed))) => return Ok((parsed, false)),
             Ok(Ok(None)) => tracing::trace!("100 Continue"),
             Ok(Err(e)) => return Err(e),
             Err(_) => tracing::debug!("no 100 Continue in time; sending the body anyway"),
         }
+    } else {
+        header_timer.reset();
     }
     if writer.done {
-        return Ok((reader.final_head_by(deadline).await?, true));
+        return Ok((reader.final_head_within(io, header_timer).await?, true));
     }
-    let read = reader.final_head_by(deadline);
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let read = reader.final_head_within(&mut rd, header_timer);
     tokio::pin!(read);
     tokio::select! {
         biased;
@@ -198,7 +250,7 @@ async fn exchange(
             tracing::debug!("final response before the request body was sent");
             Ok((parsed?, false))
         }
-        written = writer.write_body(body) => match written {
+        written = writer.write_body(&mut wr, body) => match written {
             Ok(()) => Ok((read.await?, true)),
             // The server may have answered and closed: its answer beats our write error.
             Err(Error::Io(e)) => read.await.map(|parsed| (parsed, false)).map_err(|_| e.into()),
@@ -252,9 +304,8 @@ fn respond(
     }
 }
 
-/// The read half: response heads.
+/// The reading side: response heads.
 struct Reader<'a> {
-    rd: ReadHalf<Box<dyn Io>>,
     buf: BytesMut,
     /// Whether any byte of a response has arrived (after which a retry is never safe).
     got_bytes: bool,
@@ -264,7 +315,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// Reads one response head, interim or final.
-    async fn next_head(&mut self) -> Result<ParsedResponse> {
+    async fn next_head(&mut self, rd: &mut (impl AsyncRead + Unpin)) -> Result<ParsedResponse> {
         loop {
             if !self.buf.is_empty() {
                 match head::parse_response(&self.buf, self.limits, &self.method) {
@@ -277,7 +328,7 @@ impl Reader<'_> {
                 }
             }
             self.buf.reserve(READ_CHUNK_BYTES);
-            if self.rd.read_buf(&mut self.buf).await? == 0 {
+            if rd.read_buf(&mut self.buf).await? == 0 {
                 return Err(match self.buf.is_empty() {
                     true => Error::Closed,
                     false => Error::MalformedResponse(HeadError::Malformed(
@@ -291,9 +342,9 @@ impl Reader<'_> {
 
     /// The final response head: interim 1xx responses are skipped, except 101, which is the
     /// last HTTP on this connection. An upstream sending 1xx forever is stopped by the deadline.
-    async fn final_head(&mut self) -> Result<ParsedResponse> {
+    async fn final_head(&mut self, rd: &mut (impl AsyncRead + Unpin)) -> Result<ParsedResponse> {
         loop {
-            let parsed = self.next_head().await?;
+            let parsed = self.next_head(rd).await?;
             let status = parsed.head.status;
             if !status.is_informational() || status == StatusCode::SWITCHING_PROTOCOLS {
                 return Ok(parsed);
@@ -302,17 +353,25 @@ impl Reader<'_> {
         }
     }
 
-    async fn final_head_by(&mut self, deadline: Instant) -> Result<ParsedResponse> {
-        timeout_at(deadline, self.final_head())
+    /// The final head, within the current wait of `timer` (the response header deadline).
+    async fn final_head_within(
+        &mut self,
+        rd: &mut (impl AsyncRead + Unpin),
+        timer: &mut IdleTimer,
+    ) -> Result<ParsedResponse> {
+        within(timer, self.final_head(rd))
             .await
-            .map_err(|_| Error::Timeout("response header"))?
+            .ok_or(Error::Timeout("response header"))?
     }
 
     /// After `Expect: 100-continue`: `None` for a 100, the head for a final response (other
     /// interim responses are skipped).
-    async fn continue_or_final(&mut self) -> Result<Option<ParsedResponse>> {
+    async fn continue_or_final(
+        &mut self,
+        rd: &mut (impl AsyncRead + Unpin),
+    ) -> Result<Option<ParsedResponse>> {
         loop {
-            let parsed = self.next_head().await?;
+            let parsed = self.next_head(rd).await?;
             match parsed.head.status {
                 StatusCode::CONTINUE => return Ok(None),
                 StatusCode::SWITCHING_PROTOCOLS => return Ok(Some(parsed)),
@@ -323,9 +382,8 @@ impl Reader<'_> {
     }
 }
 
-/// The write half: the request head and body.
+/// The writing side: the request head and body.
 struct Writer {
-    wr: WriteHalf<Box<dyn Io>>,
     out: BytesMut,
     framing: OutgoingFraming,
     enc: BodyEncoder,
@@ -362,21 +420,25 @@ impl Writer {
     /// written when the body has nothing more for now or the buffer reaches
     /// [`WRITE_BUF_FLUSH_BYTES`]: a body of many tiny chunks costs a few writes, not one per
     /// chunk.
-    async fn write_body(&mut self, body: &mut Body) -> Result<()> {
+    async fn write_body(
+        &mut self,
+        wr: &mut (impl AsyncWrite + Unpin),
+        body: &mut Body,
+    ) -> Result<()> {
         while !self.done {
             let frame = match poll_fn(|cx| Poll::Ready(body.poll_frame(cx))).await {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
-                    self.flush().await?;
+                    self.flush(wr).await?;
                     poll_fn(|cx| body.poll_frame(cx)).await
                 }
             };
             self.encode(frame)?;
             if self.out.len() >= WRITE_BUF_FLUSH_BYTES {
-                self.flush().await?;
+                self.flush(wr).await?;
             }
         }
-        self.flush().await
+        self.flush(wr).await
     }
 
     fn encode(&mut self, frame: Option<Result<Frame>>) -> Result<()> {
@@ -408,17 +470,17 @@ impl Writer {
     /// Writes out what is buffered. A peer that accepts nothing for `stall` fails the write;
     /// each write that makes progress restarts the clock, so a large upload to a slow but
     /// moving peer is not cut off.
-    async fn flush(&mut self) -> Result<()> {
+    async fn flush(&mut self, wr: &mut (impl AsyncWrite + Unpin)) -> Result<()> {
         let stalled = || Error::Timeout("request write stalled");
         while !self.out.is_empty() {
-            let written = timeout(self.stall, self.wr.write_buf(&mut self.out))
+            let written = timeout_lazily(self.stall, wr.write_buf(&mut self.out))
                 .await
                 .map_err(|_| stalled())??;
             if written == 0 {
                 return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
             }
         }
-        timeout(self.stall, self.wr.flush())
+        timeout_lazily(self.stall, wr.flush())
             .await
             .map_err(|_| stalled())??;
         Ok(())

@@ -59,7 +59,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -72,7 +71,7 @@ use crate::upgrade::Io;
 pub use pool::ClientStats;
 
 use conn::{Conn, Failed, Replay};
-use pool::{Lease, Pool};
+use pool::{Lease, Parked, Pool};
 
 /// Default for [`ClientConfig::connect_timeout`]: Envoy's default for upstream clusters. A
 /// healthy upstream on a LAN answers a SYN in well under a millisecond.
@@ -198,11 +197,8 @@ impl Client {
     /// `Host` is the caller's business here.
     pub async fn send_on(&self, io: impl Io, req: Request) -> Result<Response> {
         check_target(&req.head.method, &req.head.target).map_err(Error::InvalidRequest)?;
-        let conn = Conn {
-            io: Box::new(io),
-            read_buf: BytesMut::new(),
-            lease: None,
-        };
+        let parked = Parked::new(Box::new(io), self.config.response_header_timeout);
+        let conn = Conn::new(parked, None);
         conn::send(conn, req, &self.config)
             .await
             .map_err(|failed| failed.error)
@@ -215,9 +211,9 @@ impl Client {
 
     async fn send_with_retry(&self, addr: SocketAddr, req: Request) -> Result<Response> {
         let (conn, reused) = match self.pool.checkout(addr) {
-            Some(io) => {
+            Some(parked) => {
                 tracing::debug!("reusing a pooled connection");
-                (self.lease(addr, io), true)
+                (self.lease(addr, parked), true)
             }
             None => (self.connect(addr).await?, false),
         };
@@ -247,18 +243,16 @@ impl Client {
         stream.set_nodelay(true).map_err(Error::Connect)?;
         self.pool.opened.fetch_add(1, Ordering::Relaxed);
         tracing::debug!("connected");
-        Ok(self.lease(addr, Box::new(stream)))
+        let parked = Parked::new(Box::new(stream), self.config.response_header_timeout);
+        Ok(self.lease(addr, parked))
     }
 
-    fn lease(&self, addr: SocketAddr, io: Box<dyn Io>) -> Conn {
-        Conn {
-            io,
-            read_buf: BytesMut::new(),
-            lease: Some(Lease {
-                pool: self.pool.clone(),
-                addr,
-            }),
-        }
+    fn lease(&self, addr: SocketAddr, parked: Parked) -> Conn {
+        let lease = Lease {
+            pool: self.pool.clone(),
+            addr,
+        };
+        Conn::new(parked, Some(lease))
     }
 }
 

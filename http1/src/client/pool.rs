@@ -16,7 +16,9 @@
 //!
 //! Reuse is LIFO: the most recently used connection is the one least likely to have been closed
 //! by the server, and the older ones age out. When an endpoint already holds
-//! `max_idle_per_endpoint` idle connections, the oldest one is closed to make room.
+//! `max_idle_per_endpoint` idle connections, the oldest one is closed to make room. A pooled
+//! connection keeps its read and write buffers (unless one grew past 64 KiB), so that its
+//! next exchange allocates neither again.
 //!
 //! Invariant: a connection is checked in only with its previous exchange complete (request
 //! fully sent, response read to its end and kept alive) and nothing unread in its buffer. The
@@ -30,8 +32,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use tokio::io::ReadBuf;
 
+use crate::timer::IdleTimer;
 use crate::upgrade::Io;
 
 /// The reaper never looks more often than this, however short `idle_timeout` is.
@@ -53,15 +57,41 @@ pub struct ClientStats {
     pub idle_connections: usize,
 }
 
+/// A connection between exchanges, with the buffers it keeps so that its next exchange does
+/// not allocate them again.
+pub(crate) struct Parked {
+    pub(crate) io: Box<dyn Io>,
+    pub(crate) read_buf: BytesMut,
+    pub(crate) write_buf: BytesMut,
+    pub(crate) header_timer: IdleTimer,
+}
+
+impl Parked {
+    /// A new connection, with buffers allocated on first use; each response head is awaited
+    /// for at most `response_header_timeout`.
+    pub(crate) fn new(io: Box<dyn Io>, response_header_timeout: Duration) -> Parked {
+        Parked {
+            io,
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            header_timer: IdleTimer::new(response_header_timeout),
+        }
+    }
+}
+
 struct Idle {
-    io: Box<dyn Io>,
+    conn: Parked,
     since: Instant,
 }
+
+/// Keyed by the endpoints a client is asked to reach, not by anything its peers send: a fast
+/// hash (std's SipHash cost more than the rest of a checkout) is safe here.
+type IdleMap = HashMap<SocketAddr, Vec<Idle>, foldhash::fast::RandomState>;
 
 /// The idle connections of one [`crate::client::Client`], keyed by endpoint.
 pub(crate) struct Pool {
     /// A std mutex, not a tokio one: it is never held across an `.await`.
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<IdleMap>,
     max_idle_per_endpoint: usize,
     idle_timeout: Duration,
     reaper_started: AtomicBool,
@@ -80,7 +110,7 @@ pub(crate) struct Lease {
 impl Pool {
     pub(crate) fn new(max_idle_per_endpoint: usize, idle_timeout: Duration) -> Arc<Pool> {
         Arc::new(Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             max_idle_per_endpoint,
             idle_timeout,
             reaper_started: AtomicBool::new(false),
@@ -93,7 +123,7 @@ impl Pool {
 
     /// The most recently pooled live connection to `addr`, if any. Expired and closed
     /// connections met on the way are dropped (closed).
-    pub(crate) fn checkout(&self, addr: SocketAddr) -> Option<Box<dyn Io>> {
+    pub(crate) fn checkout(&self, addr: SocketAddr) -> Option<Parked> {
         loop {
             let candidate = {
                 let mut idle = self.lock();
@@ -108,10 +138,10 @@ impl Pool {
                 tracing::debug!(%addr, "pooled connection expired");
                 continue;
             }
-            let mut io = candidate.io;
-            if still_open(&mut io) {
+            let mut conn = candidate.conn;
+            if still_open(&mut conn.io) {
                 self.reused.fetch_add(1, Ordering::Relaxed);
-                return Some(io);
+                return Some(conn);
             }
             self.stale.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%addr, "pooled connection closed by the server; discarded");
@@ -120,21 +150,23 @@ impl Pool {
 
     /// Returns a connection whose exchange is complete. Closes the oldest idle connection to
     /// `addr` when the endpoint is at `max_idle_per_endpoint`.
-    pub(crate) fn checkin(self: &Arc<Self>, addr: SocketAddr, io: Box<dyn Io>) {
+    pub(crate) fn checkin(self: &Arc<Self>, addr: SocketAddr, conn: Parked) {
         if self.max_idle_per_endpoint == 0 {
             return;
         }
+        let now = Instant::now();
         {
             let mut idle = self.lock();
             let list = idle.entry(addr).or_default();
-            list.retain(|c| c.since.elapsed() < self.idle_timeout);
+            // The list is oldest first (connections are pushed as they come back), so the
+            // expired ones are a prefix: one clock read, not one per idle connection.
+            let expired =
+                list.partition_point(|c| now.duration_since(c.since) >= self.idle_timeout);
+            list.drain(..expired);
             if list.len() >= self.max_idle_per_endpoint {
                 list.remove(0);
             }
-            list.push(Idle {
-                io,
-                since: Instant::now(),
-            });
+            list.push(Idle { conn, since: now });
         }
         self.start_reaper();
     }
@@ -149,16 +181,17 @@ impl Pool {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap> {
         // A panic while holding the lock cannot leave the map half-updated in a way that
         // matters (at worst a connection is missing), so a poisoned lock is used as is.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn remove_expired(&self) {
+        let now = Instant::now();
         let mut idle = self.lock();
         for list in idle.values_mut() {
-            list.retain(|c| c.since.elapsed() < self.idle_timeout);
+            list.retain(|c| now.duration_since(c.since) < self.idle_timeout);
         }
         idle.retain(|_, list| !list.is_empty());
     }

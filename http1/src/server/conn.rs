@@ -17,7 +17,6 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, debug_span, error};
 
 use super::respond::Exchange;
-use super::timer::{IdleTimer, timeout_lazily};
 use super::transport::{
     BodyState, CONNECTION_OWNER, RequestBody, SharedTransport, Transport, lock,
 };
@@ -29,6 +28,7 @@ use crate::framing::BodyKind;
 use crate::head::{self, ParsedRequest, RequestHead};
 use crate::limits::Limits;
 use crate::message::{Request, Response};
+use crate::timer::{IdleTimer, timeout_lazily};
 use crate::upgrade::{self, Io, UpgradeSender, Upgraded};
 
 /// Initial size of the write buffer, in bytes: a typical response head and small body.

@@ -53,7 +53,6 @@
 mod conn;
 mod date;
 mod respond;
-mod timer;
 mod transport;
 
 use std::future::Future;

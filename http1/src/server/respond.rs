@@ -27,13 +27,13 @@ use tracing::{debug, warn};
 
 use super::conn::Connection;
 use super::date;
-use super::timer::timeout_lazily;
 use super::transport::{SharedTransport, lock};
 use crate::body::{Body, Frame};
 use crate::encode::BodyEncoder;
 use crate::error::{Error, Result};
 use crate::head::{self, OutgoingFraming};
 use crate::message::Response;
+use crate::timer::timeout_lazily;
 use crate::upgrade::Io;
 
 /// Buffered response bytes that trigger a write even though the connection is not about to
