@@ -8,6 +8,7 @@
 //! another control character: header injection) refuses the whole token rather than
 //! forwarding a part of it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
@@ -17,6 +18,7 @@ use serde_json::{Map, Value};
 use super::config::{JwksUrl, JwtConfig};
 use super::jwks::{KeyCache, LookupError, Source};
 use super::jwt::{self, Algorithm, ClaimRules, JwtError};
+use super::verified::{Verified, VerifiedTokens};
 use super::{AuthError, Identity, Method};
 
 /// Response header timeout of the JWKS client: a key server slower than this is down.
@@ -60,6 +62,7 @@ pub(crate) struct JwtVerifier {
     forward: Vec<(String, HeaderName)>,
     max_token_bytes: usize,
     keys: KeyCache,
+    verified: VerifiedTokens,
 }
 
 impl JwtVerifier {
@@ -130,11 +133,29 @@ impl JwtVerifier {
             forward,
             max_token_bytes: config.max_token_bytes,
             keys,
+            verified: VerifiedTokens::new(config.verified_cache_entries),
         })
     }
 
-    /// The identity a token proves, at `now_unix_s` (claims) and `now` (the key cache).
+    /// The identity a token proves, at `now_unix_s` (claims) and `now` (the key cache): from
+    /// the table of verified tokens when it still answers for this one (`verified.rs`), else
+    /// by verifying it.
     pub(crate) async fn verify(
+        &self,
+        token: &str,
+        now_unix_s: u64,
+        now: Instant,
+    ) -> Result<Identity, AuthError> {
+        if let Some(hit) = self.verified.get(token, now_unix_s) {
+            match self.keys.key(hit.kid.as_deref(), now).await {
+                Ok(key) if Arc::ptr_eq(&key, &hit.key) => return Ok(hit.identity),
+                _ => self.verified.remove(token),
+            }
+        }
+        self.verify_afresh(token, now_unix_s, now).await
+    }
+
+    async fn verify_afresh(
         &self,
         token: &str,
         now_unix_s: u64,
@@ -154,7 +175,7 @@ impl JwtVerifier {
         let claims = compact.claims().map_err(invalid)?;
         self.rules.check(&claims, now_unix_s).map_err(invalid)?;
         let sub = claims.get("sub").and_then(Value::as_str);
-        Ok(Identity {
+        let identity = Identity {
             method: Method::Jwt,
             consumer: claims
                 .get(&self.consumer_claim)
@@ -163,7 +184,15 @@ impl JwtVerifier {
             credential_id: sub.or(key.kid.as_deref()).unwrap_or_default().to_owned(),
             scopes: scopes(claims.get(&self.scope_claim)).map_err(invalid)?,
             forward: self.forwarded(&claims).map_err(invalid)?,
-        })
+        };
+        let verified = Verified {
+            kid: compact.kid,
+            key,
+            validity: self.rules.validity(&claims),
+            identity: identity.clone(),
+        };
+        self.verified.insert(token, verified);
+        Ok(identity)
     }
 
     fn forwarded(
@@ -187,6 +216,11 @@ impl JwtVerifier {
             headers.push((name.clone(), value));
         }
         Ok(headers)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn verified_len(&self) -> usize {
+        self.verified.len()
     }
 
     /// The header names `forward_claims` writes, which a client must not set itself.

@@ -52,6 +52,11 @@ pub const DEFAULT_CACHE_TTL_MS: u64 = 300_000;
 pub const DEFAULT_MIN_REFETCH_INTERVAL_MS: u64 = 10_000;
 /// Default of [`JwtConfig::max_token_bytes`].
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+/// Default of [`JwtConfig::verified_cache_entries`].
+pub const DEFAULT_VERIFIED_CACHE_ENTRIES: usize = 10_000;
+/// Largest `verified_cache_entries`: with tokens of `max_token_bytes` at most, a bound on the
+/// table's memory (a million 1 KB tokens is about 1.5 GB).
+pub const MAX_VERIFIED_CACHE_ENTRIES: usize = 1_000_000;
 
 /// `[auth]`: the credentials the gateway accepts. Which route accepts which method is the
 /// route's business (`routes[].auth`).
@@ -138,6 +143,10 @@ pub struct JwtConfig {
     /// Longest token accepted, in bytes. Default 8192, within
     /// [`MIN_TOKEN_BYTES`]..=[`MAX_TOKEN_BYTES_CEILING`].
     pub max_token_bytes: usize,
+    /// Most verified tokens remembered, so that a token sent again is not verified again
+    /// while its time claims and its key still hold (see `auth/verified.rs`). Default 10 000;
+    /// 0 verifies every request; at most [`MAX_VERIFIED_CACHE_ENTRIES`].
+    pub verified_cache_entries: usize,
 }
 
 impl Default for JwtConfig {
@@ -156,6 +165,7 @@ impl Default for JwtConfig {
             cache_ttl_ms: DEFAULT_CACHE_TTL_MS,
             min_refetch_interval_ms: DEFAULT_MIN_REFETCH_INTERVAL_MS,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            verified_cache_entries: DEFAULT_VERIFIED_CACHE_ENTRIES,
         }
     }
 }
@@ -327,6 +337,10 @@ impl JwtConfig {
         if !(MIN_TOKEN_BYTES..=MAX_TOKEN_BYTES_CEILING).contains(&self.max_token_bytes) {
             let reason = format!("must be within {MIN_TOKEN_BYTES}..={MAX_TOKEN_BYTES_CEILING}");
             return Err(invalid("max_token_bytes", reason));
+        }
+        if self.verified_cache_entries > MAX_VERIFIED_CACHE_ENTRIES {
+            let reason = format!("at most {MAX_VERIFIED_CACHE_ENTRIES}");
+            return Err(invalid("verified_cache_entries", reason));
         }
         Ok(())
     }

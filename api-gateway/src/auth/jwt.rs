@@ -299,6 +299,21 @@ impl ClaimRules {
         Ok(())
     }
 
+    /// The times at which the time claims of `claims` hold, leeway included. `check` must
+    /// have passed: then the times are numbers and `exp` is present.
+    pub(crate) fn validity(&self, claims: &Map<String, Value>) -> Validity {
+        let leeway = self.leeway_s as f64;
+        let date = |name| numeric_date(claims.get(name)).ok().flatten();
+        let starts = [date("nbf"), date("iat")]
+            .into_iter()
+            .flatten()
+            .fold(f64::NEG_INFINITY, f64::max);
+        Validity {
+            from: starts - leeway,
+            until: date("exp").map_or(f64::NEG_INFINITY, |exp| exp + leeway),
+        }
+    }
+
     /// `aud` is one string or an array of strings (RFC 7519 section 4.1.3).
     fn audience_accepted(&self, aud: Option<&Value>) -> Result<bool, JwtError> {
         let accepted = |aud: &str| self.audiences.iter().any(|a| a == aud);
@@ -315,6 +330,21 @@ impl ClaimRules {
             }
             Some(_) => Err(JwtError::MalformedClaims),
         }
+    }
+}
+
+/// When a token's time claims hold: from `from` (`nbf` and `iat` less the leeway) until
+/// `until` (`exp` plus the leeway), the same comparisons as [`ClaimRules::check`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Validity {
+    from: f64,
+    until: f64,
+}
+
+impl Validity {
+    pub(crate) fn holds_at(&self, now_unix_s: u64) -> bool {
+        let now = now_unix_s as f64;
+        now >= self.from && now < self.until
     }
 }
 
@@ -490,6 +520,36 @@ mod tests {
         let c = claims(value);
         assert_eq!(rules.check(&c, 1940), Ok(()));
         assert_eq!(rules.check(&c, 1939), Err(JwtError::IssuedInFuture));
+    }
+
+    #[test]
+    fn validity_agrees_with_the_time_checks() {
+        let mut cases = vec![base()];
+        let mut with = base();
+        with["exp"] = json!(5000.5);
+        with["nbf"] = json!(2000);
+        with["iat"] = json!(2500);
+        cases.push(with.clone());
+        with["iat"] = json!(1500.25);
+        cases.push(with);
+        for leeway in [0, 60] {
+            let rules = rules(leeway);
+            for case in &cases {
+                let c = claims(case.clone());
+                let validity = rules.validity(&c);
+                for now in (0..6000)
+                    .step_by(7)
+                    .chain([939, 940, 999, 1000, 1059, 1060])
+                {
+                    let by_check = rules.check(&c, now).is_ok();
+                    assert_eq!(
+                        validity.holds_at(now),
+                        by_check,
+                        "{case} at {now}, leeway {leeway}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!                     ├─ API key present and accepted?   api_key: SHA-256, constant-time match
 //!                     │      unknown key ─────────────────────────────> 401 Key realm=...
 //!                     ├─ else Bearer token and jwt accepted?
+//!                     │      verified?       same token, still in time, same key: its Identity
 //!                     │      jwt::parse      size, shape, alg allowlist, `none` refused
 //!                     │      KeyCache::key   kid -> key (JWKS, refetched on unknown kid)
 //!                     │      verify          the key's one algorithm, ring's primitives
@@ -26,6 +27,7 @@
 //! | `jwt.rs` | compact JWS (RFC 7515), the signature, registered claims (RFC 7519) |
 //! | `jwks.rs` | key sets (RFC 7517) and their cache: TTL, unknown `kid`, coalesced refetch |
 //! | `bearer.rs` | `Authorization: Bearer`, a token to an [`Identity`] |
+//! | `verified.rs` | tokens already verified, reused while their time claims and key hold |
 //! | `error.rs` | [`AuthError`], statuses and `WWW-Authenticate` (RFC 6750 section 3) |
 //!
 //! Invariant: no token, key or key material is ever logged or echoed; error reasons are fixed
@@ -37,6 +39,7 @@ mod config;
 mod error;
 mod jwks;
 mod jwt;
+mod verified;
 
 use std::time::Instant;
 

@@ -324,6 +324,12 @@ async fn unknown_kid_then_rotation_through_the_file() {
     let rotated = jwt_mint::es256("ec-2");
     let token = rotated.mint(&claims());
     let start = Instant::now();
+    // A token of the key about to be retired, verified (and remembered) before the rotation.
+    let old_token = f.ec.mint(&claims());
+    verifier
+        .verify(&old_token, NOW, start)
+        .await
+        .expect("the old key still signs");
     let refused = verifier
         .verify(&token, NOW, start)
         .await
@@ -344,11 +350,63 @@ async fn unknown_kid_then_rotation_through_the_file() {
         .await
         .expect("rotated key");
     assert_eq!(identity.credential_id, "user-1");
-    // The old EC key is gone from the set now.
-    let old = verifier
-        .verify(&f.ec.mint(&claims()), NOW, start + interval)
-        .await;
+    // The old EC key is gone from the set now, and with it the token verified under it.
+    let old = verifier.verify(&old_token, NOW, start + interval).await;
     assert!(matches!(old, Err(AuthError::Invalid { .. })), "{old:?}");
+}
+
+#[tokio::test]
+async fn a_verified_token_is_reused_only_while_its_time_claims_hold() {
+    let f = fixture().await;
+    let verifier = f.auth.jwt.as_ref().expect("jwt configured");
+    let token = f.hmac.mint(&claims());
+    let now = Instant::now();
+    let first = verifier.verify(&token, NOW, now).await.expect("valid");
+    assert_eq!(verifier.verified_len(), 1);
+    let again = verifier.verify(&token, NOW, now).await.expect("remembered");
+    assert_eq!(again, first);
+    assert_eq!(verifier.verified_len(), 1);
+    // exp is NOW + 300; the leeway is 60 s.
+    let last_second = NOW + 300 + DEFAULT_LEEWAY_S - 1;
+    assert!(verifier.verify(&token, last_second, now).await.is_ok());
+    let expired = verifier.verify(&token, last_second + 1, now).await;
+    assert_eq!(
+        expired,
+        Err(AuthError::Invalid {
+            method: Method::Jwt,
+            reason: "token expired".into()
+        })
+    );
+    assert_eq!(verifier.verified_len(), 0, "an expired entry is dropped");
+}
+
+#[tokio::test]
+async fn the_table_of_verified_tokens_is_bounded() {
+    let f = fixture().await;
+    let config = JwtConfig {
+        verified_cache_entries: 2,
+        ..jwt_config(&f.jwks_path)
+    };
+    let verifier = JwtVerifier::new(&config).await.expect("verifier");
+    for sub in ["a", "b", "c", "d"] {
+        let mut c = claims();
+        c["sub"] = json!(sub);
+        let identity = verifier.verify(&f.hmac.mint(&c), NOW, Instant::now()).await;
+        assert_eq!(identity.expect("valid").credential_id, sub);
+        assert!(verifier.verified_len() <= 2);
+    }
+    let none = JwtConfig {
+        verified_cache_entries: 0,
+        ..jwt_config(&f.jwks_path)
+    };
+    let verifier = JwtVerifier::new(&none).await.expect("verifier");
+    assert!(
+        verifier
+            .verify(&f.hmac.mint(&claims()), NOW, Instant::now())
+            .await
+            .is_ok()
+    );
+    assert_eq!(verifier.verified_len(), 0);
 }
 
 #[tokio::test]

@@ -332,6 +332,7 @@ fn policy_names_are_escaped_as_structured_field_strings() {
     };
     assert_eq!(sf(r#"a"b\c"#), r#""a\"b\\c""#);
     assert_eq!(sf("tab\there"), r#""tabhere""#);
+    assert_eq!(sf("per_consumer"), r#""per_consumer""#);
 }
 
 #[test]
@@ -499,4 +500,13 @@ fn long_keys_are_hashed_before_any_limiter_keeps_them() {
     assert!(!policy.check_local(&long, 1).unwrap().allowed);
     assert!(policy.check_local(&(long + "y"), 2).unwrap().allowed);
     assert_eq!(policy.tracked_keys(), 2);
+}
+
+#[test]
+fn numbers_in_the_fields_are_written_as_display_writes_them() {
+    for n in [0, 7, 10, 99, 100, 12_345, u64::MAX] {
+        let mut out = String::new();
+        super::push_u64(&mut out, n);
+        assert_eq!(out, n.to_string());
+    }
 }
