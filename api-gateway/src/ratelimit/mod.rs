@@ -451,6 +451,10 @@ impl Policy {
     }
 }
 
+/// The fields of the IETF draft (`draft-ietf-httpapi-ratelimit-headers`).
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 /// The response fields for the decisions of every policy that applied to a request (see the
 /// module doc): `RateLimit-Policy`, `RateLimit`, and `Retry-After` when any denied (the
 /// longest wait among the denials, since every denying policy must have recovered). A
@@ -477,9 +481,9 @@ pub fn response_headers(decisions: &[Decision<'_>]) -> Vec<(HeaderName, HeaderVa
     }
     let mut fields = Vec::with_capacity(3);
     if !policy.is_empty() {
-        for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+        for (name, value) in [(&RATELIMIT_POLICY, policy), (&RATELIMIT, state)] {
             if let Ok(value) = HeaderValue::try_from(value) {
-                fields.push((HeaderName::from_static(name), value));
+                fields.push((name.clone(), value));
             }
         }
     }
