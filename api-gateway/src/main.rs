@@ -20,7 +20,7 @@ use service_kit::{launch, shutdown};
 use tokio::sync::mpsc;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: reverse_proxy::alloc::Allocator = reverse_proxy::alloc::Allocator;
 
 #[derive(Parser, Clone)]
 #[command(

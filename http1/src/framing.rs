@@ -72,6 +72,17 @@ pub fn request_body(head: &RequestHead, limits: &Limits) -> Result<BodyKind, Hea
 /// (both Transfer-Encoding and Content-Length, differing lengths) is an error here; a proxy
 /// answers it with 502.
 pub fn response_body(head: &ResponseHead, method: &Method) -> Result<BodyKind, HeadError> {
+    let transfer_encoding = head.headers.contains_key(header::TRANSFER_ENCODING);
+    response_body_with(head, method, transfer_encoding)
+}
+
+/// [`response_body`] for a parser that already knows whether the head has a Transfer-Encoding
+/// field (`transfer_encoding`), so that a head without one costs no lookup for it.
+pub(crate) fn response_body_with(
+    head: &ResponseHead,
+    method: &Method,
+    transfer_encoding: bool,
+) -> Result<BodyKind, HeadError> {
     let status = head.status;
     if *method == Method::HEAD
         || status.is_informational()
@@ -84,7 +95,10 @@ pub fn response_body(head: &ResponseHead, method: &Method) -> Result<BodyKind, H
         // The connection becomes a tunnel; there is no HTTP body.
         return Ok(BodyKind::Empty);
     }
-    let coding = transfer_coding(&head.headers)?;
+    let coding = match transfer_encoding {
+        true => transfer_coding(&head.headers)?,
+        false => TransferCoding::Absent,
+    };
     let length = content_length(&head.headers)?;
     match (coding, length) {
         (TransferCoding::Absent, Some(0)) => Ok(BodyKind::Empty),

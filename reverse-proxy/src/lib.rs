@@ -23,7 +23,9 @@
 //! | [`tls`] | TLS termination: certificates by SNI, ALPN http/1.1, the HTTPS accept loop |
 //! | [`tunnel`] | WebSocket and other upgrades relayed as raw byte streams |
 //! | [`metrics`] | the Prometheus metrics of the request path |
+//! | [`alloc`] | the binaries' memory allocator (mimalloc) |
 
+pub mod alloc;
 pub mod balance;
 pub mod circuit_breaker;
 pub mod cluster;

@@ -16,7 +16,7 @@ use service_kit::config::{self, CommonArgs, ConfigError, Validate};
 use service_kit::{launch, shutdown};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: reverse_proxy::alloc::Allocator = reverse_proxy::alloc::Allocator;
 
 #[derive(Parser, Clone)]
 #[command(
