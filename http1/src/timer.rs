@@ -11,8 +11,8 @@
 //!   with room, the common case, finishes there.
 //! - [`IdleTimer`] keeps one sleep per connection and moves it as rarely as possible (the
 //!   server's idle wait, the client's response-header wait): each wait only records its own
-//!   deadline, and the sleep, still set for an earlier and therefore sooner
-//!   deadline, is moved when it fires before the current one. A connection that answers a
+//!   deadline, and the sleep, still set for an earlier and therefore sooner deadline, is moved
+//!   when it fires before the current one. A connection that answers a
 //!   request every millisecond re-arms its timer once per `idle_timeout`, not once per request.
 //!
 //! Neither changes what a limit means: the deadline of a wait is still "now + limit" taken when
@@ -39,8 +39,9 @@ pub(crate) async fn timeout_lazily<F: Future>(
     timeout(limit, future).await
 }
 
-/// The idle timeout of a connection waiting for its next request, with a sleep that is only
-/// moved when it fires too early (see the module doc).
+/// A connection's limit on waits that follow one another (the server's wait for the next
+/// request, the client's wait for a response head), with a sleep that is only moved when it
+/// fires too early (see the module doc).
 pub(crate) struct IdleTimer {
     limit: Duration,
     /// Created by the first wait that has to sleep; `None` on connections that never waited.

@@ -82,7 +82,11 @@ mod tests {
                     assert_eq!(block as usize % align, 0, "size {size} align {align}");
                     block.write_bytes(0xab, size);
                     let grown = allocator.realloc(block, layout, size * 2);
-                    assert_eq!(grown as usize % align, 0, "grown: size {size} align {align}");
+                    assert_eq!(
+                        grown as usize % align,
+                        0,
+                        "grown: size {size} align {align}"
+                    );
                     assert_eq!(*grown.add(size - 1), 0xab);
                     allocator.dealloc(grown, Layout::from_size_align(size * 2, align).unwrap());
                     let zeroed = allocator.alloc_zeroed(layout);
