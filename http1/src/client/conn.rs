@@ -1,7 +1,7 @@
 //! One request and its response head on one connection.
 //!
 //! ```text
-//!  write head (+ the first body frame if it is ready: one segment for small requests)
+//!  write head (+ the body frames already ready: one segment for small requests)
 //!    |  the response header deadline starts here
 //!    |  Expect: 100-continue? wait (at most expect_continue_timeout) for a 100 or a final head
 //!    v
@@ -15,8 +15,8 @@
 //!
 //! While a body streams, writing and reading run together (RFC 9112 section 9.3 asks a client
 //! to watch for a response while it sends a body), on the two halves of a split stream. A
-//! request that is whole once its head is encoded needs no split: it is written, then the
-//! response is read.
+//! request whose body was whole and ready with its head needs no split: it is written, then
+//! the response is read.
 //!
 //! The framing of the request body is always ours: Content-Length when the body's exact
 //! length is known, chunked (with trailers) otherwise; the caller's Content-Length and
@@ -90,17 +90,24 @@ impl Conn {
             tracing::debug!(addr = %lease.addr, "bytes after the response; connection closed");
             return;
         }
-        let keep = |buf: BytesMut| match buf.capacity() <= MAX_KEPT_BUFFER_BYTES {
-            true => buf,
-            false => BytesMut::new(),
-        };
         let parked = Parked {
             io: self.io,
-            read_buf: keep(self.read_buf),
-            write_buf: keep(self.write_buf),
+            read_buf: kept(self.read_buf),
+            write_buf: kept(self.write_buf),
             header_timer: self.header_timer,
         };
         lease.pool.checkin(lease.addr, parked);
+    }
+}
+
+/// `buf`, emptied, if its allocation is at most [`MAX_KEPT_BUFFER_BYTES`]; else a new, empty
+/// buffer. `capacity()` would undercount a buffer whose front was consumed (written out, or
+/// split off as body data): what counts is the allocation its next use reclaims.
+fn kept(mut buf: BytesMut) -> BytesMut {
+    buf.clear();
+    match buf.try_reclaim(MAX_KEPT_BUFFER_BYTES + 1) {
+        true => BytesMut::new(),
+        false => buf,
     }
 }
 
@@ -208,9 +215,9 @@ fn prepare_head(head: &mut RequestHead, body: &Body) -> OutgoingFraming {
 /// Writes the request and reads up to the final response head. Returns the head and whether
 /// the whole request was sent (a connection with a truncated request is never reused).
 ///
-/// A request whose body was ready with its head (most of them) is written whole before the
-/// response is read; only a body still streaming needs the two directions at once, on the
-/// halves of a split stream.
+/// A request whose whole body was ready with its head (no body, or a small one in memory) is
+/// written before the response is read; only a body still streaming needs the two directions
+/// at once, on the halves of a split stream.
 async fn exchange(
     io: &mut Box<dyn Io>,
     header_timer: &mut IdleTimer,
@@ -223,7 +230,7 @@ async fn exchange(
     writer.start(head);
     let expect = head.expects_continue() && !body.is_empty();
     if !expect {
-        writer.take_ready_frame(body)?;
+        writer.take_ready_frames(body)?;
     }
     writer.flush(io).await?;
     if expect {
@@ -406,14 +413,18 @@ impl Writer {
         self.encoded == self.out.len() as u64
     }
 
-    /// Appends the body's next frame if it is ready now, so that a small request leaves in
-    /// one segment; a body still waiting for its producer does not hold the head back.
-    fn take_ready_frame(&mut self, body: &mut Body) -> Result<()> {
+    /// Appends the body's frames that are ready now (up to [`WRITE_BUF_FLUSH_BYTES`]), so that
+    /// a small request, its end included, leaves in one segment and needs no concurrent read
+    /// while it is written; a body still waiting for its producer does not hold the head back.
+    fn take_ready_frames(&mut self, body: &mut Body) -> Result<()> {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match body.poll_frame(&mut cx) {
-            Poll::Ready(frame) => self.encode(frame),
-            Poll::Pending => Ok(()),
+        while !self.done && self.out.len() < WRITE_BUF_FLUSH_BYTES {
+            match body.poll_frame(&mut cx) {
+                Poll::Ready(frame) => self.encode(frame)?,
+                Poll::Pending => break,
+            }
         }
+        Ok(())
     }
 
     /// Streams the rest of the body. Frames that are ready at once are encoded together and
@@ -525,6 +536,23 @@ mod tests {
 
         let (_, body) = Body::channel(1, None);
         assert_eq!(framing_of(Method::PUT, body).0, OutgoingFraming::Chunked);
+    }
+
+    #[test]
+    fn a_pooled_connection_keeps_small_buffers_and_frees_large_ones() {
+        let mut written = BytesMut::with_capacity(4 * MAX_KEPT_BUFFER_BYTES);
+        written.extend_from_slice(&vec![b'x'; 3 * MAX_KEPT_BUFFER_BYTES]);
+        written.advance(written.len()); // all of it sent: capacity() now looks small
+        assert!(written.capacity() <= MAX_KEPT_BUFFER_BYTES);
+        assert_eq!(kept(written).capacity(), 0, "the large allocation is freed");
+
+        let mut small = BytesMut::with_capacity(1024);
+        small.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        small.advance(small.len());
+        assert!(
+            kept(small).try_reclaim(1024),
+            "a small buffer is kept, its allocation reused"
+        );
     }
 
     #[test]

@@ -154,12 +154,13 @@ impl Pool {
         if self.max_idle_per_endpoint == 0 {
             return;
         }
-        let now = Instant::now();
         {
             let mut idle = self.lock();
+            // Read under the lock, so that the list stays oldest first (connections are
+            // pushed as they come back) and the expired ones are a prefix: one clock read,
+            // not one per idle connection.
+            let now = Instant::now();
             let list = idle.entry(addr).or_default();
-            // The list is oldest first (connections are pushed as they come back), so the
-            // expired ones are a prefix: one clock read, not one per idle connection.
             let expired =
                 list.partition_point(|c| now.duration_since(c.since) >= self.idle_timeout);
             list.drain(..expired);
