@@ -8,7 +8,9 @@
 #   bash bench/api-gateway.sh                    # workers 1, 3 rounds of 10 s
 #   WORKERS="1 2" ROUNDS=5 DURATION=5s bash bench/api-gateway.sh
 #   BREAKDOWN=1 bash bench/api-gateway.sh        # also the gateway with routing only, with
-#                                                # the JWT only, and with the limiter only
+#                                                # the JWT only, with the limiter only, and
+#                                                # the whole chain verifying the token on
+#                                                # every request (no table of verified tokens)
 #
 # Needs wrk (installed from Debian's packages if missing, as root) and python3 (to mint the
 # token). The decision cost of each limiter alone is `cargo bench -p api-gateway --bench limiters`.
@@ -111,7 +113,10 @@ CONF
     sed -e '/^auth = /d' -e '/^rate_limits = /d' "$work/api-gateway.toml" > "$work/gw-routing-only.toml"
     sed -e '/^rate_limits = /d' "$work/api-gateway.toml" > "$work/gw-jwt-only.toml"
     sed -e '/^auth = /d' "$work/api-gateway.toml" > "$work/gw-limiter-only.toml"
-    variants+=(gw-routing-only gw-jwt-only gw-limiter-only)
+    sed -e 's/^algorithms = \["HS256"\]$/&\nverified_cache_entries = 0/' "$work/api-gateway.toml" \
+      > "$work/gw-verify-every-request.toml"
+    grep -q '^verified_cache_entries = 0$' "$work/gw-verify-every-request.toml"
+    variants+=(gw-routing-only gw-jwt-only gw-limiter-only gw-verify-every-request)
   fi
   for variant in "${variants[@]}"; do
     config="$work/$variant.toml"
