@@ -460,8 +460,7 @@ pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// longest wait among the denials, since every denying policy must have recovered). A
 /// policy whose store failed is left out of the `RateLimit` fields: its state is unknown.
 pub fn response_headers(decisions: &[Decision<'_>]) -> Vec<(HeaderName, HeaderValue)> {
-    // Each field is written straight into one buffer, numbers without the formatter: this
-    // runs on every limited request.
+    // Each field is written straight into one buffer: this runs on every limited request.
     let (mut policy, mut state) = (String::with_capacity(64), String::with_capacity(64));
     for d in decisions.iter().filter(|d| !d.store_failed) {
         if !policy.is_empty() {
@@ -469,15 +468,9 @@ pub fn response_headers(decisions: &[Decision<'_>]) -> Vec<(HeaderName, HeaderVa
             state.push_str(", ");
         }
         push_sf_string(&mut policy, d.policy);
-        policy.push_str(";q=");
-        push_u64(&mut policy, d.limit);
-        policy.push_str(";w=");
-        push_u64(&mut policy, seconds_up(d.window));
+        let _ = write!(policy, ";q={};w={}", d.limit, seconds_up(d.window));
         push_sf_string(&mut state, d.policy);
-        state.push_str(";r=");
-        push_u64(&mut state, d.remaining);
-        state.push_str(";t=");
-        push_u64(&mut state, seconds_up(d.reset));
+        let _ = write!(state, ";r={};t={}", d.remaining, seconds_up(d.reset));
     }
     let mut fields = Vec::with_capacity(3);
     if !policy.is_empty() {
@@ -523,22 +516,6 @@ pub fn longest_wait(decisions: &[Decision<'_>]) -> Option<Duration> {
 /// Whole seconds, rounded up.
 fn seconds_up(d: Duration) -> u64 {
     d.as_nanos().div_ceil(1_000_000_000) as u64
-}
-
-/// Appends `n` in decimal.
-fn push_u64(out: &mut String, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    digits[at..].iter().for_each(|&d| out.push(char::from(d)));
 }
 
 /// Appends an RFC 8941 § 3.3.3 string: quoted, with `"` and `\` escaped; other characters
