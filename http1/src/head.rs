@@ -172,10 +172,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<ParsedRequest
         true => framing::request_body(&head, limits)?,
         false => BodyKind::Empty,
     };
-    let keep_alive = match seen.connection {
-        true => keep_alive(version, &head.headers),
-        false => version == Version::HTTP_11,
-    };
+    let keep_alive = seen.keep_alive(version, &head.headers);
     Ok(Some(ParsedRequest {
         head,
         body,
@@ -233,10 +230,7 @@ pub fn parse_response(
     };
     // As for requests: the lookups a missing field would make are skipped.
     let body = framing::response_body_with(&head, method, seen.transfer_encoding)?;
-    let keep_alive = match seen.connection {
-        true => keep_alive(version, &head.headers),
-        false => version == Version::HTTP_11,
-    } && body != BodyKind::CloseDelimited;
+    let keep_alive = seen.keep_alive(version, &head.headers) && body != BodyKind::CloseDelimited;
     Ok(Some(ParsedResponse {
         head,
         body,
@@ -353,6 +347,16 @@ struct Seen {
     transfer_encoding: bool,
     /// Any Connection.
     connection: bool,
+}
+
+impl Seen {
+    /// [`keep_alive`], without looking Connection up in a head that has none.
+    fn keep_alive(&self, version: Version, headers: &HeaderMap) -> bool {
+        match self.connection {
+            true => keep_alive(version, headers),
+            false => version == Version::HTTP_11,
+        }
+    }
 }
 
 /// Room for fields added after parsing (a proxy's `Via`, `X-Forwarded-*` and `X-Request-Id`,
