@@ -56,7 +56,12 @@ if [ "$MODE" = proxy ]; then
 fi
 
 # What nginx answers with: the hello world, or the backend's through an upstream keepalive
-# cache.
+# cache (the `upstream` block, in MODE=proxy only).
+nginx_upstream() {
+  [ "$MODE" = proxy ] &&
+    echo "upstream app { server 127.0.0.1:$backend; keepalive 64; keepalive_requests 1000000; }"
+  true
+}
 nginx_location() {
   case $MODE in
     proxy) echo "proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";" ;;
@@ -84,7 +89,7 @@ http {
   fastcgi_temp_path $work/fastcgi;
   uwsgi_temp_path $work/uwsgi;
   scgi_temp_path $work/scgi;
-  upstream app { server 127.0.0.1:${backend:-1}; keepalive 64; keepalive_requests 1000000; }
+  $(nginx_upstream)
   server {
     listen 127.0.0.1:$1;
     location / { $(nginx_location) }
