@@ -8,7 +8,8 @@
 //!      listener  -> accept while under max_connections: pick an endpoint (the cluster's
 //!                   balancer), start a non-blocking connect, register both sockets
 //!      upstream of a connecting pair -> connected? start relaying; refused? next endpoint
-//!      a relaying pair (either socket) -> pump both pipes; done or broken? close both
+//!      a relaying pair (either socket) -> note what the socket is ready for, pump both
+//!                   pipes; done or broken? close both
 //!    every SWEEP_PERIOD: connects past timeouts.connect_ms fail over to the next endpoint,
 //!                        relays idle past timeouts.idle_ms are closed
 //! ```
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -148,7 +150,7 @@ impl Reactor {
                 match event.token() {
                     WAKER => {}
                     Token(i) if i < self.listeners.len() => self.accept(i),
-                    Token(t) => self.on_socket(t - self.listeners.len()),
+                    Token(t) => self.on_socket(t - self.listeners.len(), event),
                 }
             }
             if self.signals.forced.load(Ordering::Acquire) {
@@ -265,11 +267,18 @@ impl Reactor {
         self.metrics().l4_active.inc();
     }
 
-    fn on_socket(&mut self, token: usize) {
+    fn on_socket(&mut self, token: usize, event: &Event) {
         let slot = token / 2;
         match self.slots.get_mut(slot).and_then(Option::take) {
             Some(Conn::Connecting(connecting)) => self.on_connect_event(slot, connecting),
-            Some(Conn::Relaying(relaying)) => self.on_relay_event(slot, relaying),
+            Some(Conn::Relaying(mut relaying)) => {
+                let relay = &mut relaying.relay;
+                match token % 2 {
+                    0 => relay.client_ready.note(event),
+                    _ => relay.upstream_ready.note(event),
+                }
+                self.on_relay_event(slot, relaying)
+            }
             None => {}
         }
     }
