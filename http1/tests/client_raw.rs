@@ -401,6 +401,40 @@ async fn at_most_max_idle_per_endpoint_connections_are_kept() {
 }
 
 #[tokio::test]
+async fn a_pooled_connection_is_reused_only_by_the_runtime_that_opened_it() {
+    within_deadline(async {
+        let (addr, accepted) = raw_server(|_, s| answer_all(s, OK_HELLO)).await;
+        let client = client();
+        // A second single-threaded runtime on its own thread, as a proxy worker runs.
+        let other = {
+            let client = client.clone();
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(body_text(&client, addr, get("/")))
+            }
+        };
+        assert_eq!(body_text(&client, addr, get("/")).await, "hello");
+        assert_eq!(client.stats().idle_connections, 1);
+        let answered = tokio::task::spawn_blocking(other.clone()).await.unwrap();
+        assert_eq!(answered, "hello");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the other runtime opened its own connection"
+        );
+        assert_eq!(client.stats().connections_reused, 0);
+        // Each runtime now finds its own: no third connection.
+        assert_eq!(body_text(&client, addr, get("/")).await, "hello");
+        assert_eq!(client.stats().connections_reused, 1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn switching_protocols_hands_over_the_raw_connection() {
     within_deadline(async {
         let (addr, _) = raw_server(|_, mut s| async move {

@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
 
 use super::ClientConfig;
-use super::pool::{Lease, Parked};
+use super::pool::{Lease, Parked, RuntimeId};
 use super::response_body::IncomingBody;
 use crate::body::{Body, Frame};
 use crate::decode::BodyDecoder;
@@ -67,6 +67,8 @@ pub(crate) struct Conn {
     /// The wait for a response head (`response_header_timeout`), kept with the connection so
     /// that its timer is re-armed rarely rather than once per request.
     pub(crate) header_timer: IdleTimer,
+    /// The runtime whose event loop the connection is registered with (its pool key).
+    runtime: Option<RuntimeId>,
     /// The pool the connection returns to; `None` for a one-off connection (`send_on`).
     pub(crate) lease: Option<Lease>,
 }
@@ -78,6 +80,7 @@ impl Conn {
             read_buf: parked.read_buf,
             write_buf: parked.write_buf,
             header_timer: parked.header_timer,
+            runtime: parked.runtime,
             lease,
         }
     }
@@ -95,6 +98,7 @@ impl Conn {
             read_buf: kept(self.read_buf),
             write_buf: kept(self.write_buf),
             header_timer: self.header_timer,
+            runtime: self.runtime,
         };
         lease.pool.checkin(lease.addr, parked);
     }
@@ -140,6 +144,7 @@ pub(crate) async fn send(
         read_buf,
         mut write_buf,
         mut header_timer,
+        runtime,
         lease,
     } = conn;
     write_buf.clear();
@@ -175,6 +180,7 @@ pub(crate) async fn send(
                 read_buf: reader.buf,
                 write_buf: writer.out,
                 header_timer,
+                runtime,
                 lease,
             };
             let keep = request_complete && !head::has_token(&head.headers, "close");

@@ -14,6 +14,13 @@
 //!   task (one per pool, started by the first checkin, gone with the pool) that looks every
 //!   quarter of `idle_timeout`.
 //!
+//! A connection is registered with the event loop of the tokio runtime that opened it, and is
+//! handed out again only to tasks of that runtime: a server running one single-threaded
+//! runtime per worker (the proxy with `workers > 1`) keeps one set of idle connections per
+//! worker, as each nginx worker process keeps its own `keepalive` cache. Used from another
+//! runtime, a connection would still work, but each of its readiness events would cross
+//! threads.
+//!
 //! Reuse is LIFO: the most recently used connection is the one least likely to have been closed
 //! by the server, and the older ones age out. When an endpoint already holds
 //! `max_idle_per_endpoint` idle connections, the oldest one is closed to make room. A pooled
@@ -34,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::ReadBuf;
+pub(crate) use tokio::runtime::Id as RuntimeId;
 
 use crate::timer::IdleTimer;
 use crate::upgrade::Io;
@@ -64,6 +72,8 @@ pub(crate) struct Parked {
     pub(crate) read_buf: BytesMut,
     pub(crate) write_buf: BytesMut,
     pub(crate) header_timer: IdleTimer,
+    /// The runtime whose event loop the connection is registered with.
+    pub(crate) runtime: Option<RuntimeId>,
 }
 
 impl Parked {
@@ -75,6 +85,7 @@ impl Parked {
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
             header_timer: IdleTimer::new(response_header_timeout),
+            runtime: current_runtime(),
         }
     }
 }
@@ -84,9 +95,15 @@ struct Idle {
     since: Instant,
 }
 
-/// Keyed by the endpoints a client is asked to reach, not by anything its peers send: a fast
-/// hash (std's SipHash cost more than the rest of a checkout) is safe here.
-type IdleMap = HashMap<SocketAddr, Vec<Idle>, foldhash::fast::RandomState>;
+/// Keyed by the runtime a connection belongs to and the endpoint it reaches, not by anything
+/// its peers send: a fast hash (std's SipHash cost more than the rest of a checkout) is safe
+/// here.
+type IdleMap = HashMap<(Option<RuntimeId>, SocketAddr), Vec<Idle>, foldhash::fast::RandomState>;
+
+/// The runtime the caller runs on (`None` outside any).
+fn current_runtime() -> Option<RuntimeId> {
+    tokio::runtime::Handle::try_current().ok().map(|h| h.id())
+}
 
 /// The idle connections of one [`crate::client::Client`], keyed by endpoint.
 pub(crate) struct Pool {
@@ -121,16 +138,17 @@ impl Pool {
         })
     }
 
-    /// The most recently pooled live connection to `addr`, if any. Expired and closed
-    /// connections met on the way are dropped (closed).
+    /// The most recently pooled live connection to `addr` of the caller's runtime, if any.
+    /// Expired and closed connections met on the way are dropped (closed).
     pub(crate) fn checkout(&self, addr: SocketAddr) -> Option<Parked> {
+        let key = (current_runtime(), addr);
         loop {
             let candidate = {
                 let mut idle = self.lock();
-                let list = idle.get_mut(&addr)?;
+                let list = idle.get_mut(&key)?;
                 let candidate = list.pop();
                 if list.is_empty() {
-                    idle.remove(&addr);
+                    idle.remove(&key);
                 }
                 candidate?
             };
@@ -149,7 +167,7 @@ impl Pool {
     }
 
     /// Returns a connection whose exchange is complete. Closes the oldest idle connection to
-    /// `addr` when the endpoint is at `max_idle_per_endpoint`.
+    /// `addr` of the same runtime when it holds `max_idle_per_endpoint` of them.
     pub(crate) fn checkin(self: &Arc<Self>, addr: SocketAddr, conn: Parked) {
         if self.max_idle_per_endpoint == 0 {
             return;
@@ -160,7 +178,7 @@ impl Pool {
             // pushed as they come back) and the expired ones are a prefix: one clock read,
             // not one per idle connection.
             let now = Instant::now();
-            let list = idle.entry(addr).or_default();
+            let list = idle.entry((conn.runtime, addr)).or_default();
             let expired =
                 list.partition_point(|c| now.duration_since(c.since) >= self.idle_timeout);
             list.drain(..expired);

@@ -142,9 +142,23 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     config.validate().map_err(Error::Other)?;
-    let config = Arc::new(config);
-    let handler = Arc::new(handler);
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    serve_shared(listener, config, Arc::new(handler), permits, shutdown).await
+}
+
+/// [`serve`] for one of several accept loops that share a handler and a connection limit: a
+/// server running one runtime per worker calls it once per worker, each with its own
+/// `listener` (the same socket, registered with that worker's event loop) and the same
+/// `permits` (`config.max_connections` is not read). Fails only on an invalid `config`.
+pub async fn serve_shared<H: Handler>(
+    listener: TcpListener,
+    config: ServerConfig,
+    handler: Arc<H>,
+    permits: Arc<Semaphore>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    config.validate().map_err(Error::Other)?;
+    let config = Arc::new(config);
     let stop = StopSignal::new();
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
