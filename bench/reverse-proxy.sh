@@ -61,7 +61,7 @@ cluster = "app"
 [clusters.app]
 endpoints = [{ address = "127.0.0.1:$backend" }]
 [clusters.app.pool]
-# The same idle-connection cache as nginx's `keepalive 64` below: with fewer idle slots than
+# The same idle-connection cache as nginx's 'keepalive 64' below: with fewer idle slots than
 # wrk's connections, the excess would be closed and reopened on every request.
 max_idle_per_endpoint = 64
 CONF

@@ -30,7 +30,7 @@ struct Cli {
     common: CommonArgs,
     #[command(flatten)]
     quick: QuickStartArgs,
-    /// Worker threads (1 = a single-threaded runtime).
+    /// Worker threads, each a single-threaded runtime (as nginx's `worker_processes`).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 }
@@ -62,7 +62,8 @@ fn main() -> ExitCode {
         "reverse-proxy",
         config,
         |c| &c.server,
-        |c| c.proxy.workers,
+        // One runtime here; `server::run` starts the other workers' (one each, see there).
+        |_| 1,
         move |config| serve(config, cli),
     )
 }

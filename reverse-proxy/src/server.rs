@@ -5,6 +5,7 @@
 //!    ├─ metrics registry ─▶ Proxy (routes, clusters, pools)
 //!    ├─ admin listener: /metrics, /healthz, /readyz          (service_kit::admin)
 //!    ├─ HTTP listener: http1::server::serve ─▶ Proxy::handle  (one task per connection)
+//!    ├─ workers 2..N: a thread each, with its own runtime and the same listeners
 //!    ├─ reloads: each validated Config received swaps routes and clusters (proxy.rs)
 //!    └─ shutdown triggered ─▶ /readyz says draining ─▶ stop accepting
 //!         ─▶ in-flight requests finish (server.shutdown_timeout_ms) ─▶ return
@@ -20,9 +21,25 @@
 //! holds an `Arc` to it), and the old pools and health checks go away with the last such
 //! request. Settings that belong to the listeners or the process (`[server]`, `proxy.workers`,
 //! `proxy.max_connections`) need a restart; a reload that changes them says so in the log.
+//!
+//! # Workers
+//!
+//! With `proxy.workers = N` the proxy runs N single-threaded tokio runtimes, as nginx runs N
+//! worker processes: the caller's (which also serves the admin listener, reloads, health
+//! checks and the L4 loop's signals) and N - 1 threads started here. Each runtime accepts on
+//! the same listening sockets (each registers them with its own event loop; the kernel gives a
+//! new connection to the worker whose `accept` gets there first) and serves the connections it
+//! accepted to their end, upstream exchanges included: a connection never changes thread, and
+//! idle upstream connections are pooled per runtime (see `http1`'s pool). Everything else is
+//! shared: routes and clusters, balancers, limits, metrics. `proxy.max_connections` bounds the
+//! connections of all workers together. One multi-threaded runtime would move tasks between
+//! threads and wake threads for one another; measured on the bench, that cost more than the
+//! second thread gave (BENCHMARKS.md).
 
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use http1::server::{self, ServerConfig as HttpConfig};
 use http1::{Request, Response};
@@ -30,7 +47,7 @@ use service_kit::admin::{self, AdminState};
 use service_kit::metrics::{MetricsError, Registry};
 use service_kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::config::Config;
 use crate::headers::Scheme;
@@ -95,24 +112,48 @@ pub async fn run(
         drain_timeout: drain,
         ..HttpConfig::default()
     };
-    let current_tls = match (&config.tls, listeners.https) {
+    // The limit of each listener, shared by every worker.
+    let http_slots = Arc::new(Semaphore::new(config.proxy.max_connections));
+    let https_slots = Arc::new(Semaphore::new(config.proxy.max_connections));
+    let tls = match (&config.tls, listeners.https) {
         (Some(tls), Some(listener)) => {
             let server_config =
                 tls::server_config(tls).map_err(|e| RunError::Setup(e.to_string()))?;
             let current: CurrentTls = Arc::new(RwLock::new(server_config));
-            tokio::spawn(tls::serve(
-                listener,
-                current.clone(),
-                tls.handshake_timeout(),
-                Arc::new(http.clone()),
-                Arc::new(handler(proxy.clone(), Scheme::Https)),
-                Arc::new(Semaphore::new(config.proxy.max_connections)),
-                shutdown.clone(),
-            ));
-            Some(current)
+            Some((listener, current, tls.handshake_timeout()))
         }
         _ => None,
     };
+    let mut workers = Vec::with_capacity(config.proxy.workers);
+    for index in 1..config.proxy.workers {
+        let worker = Worker {
+            http: share(&listeners.http)?,
+            https: match &tls {
+                Some((listener, current, timeout)) => {
+                    Some((share(listener)?, current.clone(), *timeout))
+                }
+                None => None,
+            },
+            config: http.clone(),
+            proxy: proxy.clone(),
+            http_slots: http_slots.clone(),
+            https_slots: https_slots.clone(),
+            shutdown: shutdown.clone(),
+        };
+        workers.push(worker.spawn(index)?);
+    }
+    let current_tls = tls.map(|(listener, current, handshake_timeout)| {
+        tokio::spawn(tls::serve(
+            listener,
+            current.clone(),
+            handshake_timeout,
+            Arc::new(http.clone()),
+            Arc::new(handler(proxy.clone(), Scheme::Https)),
+            https_slots.clone(),
+            shutdown.clone(),
+        ));
+        current
+    });
     if listeners.tcp.len() != config.tcp.len() {
         return Err(RunError::Setup(format!(
             "{} L4 listeners for {} [[tcp]] entries",
@@ -146,15 +187,106 @@ pub async fn run(
     let local = listeners.http.local_addr().ok();
     tracing::info!(listen = ?local, clusters = config.clusters.len(), routes = config.routes.len(), "serving");
     admin_state.mark_ready();
-    let plain = handler(proxy.clone(), Scheme::Http);
-    server::serve(listeners.http, http, plain, shutdown.triggered())
-        .await
-        .map_err(|e| RunError::Setup(e.to_string()))?;
+    let plain = Arc::new(handler(proxy.clone(), Scheme::Http));
+    server::serve_shared(
+        listeners.http,
+        http,
+        plain,
+        http_slots,
+        shutdown.triggered(),
+    )
+    .await
+    .map_err(|e| RunError::Setup(e.to_string()))?;
+    // Every worker has drained its connections too (or could not start).
+    for served in workers {
+        let _ = served.await;
+    }
     draining.abort();
     reloader.abort();
     sampler.abort();
     let _ = admin_task.await;
     Ok(())
+}
+
+/// A listening socket, once more: the same socket under a second descriptor, for another
+/// worker's event loop to register.
+fn share(listener: &TcpListener) -> Result<std::net::TcpListener, RunError> {
+    let shared = listener
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::net::TcpListener::from)
+        .map_err(|e| RunError::Setup(format!("cannot share a listener with a worker: {e}")))?;
+    Ok(shared)
+}
+
+/// What a worker after the first serves: the listeners (shared with the other workers) and
+/// the proxy.
+struct Worker {
+    http: std::net::TcpListener,
+    https: Option<(std::net::TcpListener, CurrentTls, Duration)>,
+    config: HttpConfig,
+    proxy: Arc<Proxy>,
+    http_slots: Arc<Semaphore>,
+    https_slots: Arc<Semaphore>,
+    shutdown: Shutdown,
+}
+
+impl Worker {
+    /// Starts the worker's thread and runtime. The receiver resolves (or fails, if the
+    /// runtime could not start) once its listeners are closed and its connections drained.
+    /// The thread lives on until the shutdown's drain is over: tasks it runs for the drain
+    /// (tunnels) end with its runtime.
+    fn spawn(self, index: usize) -> Result<oneshot::Receiver<()>, RunError> {
+        let (served, done) = oneshot::channel();
+        let thread = std::thread::Builder::new().name(format!("worker-{index}"));
+        thread
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        tracing::error!(%error, worker = index, "cannot start a worker's runtime");
+                        return;
+                    }
+                };
+                let shutdown = self.shutdown.clone();
+                runtime.block_on(async move {
+                    if let Err(error) = self.serve().await {
+                        tracing::error!(%error, worker = index, "worker stopped");
+                    }
+                    let _ = served.send(());
+                    shutdown.drained().await;
+                });
+            })
+            .map_err(|e| RunError::Setup(format!("cannot start worker {index}: {e}")))?;
+        Ok(done)
+    }
+
+    async fn serve(self) -> std::io::Result<()> {
+        if let Some((listener, current, handshake_timeout)) = self.https {
+            tokio::spawn(tls::serve(
+                TcpListener::from_std(listener)?,
+                current,
+                handshake_timeout,
+                Arc::new(self.config.clone()),
+                Arc::new(handler(self.proxy.clone(), Scheme::Https)),
+                self.https_slots,
+                self.shutdown.clone(),
+            ));
+        }
+        let plain = Arc::new(handler(self.proxy, Scheme::Http));
+        server::serve_shared(
+            TcpListener::from_std(self.http)?,
+            self.config,
+            plain,
+            self.http_slots,
+            self.shutdown.triggered(),
+        )
+        .await
+        .map_err(std::io::Error::other)
+    }
 }
 
 /// The `http1` handler of a listener whose clients use `scheme`. A named type rather than

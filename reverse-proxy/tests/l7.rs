@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,6 +39,37 @@ async fn round_robin_spreads_requests_evenly_over_real_backends() {
             "proxy_requests_total{class=\"2xx\",cluster=\"app\"}"
         ),
         Some(30.0),
+        "{metrics}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn two_workers_serve_concurrent_connections_and_drain() {
+    let backends = [Backend::start("a").await, Backend::start("b").await];
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let mut config = config_with(cluster(&addrs));
+    config.proxy.workers = 2;
+    let proxy = RunningProxy::start(config).await;
+
+    let clients: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(spread(proxy.addr, 25)))
+        .collect();
+    let mut counts = BTreeMap::new();
+    for client in clients {
+        for (backend, n) in client.await.unwrap() {
+            *counts.entry(backend).or_insert(0) += n;
+        }
+    }
+    assert_eq!(counts.values().sum::<usize>(), 200, "{counts:?}");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "proxy_requests_total{class=\"2xx\",cluster=\"app\"}"
+        ),
+        Some(200.0),
         "{metrics}"
     );
     proxy.stop().await;

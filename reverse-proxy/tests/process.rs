@@ -22,6 +22,8 @@ async fn quick_start_balances_over_the_upstream_flags_and_drains_on_sigterm() {
         .args(["--upstream", &a.addr.to_string()])
         .args(["--upstream", &b.addr.to_string()])
         .args(["--lb", "weighted_round_robin"])
+        // A second worker thread: started with the flag, stopped by the drain.
+        .args(["--workers", "2"])
         .args(["--shutdown-timeout-ms", "5000"]);
     let mut process = tokio::task::spawn_blocking(move || {
         let mut process = Process::spawn(spec).unwrap();

@@ -138,6 +138,16 @@ impl Shutdown {
         })
     }
 
+    /// Resolves once [`drain`](Self::drain) is over: every spawned task finished, or the
+    /// deadline passed. A thread that ran spawned tasks on a runtime of its own waits for this
+    /// before dropping the runtime, which would cancel them.
+    pub async fn drained(&self) {
+        tokio::select! {
+            () = self.tracker.wait() => {}
+            () = self.forced() => {}
+        }
+    }
+
     /// Number of spawned tasks that have not finished.
     pub fn in_flight(&self) -> usize {
         self.tracker.len()

@@ -212,7 +212,7 @@ pub struct CircuitBreakerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
-    /// Most idle connections kept per endpoint; 0 disables reuse. Default 32.
+    /// Most idle connections kept per endpoint by each worker; 0 disables reuse. Default 32.
     pub max_idle_per_endpoint: usize,
     /// Idle connections older than this are closed. Default 60,000.
     pub idle_timeout_ms: u64,

@@ -298,12 +298,15 @@ impl RunningProxy {
         String::from_utf8(body.to_vec()).unwrap()
     }
 
+    /// Shuts down as the binary does: trigger, wait for `run`, then drain the tasks it left
+    /// (tunnels; with several workers, the worker threads wait for this to end).
     pub async fn stop(self) {
         self.shutdown.trigger();
         tokio::time::timeout(TEST_TIMEOUT, self.task)
             .await
             .expect("the proxy drains in time")
             .unwrap();
+        self.shutdown.drain(Duration::from_secs(2)).await;
     }
 }
 
