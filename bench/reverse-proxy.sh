@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Proxy throughput and tail latency: wrk against one backend (bench's `http-hello`) directly,
 # through reverse-proxy, through nginx (proxy_pass with upstream keepalive) and through
-# HAProxy (mode http, http-reuse always), in the same run, at equal worker counts; then L4:
+# HAProxy (mode http, http-reuse always), in the same run, at equal worker counts; the two
+# peers once more with the fields reverse-proxy adds by default (Via, X-Forwarded-For,
+# -Proto, -Host, Forwarded, X-Request-Id both ways), which they do not add unless told; then L4:
 # reverse-proxy's [[tcp]] listener against HAProxy's mode tcp. Each target is measured
 # ROUNDS times, alternating, and the medians are printed as a Markdown table.
 #
@@ -43,8 +45,8 @@ wait_port "$backend"
 # Starts every proxy with `workers` workers; sets the *_port variables.
 start_proxies() {
   local workers=$1
-  ours=$(free_port); ours_l4=$(free_port); nginx_port=$(free_port)
-  haproxy_port=$(free_port); haproxy_l4=$(free_port)
+  ours=$(free_port); ours_l4=$(free_port); nginx_port=$(free_port); nginx_fields=$(free_port)
+  haproxy_port=$(free_port); haproxy_fields=$(free_port); haproxy_l4=$(free_port)
   cat > "$work/ours.toml" <<CONF
 [server]
 listen = "127.0.0.1:$ours"
@@ -92,6 +94,23 @@ http {
       proxy_set_header Connection "";
     }
   }
+  # The fields reverse-proxy adds by default, added here too: the same work per request.
+  server {
+    listen 127.0.0.1:$nginx_fields;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header Forwarded "for=\$remote_addr;proto=\$scheme;host=\$host";
+      proxy_set_header Via "1.1 nginx";
+      proxy_set_header X-Request-Id \$request_id;
+      add_header Via "1.1 nginx";
+      add_header X-Request-Id \$request_id;
+    }
+  }
 }
 CONF
   nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
@@ -109,6 +128,19 @@ frontend http_in
   mode http
   bind 127.0.0.1:$haproxy_port
   default_backend app
+frontend http_fields
+  mode http
+  bind 127.0.0.1:$haproxy_fields
+  option forwardfor
+  unique-id-format %{+X}o%ci:%cp_%fi:%fp_%Ts_%rt:%pid
+  http-request set-header X-Request-Id %[unique-id]
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header Forwarded for=%[src];proto=http;host=%[req.hdr(host)]
+  http-request add-header Via "1.1 haproxy"
+  http-response add-header Via "1.1 haproxy"
+  http-response set-header X-Request-Id %[unique-id]
+  default_backend app
 backend app
   mode http
   http-reuse always
@@ -123,7 +155,8 @@ backend app_tcp
 CONF
   haproxy -f "$work/haproxy.cfg" -db &
   pids+=($!)
-  for port in "$ours" "$ours_l4" "$nginx_port" "$haproxy_port" "$haproxy_l4"; do wait_port "$port"; done
+  for port in "$ours" "$ours_l4" "$nginx_port" "$nginx_fields" "$haproxy_port" "$haproxy_fields" \
+    "$haproxy_l4"; do wait_port "$port"; done
 }
 
 stop_proxies() {
@@ -146,6 +179,7 @@ echo "|---|---|---|---|"
 for workers in $WORKERS; do
   start_proxies "$workers"
   targets=("direct:$backend" "reverse-proxy:$ours" "nginx:$nginx_port" "haproxy:$haproxy_port" \
+           "nginx-same-fields:$nginx_fields" "haproxy-same-fields:$haproxy_fields" \
            "reverse-proxy-l4:$ours_l4" "haproxy-tcp:$haproxy_l4")
   mkdir -p "$work/results"
   for t in "${targets[@]}"; do : > "$work/results/${t%%:*}"; done
