@@ -171,6 +171,7 @@ pub async fn run(
         crate::l4::spawn(
             l4_listeners,
             proxy.clone(),
+            config.proxy.workers,
             config.proxy.max_connections,
             config.proxy.access_log,
             &shutdown,

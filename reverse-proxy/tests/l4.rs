@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use reverse_proxy::config::ClusterConfig;
+use reverse_proxy::config::{ClusterConfig, Config};
 use reverse_proxy::l4::TcpListenerConfig;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,7 +39,12 @@ async fn echo(mut stream: TcpStream) {
 }
 
 async fn start_l4(cluster: ClusterConfig) -> RunningProxy {
+    start_l4_with(cluster, |_| {}).await
+}
+
+async fn start_l4_with(cluster: ClusterConfig, edit: impl FnOnce(&mut Config)) -> RunningProxy {
     let mut config = config_with(cluster);
+    edit(&mut config);
     config.tcp.push(TcpListenerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         cluster: "app".into(),
@@ -166,5 +171,46 @@ async fn a_backend_dying_mid_stream_ends_that_connection_only() {
     }
     let metrics = proxy.metrics().await;
     assert_eq!(metric(&metrics, "proxy_l4_connections_active"), Some(0.0));
+    proxy.stop().await;
+}
+
+/// Sends `byte` and expects it back within `wait`.
+async fn echoes(stream: &mut TcpStream, byte: u8, wait: Duration) -> bool {
+    stream.write_all(&[byte]).await.unwrap();
+    let mut back = [0u8; 1];
+    matches!(
+        tokio::time::timeout(wait, stream.read_exact(&mut back)).await,
+        Ok(Ok(_)) if back == [byte]
+    )
+}
+
+#[tokio::test]
+async fn two_loops_hold_max_connections_together_and_resume_when_one_closes() {
+    let (echo_addr, _server) = tcp_server(echo).await;
+    let proxy = start_l4_with(cluster(&[echo_addr]), |config| {
+        config.proxy.workers = 2;
+        config.proxy.max_connections = 2;
+    })
+    .await;
+    let mut first = TcpStream::connect(proxy.tcp[0]).await.unwrap();
+    let mut second = TcpStream::connect(proxy.tcp[0]).await.unwrap();
+    assert!(echoes(&mut first, 1, TEST_TIMEOUT).await);
+    assert!(echoes(&mut second, 2, TEST_TIMEOUT).await);
+    // The kernel completes the handshake, but no loop accepts a third connection.
+    let mut third = TcpStream::connect(proxy.tcp[0]).await.unwrap();
+    assert!(
+        !echoes(&mut third, 3, Duration::from_millis(300)).await,
+        "a third connection was relayed past max_connections = 2"
+    );
+    // One closes: whichever loop relayed it accepts the waiting client.
+    drop(first);
+    let mut back = [0u8; 1];
+    tokio::time::timeout(TEST_TIMEOUT, third.read_exact(&mut back))
+        .await
+        .expect("the waiting client is relayed once a place is free")
+        .unwrap();
+    assert_eq!(back, [3]);
+    assert!(echoes(&mut second, 4, TEST_TIMEOUT).await);
+    drop((second, third));
     proxy.stop().await;
 }

@@ -26,8 +26,13 @@
 //! | `reactor.rs` | the loop: poll, accept, connect, dispatch events, sweep timeouts, shutdown |
 //! | `relay.rs` | one connection: the two pipes, back-pressure, half-close |
 //!
-//! Limits: at most `proxy.max_connections` relayed connections (counted apart from the HTTP
-//! listeners'); past it the loop stops accepting and clients wait in the kernel's backlog.
+//! Workers: `proxy.workers` loops, each on its own thread, all accepting on the same listening
+//! sockets (each registers them with its own poll; whichever `accept` gets there first has the
+//! client). A connection stays with the loop that accepted it.
+//!
+//! Limits: at most `proxy.max_connections` relayed connections over all loops (counted apart
+//! from the HTTP listeners'); past it the loops stop accepting and clients wait in the
+//! kernel's backlog.
 //! Memory per connection: two buffers of [`relay::RELAY_BUFFER_BYTES`].
 
 mod reactor;
@@ -41,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use service_kit::shutdown::Shutdown;
 
 use crate::proxy::Proxy;
-use reactor::{Listener, Reactor, Signals};
+use reactor::{ConnectionLimit, Listener, Reactor, Signals};
 
 /// An L4 listener (`[[tcp]]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,50 +58,74 @@ pub struct TcpListenerConfig {
     pub cluster: String,
 }
 
-/// Starts the L4 event loop on its own thread for `listeners` (bound by the caller, in the
-/// order of the config's `[[tcp]]` entries). It stops accepting when `shutdown` is triggered,
-/// and `Shutdown::drain` waits for its connections (it is tracked as "l4"); past the drain
-/// deadline they are closed.
+/// Starts `workers` L4 event loops, each on its own thread, for `listeners` (bound by the
+/// caller, in the order of the config's `[[tcp]]` entries). They stop accepting when
+/// `shutdown` is triggered, and `Shutdown::drain` waits for their connections (tracked as
+/// "l4"); past the drain deadline they are closed.
 pub fn spawn(
     listeners: Vec<(std::net::TcpListener, String)>,
     proxy: Arc<Proxy>,
+    workers: usize,
     max_connections: usize,
     access_log: bool,
     shutdown: &Shutdown,
 ) -> std::io::Result<()> {
-    let listeners = listeners
-        .into_iter()
-        .map(|(socket, cluster)| {
-            socket.set_nonblocking(true)?;
-            Ok(Listener {
-                socket: mio::net::TcpListener::from_std(socket),
-                cluster,
-            })
-        })
-        .collect::<std::io::Result<Vec<_>>>()?;
+    for (socket, _) in &listeners {
+        socket.set_nonblocking(true)?;
+    }
     let signals = Arc::new(Signals::default());
-    let (reactor, waker) = Reactor::new(
-        listeners,
-        proxy,
-        max_connections,
-        access_log,
-        signals.clone(),
-    )?;
-    let thread = std::thread::Builder::new()
-        .name("l4-reactor".into())
-        .spawn(move || reactor.run())?;
-    // Drain waits for the loop to end; the loop ends after the last connection.
+    let limit = Arc::new(ConnectionLimit::new(max_connections));
+    let mut ended = Vec::with_capacity(workers);
+    let mut wakers = Vec::with_capacity(workers);
+    for index in 0..workers.max(1) {
+        // The same sockets under new descriptors, for this loop's poll.
+        let own = listeners
+            .iter()
+            .map(|(socket, cluster)| {
+                Ok(Listener {
+                    socket: mio::net::TcpListener::from_std(socket.try_clone()?),
+                    cluster: cluster.clone(),
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let (reactor, waker) = Reactor::new(
+            own,
+            proxy.clone(),
+            limit.clone(),
+            access_log,
+            signals.clone(),
+        )?;
+        // Told when the loop returns (or its thread dies): awaited, not joined, so that no
+        // thread of the runtime's blocking pool waits on a loop that never ends.
+        let (done, end) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("l4-reactor-{index}"))
+            .spawn(move || {
+                reactor.run();
+                drop(done);
+            })?;
+        ended.push(end);
+        wakers.push(waker);
+    }
+    // Drain waits for the loops to end; each ends after its last connection.
     shutdown.spawn("l4", async move {
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        for end in ended {
+            let _ = end.await;
+        }
     });
     let watcher = shutdown.clone();
+    let wake_all = move || {
+        for waker in &wakers {
+            let _ = waker.wake();
+        }
+    };
     tokio::spawn(async move {
         watcher.triggered().await;
         signals.stop.store(true, Ordering::Release);
-        let _ = waker.wake();
+        wake_all();
         watcher.forced().await;
         signals.forced.store(true, Ordering::Release);
-        let _ = waker.wake();
+        wake_all();
     });
     Ok(())
 }

@@ -1,12 +1,14 @@
-//! The event loop: one thread, one `mio::Poll`, every L4 socket registered with it.
+//! An event loop: one thread, one `mio::Poll`, every socket of its connections registered
+//! with it. There is one per worker; all of them accept on the same listening sockets.
 //!
 //! ```text
 //!  loop:
 //!    poll(events, timeout = time to the next sweep)
 //!    for each event:
 //!      waker     -> shutdown asked: close the listeners; forced: drop everything
-//!      listener  -> accept while under max_connections: pick an endpoint (the cluster's
-//!                   balancer), start a non-blocking connect, register both sockets
+//!      listener  -> accept while all loops together are under max_connections: pick an
+//!                   endpoint (the cluster's balancer), start a non-blocking connect,
+//!                   register both sockets
 //!      upstream of a connecting pair -> connected? start relaying; refused? next endpoint
 //!      a relaying pair (either socket) -> note what the socket is ready for, pump both
 //!                   pipes; done or broken? close both
@@ -23,7 +25,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -48,6 +50,38 @@ const SWEEP_PERIOD: Duration = Duration::from_millis(50);
 pub struct Listener {
     pub socket: TcpListener,
     pub cluster: String,
+}
+
+/// The relayed connections of every loop together, held under `proxy.max_connections`. A
+/// connection takes its place before it is accepted and gives it back when it closes.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> ConnectionLimit {
+        ConnectionLimit {
+            open: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A place for one more connection, if the limit allows it.
+    fn take(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a place back; true if the limit was reached until now (clients may be waiting
+    /// in the backlogs).
+    fn give_back(&self) -> bool {
+        self.open.fetch_sub(1, Ordering::AcqRel) >= self.max
+    }
 }
 
 /// Flags set by the tokio side, read by the loop after a wake-up.
@@ -91,8 +125,9 @@ pub struct Reactor {
     listeners: Vec<Option<Listener>>,
     slots: Vec<Option<Conn>>,
     free: Vec<usize>,
+    /// Connections of this loop (connecting or relaying): it ends at shutdown when none is left.
     active: usize,
-    max_connections: usize,
+    limit: Arc<ConnectionLimit>,
     proxy: Arc<Proxy>,
     signals: Arc<Signals>,
     stopping: bool,
@@ -104,7 +139,7 @@ impl Reactor {
     pub fn new(
         mut listeners: Vec<Listener>,
         proxy: Arc<Proxy>,
-        max_connections: usize,
+        limit: Arc<ConnectionLimit>,
         access_log: bool,
         signals: Arc<Signals>,
     ) -> io::Result<(Reactor, Arc<Waker>)> {
@@ -120,7 +155,7 @@ impl Reactor {
             slots: Vec::new(),
             free: Vec::new(),
             active: 0,
-            max_connections,
+            limit,
             proxy,
             signals,
             stopping: false,
@@ -176,17 +211,23 @@ impl Reactor {
     }
 
     /// Accepts on listener `i` until it would block or the connection limit is reached (the
-    /// rest wait in the kernel's backlog; see `close`).
+    /// rest wait in the kernel's backlog; see `give_back`).
     fn accept(&mut self, i: usize) {
-        while self.active < self.max_connections && !self.stopping {
+        while !self.stopping {
             let Some(Some(listener)) = self.listeners.get(i) else {
                 return;
             };
+            if !self.limit.take() {
+                return;
+            }
             let (client, client_addr) = match listener.socket.accept() {
                 Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) => {
-                    tracing::warn!(%error, "L4 accept failed");
+                    if error.kind() != io::ErrorKind::WouldBlock {
+                        tracing::warn!(%error, "L4 accept failed");
+                    }
+                    // Another loop may have taken the client, or the backlog is empty.
+                    self.limit.give_back();
                     return;
                 }
             };
@@ -194,6 +235,7 @@ impl Reactor {
             let cluster_name = listener.cluster.clone();
             let Some(cluster) = self.proxy.table().cluster(&cluster_name).cloned() else {
                 tracing::warn!(cluster = %cluster_name, "L4: cluster gone after a reload; closing");
+                self.give_back();
                 continue;
             };
             let key = Some(hash_bytes(client_addr.ip().to_string().as_bytes()));
@@ -244,6 +286,8 @@ impl Reactor {
         }
         self.count(&cluster, "no_endpoint");
         tracing::debug!(%client_addr, cluster = %cluster.name, "L4: no endpoint reachable; closing");
+        drop(client);
+        self.give_back();
     }
 
     fn insert(&mut self, mut connecting: Connecting) {
@@ -260,6 +304,8 @@ impl Reactor {
         if let Err(error) = registered {
             tracing::warn!(%error, "L4: cannot register sockets; closing");
             self.free.push(slot);
+            drop(connecting);
+            self.give_back();
             return;
         }
         self.slots[slot] = Some(Conn::Connecting(connecting));
@@ -367,16 +413,22 @@ impl Reactor {
         self.release(slot);
         // Dropping the sockets closes them and removes them from the poll.
         drop(r);
+        self.give_back();
     }
 
-    /// Frees a slot; below the limit again, accepts what waited in the backlogs.
+    /// Frees a slot (its client may go on to another endpoint: see `fail_over`).
     fn release(&mut self, slot: usize) {
         self.slots[slot] = None;
         self.free.push(slot);
-        let was_full = self.active >= self.max_connections;
         self.active -= 1;
         self.metrics().l4_active.dec();
-        if was_full {
+    }
+
+    /// A client connection is closed: its place under the limit is free. If the limit had
+    /// been reached, accepts what waited in the backlogs (the listeners' readiness was
+    /// reported while the loops could not accept, and will not be reported again).
+    fn give_back(&mut self) {
+        if self.limit.give_back() {
             for i in 0..self.listeners.len() {
                 self.accept(i);
             }
