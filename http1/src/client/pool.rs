@@ -179,8 +179,12 @@ impl Pool {
             // not one per idle connection.
             let now = Instant::now();
             let list = idle.entry((conn.runtime, addr)).or_default();
-            let expired =
-                list.partition_point(|c| now.duration_since(c.since) >= self.idle_timeout);
+            // Idle since `cutoff` or earlier: expired. Comparing instants, not subtracting
+            // each from `now`, keeps the binary search a few instructions per step.
+            let expired = match now.checked_sub(self.idle_timeout) {
+                Some(cutoff) => list.partition_point(|c| c.since <= cutoff),
+                None => 0,
+            };
             list.drain(..expired);
             if list.len() >= self.max_idle_per_endpoint {
                 list.remove(0);
