@@ -97,6 +97,8 @@ async fn sni_picks_the_certificate_and_requests_are_proxied_as_https() {
     let backend = Backend::start("app").await;
     let mut config = config_with(cluster(&[backend.addr]));
     config.tls = Some(tls_config(&pki));
+    // Each worker accepts on the HTTPS listener too: whichever takes a client serves it.
+    config.proxy.workers = 2;
     let proxy = RunningProxy::start(config).await;
     let https = proxy.https.unwrap();
     let connector = connector(&pki.ca);
