@@ -4,7 +4,7 @@
 //!  run(listeners, config, shutdown)
 //!    ├─ metrics registry ─▶ Proxy (routes, clusters, pools)
 //!    ├─ admin listener: /metrics, /healthz, /readyz          (service_kit::admin)
-//!    ├─ HTTP listener: http1::server::serve ─▶ Proxy::handle  (one task per connection)
+//!    ├─ HTTP listener: http1::server::serve_shared ─▶ Proxy::handle (a task per connection)
 //!    ├─ workers 2..N: a thread each, with its own runtime and the same listeners
 //!    ├─ reloads: each validated Config received swaps routes and clusters (proxy.rs)
 //!    └─ shutdown triggered ─▶ /readyz says draining ─▶ stop accepting
@@ -124,9 +124,11 @@ pub async fn run(
         }
         _ => None,
     };
+    // The other workers' copies of the listeners; their threads start last, once nothing
+    // here can fail any more.
     let mut workers = Vec::with_capacity(config.proxy.workers);
-    for index in 1..config.proxy.workers {
-        let worker = Worker {
+    for _ in 1..config.proxy.workers {
+        workers.push(Worker {
             http: share(&listeners.http)?,
             https: match &tls {
                 Some((listener, current, timeout)) => {
@@ -139,8 +141,7 @@ pub async fn run(
             http_slots: http_slots.clone(),
             https_slots: https_slots.clone(),
             shutdown: shutdown.clone(),
-        };
-        workers.push(worker.spawn(index)?);
+        });
     }
     let current_tls = tls.map(|(listener, current, handshake_timeout)| {
         tokio::spawn(tls::serve(
@@ -176,7 +177,11 @@ pub async fn run(
             config.proxy.access_log,
             &shutdown,
         )
-        .map_err(|e| RunError::Setup(format!("L4 event loop: {e}")))?;
+        .map_err(|e| {
+            // What started already (the HTTPS listener, loops) stops with the shutdown.
+            shutdown.trigger();
+            RunError::Setup(format!("L4 event loop: {e}"))
+        })?;
     }
     let reloader = tokio::spawn(apply_reloads(
         proxy.clone(),
@@ -185,6 +190,17 @@ pub async fn run(
         current_tls,
     ));
     let sampler = tokio::spawn(crate::metrics::sample_pools(Arc::downgrade(&proxy)));
+    let mut served = Vec::with_capacity(workers.len());
+    for (index, worker) in (1..).zip(workers) {
+        match worker.spawn(index) {
+            Ok(done) => served.push(done),
+            Err(error) => {
+                // The workers already started stop with the shutdown.
+                shutdown.trigger();
+                return Err(error);
+            }
+        }
+    }
     let local = listeners.http.local_addr().ok();
     tracing::info!(listen = ?local, clusters = config.clusters.len(), routes = config.routes.len(), "serving");
     admin_state.mark_ready();
@@ -198,9 +214,9 @@ pub async fn run(
     )
     .await
     .map_err(|e| RunError::Setup(e.to_string()))?;
-    // Every worker has drained its connections too (or could not start).
-    for served in workers {
-        let _ = served.await;
+    // Every worker has drained its HTTP connections too (or could not start).
+    for done in served {
+        let _ = done.await;
     }
     draining.abort();
     reloader.abort();
@@ -234,9 +250,9 @@ struct Worker {
 
 impl Worker {
     /// Starts the worker's thread and runtime. The receiver resolves (or fails, if the
-    /// runtime could not start) once its listeners are closed and its connections drained.
-    /// The thread lives on until the shutdown's drain is over: tasks it runs for the drain
-    /// (tunnels) end with its runtime.
+    /// runtime could not start) once its listeners are closed and its plain HTTP connections
+    /// drained. The thread lives on until the shutdown's drain is over: the tasks it runs that
+    /// the drain waits for (HTTPS connections, tunnels) end with its runtime.
     fn spawn(self, index: usize) -> Result<oneshot::Receiver<()>, RunError> {
         let (served, done) = oneshot::channel();
         let thread = std::thread::Builder::new().name(format!("worker-{index}"));

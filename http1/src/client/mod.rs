@@ -103,8 +103,8 @@ pub struct ClientConfig {
     /// (it includes sending the body and any interim responses). Default
     /// [`DEFAULT_RESPONSE_HEADER_TIMEOUT`].
     pub response_header_timeout: Duration,
-    /// Most idle connections kept per endpoint; 0 disables pooling. Default
-    /// [`DEFAULT_MAX_IDLE_PER_ENDPOINT`].
+    /// Most idle connections kept per endpoint by each tokio runtime that uses the client
+    /// (see the pool); 0 disables pooling. Default [`DEFAULT_MAX_IDLE_PER_ENDPOINT`].
     pub max_idle_per_endpoint: usize,
     /// Pooled connections idle for longer than this are closed, and never reused. Default
     /// [`DEFAULT_IDLE_TIMEOUT`].

@@ -105,7 +105,7 @@ fn current_runtime() -> Option<RuntimeId> {
     tokio::runtime::Handle::try_current().ok().map(|h| h.id())
 }
 
-/// The idle connections of one [`crate::client::Client`], keyed by endpoint.
+/// The idle connections of one [`crate::client::Client`], keyed by runtime and endpoint.
 pub(crate) struct Pool {
     /// A std mutex, not a tokio one: it is never held across an `.await`.
     idle: Mutex<IdleMap>,

@@ -19,8 +19,8 @@
 //! Tokens: `0..L` are the listeners; connection slot `s` owns `L + 2s` (client) and
 //! `L + 2s + 1` (upstream); [`WAKER`] is the shutdown signal. A slot is reused after its
 //! connection closes; both sockets are deregistered (by being dropped) before that, so a
-//! stale event for an old token can only find the new connection's socket idle and pump
-//! nothing.
+//! stale event for an old token can only mark the new connection's socket ready: the reads
+//! and writes it causes answer "would block", and nothing moves.
 
 use std::io;
 use std::net::SocketAddr;
@@ -128,6 +128,10 @@ pub struct Reactor {
     /// Connections of this loop (connecting or relaying): it ends at shutdown when none is left.
     active: usize,
     limit: Arc<ConnectionLimit>,
+    /// A place was given back at the limit: accept again once this round of events is done
+    /// (not from inside `give_back`, which `accept` itself may call: one stack frame per
+    /// failing client would follow).
+    rearm: bool,
     proxy: Arc<Proxy>,
     signals: Arc<Signals>,
     stopping: bool,
@@ -156,6 +160,7 @@ impl Reactor {
             free: Vec::new(),
             active: 0,
             limit,
+            rearm: false,
             proxy,
             signals,
             stopping: false,
@@ -179,6 +184,10 @@ impl Reactor {
                 && error.kind() != io::ErrorKind::Interrupted
             {
                 tracing::error!(%error, "L4 poll failed; closing every L4 connection");
+                // The other loops go on: this loop's places are theirs again.
+                for _ in 0..self.active {
+                    self.limit.give_back();
+                }
                 return;
             }
             for event in events.iter() {
@@ -188,6 +197,7 @@ impl Reactor {
                     Token(t) => self.on_socket(t - self.listeners.len(), event),
                 }
             }
+            self.accept_if_rearmed();
             if self.signals.forced.load(Ordering::Acquire) {
                 tracing::warn!(
                     connections = self.active,
@@ -205,6 +215,7 @@ impl Reactor {
             }
             if Instant::now() >= next_sweep {
                 self.sweep();
+                self.accept_if_rearmed();
                 next_sweep = Instant::now() + SWEEP_PERIOD;
             }
         }
@@ -425,10 +436,15 @@ impl Reactor {
     }
 
     /// A client connection is closed: its place under the limit is free. If the limit had
-    /// been reached, accepts what waited in the backlogs (the listeners' readiness was
-    /// reported while the loops could not accept, and will not be reported again).
+    /// been reached, what waited in the backlogs is accepted after this round of events (the
+    /// listeners' readiness was reported while the loops could not accept, and will not be
+    /// reported again).
     fn give_back(&mut self) {
-        if self.limit.give_back() {
+        self.rearm |= self.limit.give_back();
+    }
+
+    fn accept_if_rearmed(&mut self) {
+        if std::mem::take(&mut self.rearm) {
             for i in 0..self.listeners.len() {
                 self.accept(i);
             }
