@@ -16,6 +16,7 @@
 # token). The decision cost of each limiter alone is `cargo bench -p api-gateway --bench limiters`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
@@ -28,8 +29,6 @@ if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 
 cargo build --release --locked -q -p bench --bin http-hello -p reverse-proxy --bin reverse-proxy \
   -p api-gateway --bin api-gateway
@@ -62,20 +61,7 @@ PY
 start_servers() {
   local workers=$1
   proxy=$(free_port)
-  cat > "$work/proxy.toml" <<CONF
-[server]
-listen = "127.0.0.1:$proxy"
-admin_listen = "127.0.0.1:$(free_port)"
-log_level = "warn"
-[proxy]
-workers = $workers
-access_log = false
-[[routes]]
-cluster = "app"
-[clusters.app]
-endpoints = [{ address = "127.0.0.1:$backend" }]
-pool = { max_idle_per_endpoint = 64 }
-CONF
+  proxy_toml "$proxy" "$backend" "$workers" > "$work/proxy.toml"
   cat > "$work/api-gateway.toml" <<CONF
 [server]
 log_level = "warn"

@@ -20,6 +20,7 @@
 # root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
@@ -43,8 +44,6 @@ pid=
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not open" >&2; exit 1; }
 
 # The backend of MODE=proxy, outside any measure.
 if [ "$MODE" = proxy ]; then
@@ -106,21 +105,7 @@ start() {
   shift 2
   case $server/$MODE in
     ours/proxy)
-      cat > "$work/proxy.toml" <<CONF
-[server]
-listen = "127.0.0.1:$port"
-admin_listen = "127.0.0.1:$(free_port)"
-log_level = "warn"
-[proxy]
-workers = 1
-access_log = false
-[[routes]]
-cluster = "app"
-[clusters.app]
-endpoints = [{ address = "127.0.0.1:$backend" }]
-[clusters.app.pool]
-max_idle_per_endpoint = 64
-CONF
+      proxy_toml "$port" "$backend" 1 > "$work/proxy.toml"
       "$@" "$proxy_bin" --config "$work/proxy.toml" >>"$work/output" 2>&1 & ;;
     ours/*) "$@" "$bin" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$(free_port)" \
             --workers 1 --log-level warn >>"$work/output" 2>&1 & ;;

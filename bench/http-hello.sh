@@ -9,6 +9,7 @@
 # Needs wrk and nginx (installed here from Debian's packages if missing, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
@@ -19,7 +20,6 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 cargo build --release --locked -q -p bench --bin http-hello
 bin="${CARGO_TARGET_DIR:-target}/release/http-hello"
@@ -58,7 +58,6 @@ nginx_pid=$!
 cleanup() { kill "$ours_pid" "$nginx_pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 wait_port "$ours_port"
 wait_port "$nginx_port"
 

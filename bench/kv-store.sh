@@ -26,6 +26,7 @@ MEMORY_ONLY=${MEMORY_ONLY:-0}
 KEYS=${KEYS:-1000000}
 TESTS=set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,mset
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
@@ -47,10 +48,6 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
 wait_ping() {
     for _ in $(seq 1 100); do

@@ -23,6 +23,7 @@ set -euo pipefail
 RECORDS=${RECORDS:-10000000}
 LATENCY_RECORDS=${LATENCY_RECORDS:-20000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 B=$TARGET/release
 
@@ -45,10 +46,6 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
 # Starts a broker with an empty data directory and the given flush policy; sets BROKER.
 start_broker() {

@@ -15,6 +15,7 @@
 # connections. On a small machine everything shares the same cores: compare ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
@@ -26,8 +27,6 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v 
   apt-get update -qq && apt-get install -y -qq wrk nginx-light haproxy >/dev/null
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 
 cargo build --release --locked -q -p bench --bin http-hello -p reverse-proxy --bin reverse-proxy
 target="${CARGO_TARGET_DIR:-target}/release"
@@ -47,26 +46,10 @@ start_proxies() {
   local workers=$1
   ours=$(free_port); ours_l4=$(free_port); nginx_port=$(free_port); nginx_fields=$(free_port)
   haproxy_port=$(free_port); haproxy_fields=$(free_port); haproxy_l4=$(free_port)
-  cat > "$work/ours.toml" <<CONF
-[server]
-listen = "127.0.0.1:$ours"
-admin_listen = "127.0.0.1:$(free_port)"
-log_level = "warn"
-[proxy]
-workers = $workers
-access_log = false
-[[tcp]]
-listen = "127.0.0.1:$ours_l4"
-cluster = "app"
-[[routes]]
-cluster = "app"
-[clusters.app]
-endpoints = [{ address = "127.0.0.1:$backend" }]
-[clusters.app.pool]
-# The same idle-connection cache as nginx's 'keepalive 64' below: with fewer idle slots than
-# wrk's connections, the excess would be closed and reopened on every request.
-max_idle_per_endpoint = 64
-CONF
+  {
+    proxy_toml "$ours" "$backend" "$workers"
+    printf '[[tcp]]\nlisten = "127.0.0.1:%s"\ncluster = "app"\n' "$ours_l4"
+  } > "$work/ours.toml"
   "$target/reverse-proxy" --config "$work/ours.toml" &
   pids+=($!)
 

@@ -16,6 +16,7 @@
 # Needs wrk, nginx and curl (installed here from Debian's packages if missing, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
@@ -26,7 +27,6 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v 
   apt-get update -qq && apt-get install -y -qq wrk nginx-light curl >/dev/null
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 cargo build --release --locked -q -p url-shortener --bin url-shortener -p kv-store --bin kv-store
 bin="${CARGO_TARGET_DIR:-target}/release/url-shortener"
@@ -78,7 +78,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 wait_port "$ours_port"
 wait_port "$nginx_port"
 wait_port "$kv_port"
