@@ -19,6 +19,10 @@
 //! | `X-Forwarded-Host` | the `Host` received | set, for the same reason |
 //! | `Forwarded` | `for=...;proto=...;host=...` | appended (RFC 7239) |
 //!
+//! `Via` is always added: RFC 9110 asks it of every proxy. The other four can be turned off
+//! (`proxy.forwarded_headers = false`), for upstreams that do not read them; they then pass as
+//! received.
+//!
 //! Appended lists keep what earlier proxies wrote, so the upstream sees the whole path. It is
 //! the upstream's business to trust only the entries added by proxies it knows: a client can
 //! send any `X-Forwarded-For` it likes, and only the last entry is this proxy's word.
@@ -105,16 +109,15 @@ pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 
 /// What the forwarding fields say about the downstream side of one request.
 #[derive(Clone, Copy, Debug)]
-pub struct Forwarding<'a> {
+pub struct Forwarding {
     pub client: Option<SocketAddr>,
     pub scheme: Scheme,
-    /// The `Via` value of this proxy: `1.1 <pseudonym>` (or `1.0` for an HTTP/1.0 request).
-    pub via: &'a HeaderValue,
 }
 
-/// Adds the forwarding fields of the module documentation to a request going upstream.
+/// Adds the `X-Forwarded-*` and `Forwarded` fields of the module documentation to a request
+/// going upstream (`Via` is the caller's: it is added even when these are turned off).
 /// Every value is written straight into its final buffer: this runs on every request.
-pub fn add_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
+pub fn add_forwarding(headers: &mut HeaderMap, fwd: Forwarding) {
     let host = headers.get(header::HOST).cloned();
     if let Some(client) = fwd.client {
         let mut ip = String::with_capacity(48);
@@ -147,7 +150,6 @@ pub fn add_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
-    headers.append(header::VIA, fwd.via.clone());
 }
 
 /// The `Via` value for a message received with `version`.
@@ -286,13 +288,11 @@ mod tests {
             ("forwarded", "for=203.0.113.7"),
             ("via", "1.1 cdn"),
         ]);
-        let via = via_value(Version::HTTP_11, "edge");
         add_forwarding(
             &mut headers,
             Forwarding {
                 client: Some("[2001:db8::1]:4000".parse().unwrap()),
                 scheme: Scheme::Https,
-                via: &via,
             },
         );
         assert_eq!(
@@ -305,8 +305,6 @@ mod tests {
             headers["forwarded"],
             "for=203.0.113.7, for=\"[2001:db8::1]\";proto=https;host=\"shop.example:8080\""
         );
-        let vias: Vec<_> = headers.get_all("via").iter().collect();
-        assert_eq!(vias, ["1.1 cdn", "1.1 edge"]);
     }
 
     #[test]

@@ -90,7 +90,10 @@ pub struct Proxy {
     pseudonym: String,
     via_11: HeaderValue,
     via_10: HeaderValue,
-    ids: RequestIds,
+    /// Generates `X-Request-Id`s; `None` when `proxy.request_id` is off.
+    ids: Option<RequestIds>,
+    /// `proxy.forwarded_headers`.
+    forwarded_headers: bool,
     metrics: ProxyMetrics,
     /// The series of requests that matched no route.
     unrouted: Arc<ClusterSeries>,
@@ -121,7 +124,8 @@ impl Proxy {
             via_11: headers::via_value(Version::HTTP_11, &pseudonym),
             via_10: headers::via_value(Version::HTTP_10, &pseudonym),
             pseudonym,
-            ids: RequestIds::default(),
+            ids: config.proxy.request_id.then(RequestIds::default),
+            forwarded_headers: config.proxy.forwarded_headers,
             unrouted: metrics.series(NO_CLUSTER),
             metrics,
             access_log: config.proxy.access_log,
@@ -203,7 +207,10 @@ impl Proxy {
         downstream: Downstream,
     ) -> (Response, Option<ProxyError>) {
         let started = Instant::now();
-        let id = self.ids.ensure(&mut request.head.headers);
+        let id = match &self.ids {
+            Some(ids) => Some(ids.ensure(&mut request.head.headers)),
+            None => request.head.headers.get(&X_REQUEST_ID).cloned(),
+        };
         let mut record = Record {
             id: id.clone(),
             method: request.head.method.clone(),
@@ -232,7 +239,9 @@ impl Proxy {
             }
         };
         let response_headers = &mut response.head.headers;
-        if !response_headers.contains_key(&X_REQUEST_ID) {
+        if let Some(id) = record.id.clone().filter(|_| self.ids.is_some())
+            && !response_headers.contains_key(&X_REQUEST_ID)
+        {
             response_headers.insert(X_REQUEST_ID.clone(), id);
         }
         (self.finish(response, record, upstream), failure)
@@ -420,14 +429,14 @@ impl Proxy {
             Version::HTTP_10 => &self.via_10,
             _ => &self.via_11,
         };
-        headers::add_forwarding(
-            &mut head.headers,
-            Forwarding {
+        if self.forwarded_headers {
+            let forwarding = Forwarding {
                 client,
                 scheme: downstream.scheme,
-                via,
-            },
-        );
+            };
+            headers::add_forwarding(&mut head.headers, forwarding);
+        }
+        head.headers.append(header::VIA, via.clone());
         if let Some(origin_form) = origin_form(&head.target) {
             head.target = origin_form;
         }
@@ -605,7 +614,8 @@ pub(crate) fn seed_from_clock() -> u64 {
 /// What the access log says about a request, gathered as it goes.
 #[derive(Debug)]
 struct Record {
-    id: HeaderValue,
+    /// The request's `X-Request-Id`, if it has one.
+    id: Option<HeaderValue>,
     method: Method,
     path: String,
     client: Option<SocketAddr>,
@@ -654,7 +664,7 @@ impl End {
             let endpoint = self.upstream.as_ref().map(Upstream::endpoint);
             tracing::info!(
                 target: "reverse_proxy::access",
-                request_id = self.record.id.to_str().unwrap_or("-"),
+                request_id = self.record.id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or("-"),
                 client = ?self.record.client,
                 method = %self.record.method,
                 path = %self.record.path,

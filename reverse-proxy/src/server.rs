@@ -390,8 +390,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.proxy.max_tunnels != new.proxy.max_tunnels {
         changed.push("proxy.max_tunnels");
     }
-    if old.proxy.via != new.proxy.via || old.proxy.access_log != new.proxy.access_log {
-        changed.push("proxy.via / proxy.access_log");
+    let (a, b) = (&old.proxy, &new.proxy);
+    if (&a.via, a.access_log, a.forwarded_headers, a.request_id)
+        != (&b.via, b.access_log, b.forwarded_headers, b.request_id)
+    {
+        changed.push("proxy.via / access_log / forwarded_headers / request_id");
     }
     changed
 }

@@ -257,6 +257,39 @@ async fn a_request_id_from_the_client_is_kept_end_to_end() {
 }
 
 #[tokio::test]
+async fn turned_off_forwarding_fields_and_request_ids_pass_as_received() {
+    let backend = Backend::start("a").await;
+    let mut config = config_with(cluster(&[backend.addr]));
+    config.proxy.forwarded_headers = false;
+    config.proxy.request_id = false;
+    let proxy = RunningProxy::start(config).await;
+    let mut client = HyperClient::connect(proxy.addr).await;
+    let received = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-request-id", "req-7"),
+    ];
+    let (status, headers, body) = client
+        .send(request("GET", "/headers", &received, Bytes::new()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = text(&body);
+    for line in ["x-forwarded-for: 203.0.113.9\n", "x-request-id: req-7\n"] {
+        assert!(seen.contains(line), "{line:?} not passed on:\n{seen}");
+    }
+    for added in ["x-forwarded-proto", "x-forwarded-host", "forwarded:"] {
+        assert!(!seen.contains(added), "{added} was added:\n{seen}");
+    }
+    assert!(seen.contains("via: 1.1 reverse-proxy\n"), "{seen}");
+    assert!(!headers.contains_key("x-request-id"), "{headers:?}");
+
+    // Without an id from the client, none is made up.
+    let (_, headers, body) = client.get("/headers").await;
+    assert!(!text(&body).contains("x-request-id"), "{}", text(&body));
+    assert!(!headers.contains_key("x-request-id"), "{headers:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn routes_choose_clusters_by_host_and_path_and_unrouted_requests_get_404() {
     let (api, web) = (Backend::start("api").await, Backend::start("web").await);
     let mut config = config_with(cluster(&[web.addr]));

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  [server]          listen (the HTTP listener), admin_listen, logging, shutdown drain
-//!  [proxy]           downstream limits: workers, max_connections, Via pseudonym
+//!  [proxy]           downstream limits: workers, max_connections; Via pseudonym, which
+//!                    fields the proxy adds
 //!  [tls]             the HTTPS listener: address, certificates by SNI (optional)
 //!  [[tcp]]           L4 listeners: address -> cluster, relayed as bytes (optional)
 //!  [[routes]]        host + path prefix  ──▶  cluster name      (first match wins)
@@ -80,6 +81,14 @@ pub struct ProxySettings {
     /// Whether each request is logged (one structured line at INFO, target
     /// `reverse_proxy::access`). Default true.
     pub access_log: bool,
+    /// Whether requests going upstream get `X-Forwarded-For`, `-Proto`, `-Host` and
+    /// `Forwarded` (`headers.rs`). Off, those fields pass as received, as nginx and HAProxy
+    /// do unless told: for upstreams that do not read them. Default true.
+    pub forwarded_headers: bool,
+    /// Whether a request without a usable `X-Request-Id` gets a fresh one, returned on the
+    /// response too (`request_id.rs`). Off, an id the client sent still passes through and
+    /// is logged, and none is made up. Default true.
+    pub request_id: bool,
 }
 
 /// One routing rule: requests whose host and path match go to `cluster`.
@@ -124,6 +133,8 @@ impl Default for ProxySettings {
             via: "reverse-proxy".to_owned(),
             max_tunnels: 1024,
             access_log: true,
+            forwarded_headers: true,
+            request_id: true,
         }
     }
 }
