@@ -538,18 +538,29 @@ pub enum OutgoingFraming {
     Close,
 }
 
-/// Appends a request head. The framing header is ours, never the caller's: a Content-Length or
-/// Transfer-Encoding in `head.headers` is replaced by the one that matches the bytes we send.
-pub fn encode_request(head: &RequestHead, framing: OutgoingFraming, dst: &mut BytesMut) {
+/// Appends a request head, always as `HTTP/1.1`, the highest version we speak (RFC 9110
+/// section 2.5), whatever `head.version` says. The framing header is ours, never the caller's:
+/// a Content-Length or Transfer-Encoding in `head.headers` is replaced by the one that matches
+/// the bytes we send (or by none). A head without `Host` gets `host`, when given.
+pub fn encode_request(
+    head: &RequestHead,
+    framing: OutgoingFraming,
+    host: Option<std::net::SocketAddr>,
+    dst: &mut BytesMut,
+) {
     dst.reserve(head.target.len() + 16 + 32 * head.headers.len());
     dst.extend_from_slice(head.method.as_str().as_bytes());
     dst.put_u8(b' ');
     dst.extend_from_slice(head.target.as_bytes());
-    dst.extend_from_slice(match head.version {
-        Version::HTTP_10 => b" HTTP/1.0\r\n",
-        _ => b" HTTP/1.1\r\n",
-    });
-    encode_fields(&head.headers, framing, false, &[], dst);
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(host) = host
+        && !head.headers.contains_key(header::HOST)
+    {
+        use std::fmt::Write;
+        // Writing to a BytesMut cannot fail.
+        let _ = write!(dst, "host: {host}\r\n");
+    }
+    encode_fields(&head.headers, framing, true, false, &[], dst);
 }
 
 /// Appends a response head (always `HTTP/1.1`, the highest version we speak; RFC 9110 section
@@ -580,7 +591,16 @@ pub(crate) fn encode_response_with(
     dst.extend_from_slice(b"\r\n");
     let no_framing_allowed =
         head.status.is_informational() || head.status == StatusCode::NO_CONTENT;
-    encode_fields(&head.headers, framing, no_framing_allowed, added, dst);
+    // A response to HEAD or a 304 (framing `None`) keeps the caller's Content-Length.
+    let skip_framing_fields = !matches!(framing, OutgoingFraming::None) || no_framing_allowed;
+    encode_fields(
+        &head.headers,
+        framing,
+        skip_framing_fields,
+        no_framing_allowed,
+        added,
+        dst,
+    );
 }
 
 /// Writes with `BytesMut::extend_from_slice` rather than `BufMut::put_slice`, here and in the
@@ -589,14 +609,14 @@ pub(crate) fn encode_response_with(
 fn encode_fields(
     headers: &HeaderMap,
     framing: OutgoingFraming,
+    skip_framing_fields: bool,
     no_framing_allowed: bool,
     added: &[&[u8]],
     dst: &mut BytesMut,
 ) {
-    let ours = !matches!(framing, OutgoingFraming::None) || no_framing_allowed;
     for (name, value) in headers {
         let is_framing = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
-        if is_framing && ours {
+        if is_framing && skip_framing_fields {
             continue;
         }
         dst.extend_from_slice(name.as_str().as_bytes());
@@ -859,11 +879,26 @@ mod tests {
         head.headers
             .insert(header::HOST, HeaderValue::from_static("h"));
         let mut dst = BytesMut::new();
-        encode_request(&head, OutgoingFraming::Chunked, &mut dst);
+        encode_request(&head, OutgoingFraming::Chunked, None, &mut dst);
         let p = parse_request(&dst, &Limits::default()).unwrap().unwrap();
         assert_eq!(p.body, BodyKind::Chunked);
         assert_eq!(p.head.method, Method::POST);
         assert_eq!(p.consumed, dst.len());
+    }
+
+    #[test]
+    fn a_request_without_host_gets_the_one_given_and_one_with_host_keeps_its_own() {
+        let addr = "127.0.0.1:9001".parse().ok();
+        let mut head = RequestHead::new(Method::GET, "/");
+        let mut dst = BytesMut::new();
+        encode_request(&head, OutgoingFraming::None, addr, &mut dst);
+        assert_eq!(&dst[..], b"GET / HTTP/1.1\r\nhost: 127.0.0.1:9001\r\n\r\n");
+
+        head.headers
+            .insert(header::HOST, HeaderValue::from_static("shop.test"));
+        dst.clear();
+        encode_request(&head, OutgoingFraming::None, addr, &mut dst);
+        assert_eq!(&dst[..], b"GET / HTTP/1.1\r\nhost: shop.test\r\n\r\n");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use http1::client::{Client, ClientConfig};
-use http1::{Limits, RequestHead};
+use http1::{Body, Limits, RequestHead};
 
 use crate::balance::{self, Balancer, Candidates, HashKey, PickRng};
 use crate::circuit_breaker::CircuitBreaker;
@@ -231,10 +231,11 @@ impl Cluster {
         &self,
         client: &Client,
         endpoint: SocketAddr,
-        request: http1::Request,
+        head: &RequestHead,
+        body: Body,
     ) -> http1::Result<http1::Response> {
         let Some(tls) = &self.tls else {
-            return client.send(endpoint, request).await;
+            return client.send_head(endpoint, head, body).await;
         };
         let connect = async {
             let tcp = tokio::net::TcpStream::connect(endpoint)
@@ -252,7 +253,7 @@ impl Cluster {
         let stream = tokio::time::timeout(self.config.timeouts.connect(), connect)
             .await
             .map_err(|_| http1::Error::Timeout("connect"))??;
-        client.send_on(stream, request).await
+        client.send_head_on(stream, head, body).await
     }
 
     pub fn hash_key(&self) -> &HashKey {

@@ -138,7 +138,9 @@ impl Checker {
         {
             request.head.headers.insert(http::header::HOST, host);
         }
-        let sent = cluster.send_with(&self.client, address, request).await;
+        let sent = cluster
+            .send_with(&self.client, address, &request.head, request.body)
+            .await;
         drop(cluster);
         let Ok(response) = sent else {
             return false;

@@ -314,12 +314,13 @@ impl Proxy {
                 .map_err(|limit| rejected(cluster, limit))?;
             let in_flight = cluster.start_request(index);
             let endpoint = in_flight.endpoint().address;
-            let (attempt, replayable) = tries.next(!retries_left);
+            let (body, replayable) = tries.next();
             let may_retry = retries_left && replayable;
             // The upstream exchange's state (about 4 KB: client, connection, reader, writer)
             // lives on the heap: inline, it would make this future and every one enclosing it
             // that much larger, and each is copied whole when created.
-            let sent = Box::pin(cluster.send_with(cluster.client(), endpoint, attempt)).await;
+            let client = cluster.client();
+            let sent = Box::pin(cluster.send_with(client, endpoint, &tries.head, body)).await;
             let permit = match sent {
                 Ok(response) => {
                     let status = response.status().as_u16();
@@ -524,7 +525,8 @@ impl Upstream {
     }
 }
 
-/// The request, ready to be sent once or several times.
+/// The request, ready to be sent once or several times. The client only reads the head, so
+/// every try sends the same one, uncopied.
 ///
 /// A body that can be sent again is kept in memory: an empty one, or one whose announced
 /// length is at most `retry.max_buffered_body_bytes` (read whole before the first try). Any
@@ -566,21 +568,14 @@ impl Tries {
         })
     }
 
-    /// The request for the next try, and whether it could be sent again after this one.
-    /// `last`: no try will follow, so the head is moved rather than copied.
-    fn next(&mut self, last: bool) -> (Request, bool) {
+    /// The body for the next try, and whether it could be sent again after this one.
+    fn next(&mut self) -> (Body, bool) {
         let body = match (&self.replay, self.stream.take()) {
             (Some(bytes), _) => Body::full(bytes.clone()),
             (None, Some(stream)) => stream,
             (None, None) => Body::empty(),
         };
-        let head = match last || self.replay.is_none() {
-            true => std::mem::replace(&mut self.head, RequestHead::new(Method::GET, "/")),
-            false => self.head.clone(),
-        };
-        let mut request = Request::new(Method::GET, String::new(), body);
-        request.head = head;
-        (request, self.replay.is_some())
+        (body, self.replay.is_some())
     }
 }
 

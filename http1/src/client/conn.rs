@@ -24,12 +24,12 @@
 //! we speak (RFC 9110 section 2.5), whatever version they arrived with.
 
 use std::future::poll_fn;
+use std::net::SocketAddr;
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use http::header::{self, HeaderValue};
-use http::{Method, StatusCode, Version};
+use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
 
@@ -42,7 +42,7 @@ use crate::encode::BodyEncoder;
 use crate::error::{Error, HeadError, Result};
 use crate::head::{self, OutgoingFraming, ParsedResponse, RequestHead};
 use crate::limits::Limits;
-use crate::message::{Request, Response};
+use crate::message::Response;
 use crate::timer::{IdleTimer, timeout_lazily, within};
 use crate::upgrade::{self, Io, Upgraded};
 
@@ -115,30 +115,32 @@ fn kept(mut buf: BytesMut) -> BytesMut {
     }
 }
 
-/// A failed exchange. `replay` gives the request back when it can be sent again: no response
-/// byte was read and its body was not consumed. Whether it *should* be is the retry rule.
+/// A failed exchange. `replay` gives the body back when the request can be sent again: no
+/// response byte was read and its body was not consumed. Whether it *should* be is the retry
+/// rule.
 pub(crate) struct Failed {
     pub(crate) error: Error,
     pub(crate) replay: Option<Replay>,
 }
 
 pub(crate) struct Replay {
-    pub(crate) request: Request,
+    pub(crate) body: Body,
     /// Not one byte of the request reached the socket, so the server cannot have acted on it.
     pub(crate) nothing_written: bool,
 }
 
-/// Sends `req` on `conn` and reads the final response head. The response body, if any, holds
-/// the connection until it has been read to its end.
+/// Sends the request `head` + `body` on `conn` and reads the final response head. The head
+/// is only read: the caller keeps it, to send it again elsewhere if it likes. `host` is the
+/// `Host` written when the head has none. The response body, if any, holds the connection
+/// until it has been read to its end.
 pub(crate) async fn send(
     conn: Conn,
-    req: Request,
+    head: &RequestHead,
+    mut body: Body,
+    host: Option<SocketAddr>,
     config: &ClientConfig,
 ) -> Result<Response, Failed> {
-    let Request {
-        mut head, mut body, ..
-    } = req;
-    let framing = prepare_head(&mut head, &body);
+    let framing = framing(&head.method, &body);
     let Conn {
         mut io,
         read_buf,
@@ -166,7 +168,8 @@ pub(crate) async fn send(
     let exchanged = exchange(
         &mut io,
         &mut header_timer,
-        &head,
+        head,
+        host,
         &mut body,
         &mut reader,
         &mut writer,
@@ -189,28 +192,21 @@ pub(crate) async fn send(
         Err(error) => {
             let replay = (!reader.got_bytes && !writer.consumed).then(|| Replay {
                 nothing_written: writer.nothing_written(),
-                request: Request {
-                    head,
-                    body,
-                    remote_addr: None,
-                    upgrade: None,
-                },
+                body,
             });
             Err(Failed { error, replay })
         }
     }
 }
 
-/// The framing decision. An empty body gets `Content-Length: 0` only for methods that
+/// The framing decision (the caller's Content-Length and Transfer-Encoding are not written:
+/// see [`head::encode_request`]). An empty body gets `Content-Length: 0` only for methods that
 /// anticipate content (RFC 9110 section 8.6: a user agent SHOULD NOT send it otherwise).
-fn prepare_head(head: &mut RequestHead, body: &Body) -> OutgoingFraming {
-    head.version = Version::HTTP_11;
-    head.headers.remove(header::CONTENT_LENGTH);
-    head.headers.remove(header::TRANSFER_ENCODING);
+fn framing(method: &Method, body: &Body) -> OutgoingFraming {
     let no_content_expected = matches!(
-        head.method,
+        *method,
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
-    ) || head.method == Method::CONNECT;
+    ) || *method == Method::CONNECT;
     match body.exact_len() {
         Some(0) if no_content_expected => OutgoingFraming::None,
         Some(len) => OutgoingFraming::Length(len),
@@ -224,16 +220,18 @@ fn prepare_head(head: &mut RequestHead, body: &Body) -> OutgoingFraming {
 /// A request whose whole body was ready with its head (no body, or a small one in memory) is
 /// written before the response is read; only a body still streaming needs the two directions
 /// at once, on the halves of a split stream.
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     io: &mut Box<dyn Io>,
     header_timer: &mut IdleTimer,
     head: &RequestHead,
+    host: Option<SocketAddr>,
     body: &mut Body,
     reader: &mut Reader<'_>,
     writer: &mut Writer,
     config: &ClientConfig,
 ) -> Result<(ParsedResponse, bool)> {
-    writer.start(head);
+    writer.start(head, host);
     let expect = head.expects_continue() && !body.is_empty();
     if !expect {
         writer.take_ready_frames(body)?;
@@ -410,8 +408,8 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(&mut self, head: &RequestHead) {
-        head::encode_request(head, self.framing, &mut self.out);
+    fn start(&mut self, head: &RequestHead, host: Option<SocketAddr>) {
+        head::encode_request(head, self.framing, host, &mut self.out);
         self.encoded = self.out.len() as u64;
     }
 
@@ -506,21 +504,15 @@ impl Writer {
 
 /// Adds `Host` from the endpoint when the caller did not set one (RFC 9112 section 3.2: every
 /// HTTP/1.1 request carries exactly one).
-pub(crate) fn ensure_host(head: &mut RequestHead, addr: std::net::SocketAddr) {
-    if head.headers.contains_key(header::HOST) {
-        return;
-    }
-    if let Ok(value) = HeaderValue::from_str(&addr.to_string()) {
-        head.headers.insert(header::HOST, value);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Version;
+    use http::header::{self, HeaderValue};
 
-    fn framing_of(method: Method, body: Body) -> (OutgoingFraming, RequestHead) {
-        let mut head = RequestHead::new(method, "/");
+    #[test]
+    fn framing_is_chosen_from_the_body_never_from_the_callers_headers() {
+        let mut head = RequestHead::new(Method::POST, "/");
         head.version = Version::HTTP_10;
         head.headers.insert(
             header::TRANSFER_ENCODING,
@@ -528,20 +520,18 @@ mod tests {
         );
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
-        let framing = prepare_head(&mut head, &body);
-        (framing, head)
-    }
-
-    #[test]
-    fn framing_is_chosen_from_the_body_never_from_the_callers_headers() {
-        let (framing, head) = framing_of(Method::POST, Body::full("abc"));
+        let body = Body::full("abc");
+        let framing = framing(&head.method, &body);
         assert_eq!(framing, OutgoingFraming::Length(3));
-        assert!(!head.headers.contains_key(header::TRANSFER_ENCODING));
-        assert!(!head.headers.contains_key(header::CONTENT_LENGTH));
-        assert_eq!(head.version, Version::HTTP_11);
+        let mut out = BytesMut::new();
+        head::encode_request(&head, framing, None, &mut out);
+        assert_eq!(&out[..], b"POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\n");
 
         let (_, body) = Body::channel(1, None);
-        assert_eq!(framing_of(Method::PUT, body).0, OutgoingFraming::Chunked);
+        assert_eq!(
+            super::framing(&Method::PUT, &body),
+            OutgoingFraming::Chunked
+        );
     }
 
     #[test]
@@ -563,12 +553,9 @@ mod tests {
 
     #[test]
     fn empty_body_gets_content_length_only_where_content_is_expected() {
+        assert_eq!(framing(&Method::GET, &Body::empty()), OutgoingFraming::None);
         assert_eq!(
-            framing_of(Method::GET, Body::empty()).0,
-            OutgoingFraming::None
-        );
-        assert_eq!(
-            framing_of(Method::POST, Body::empty()).0,
+            framing(&Method::POST, &Body::empty()),
             OutgoingFraming::Length(0)
         );
     }

@@ -62,7 +62,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+use crate::body::Body;
 use crate::error::{Error, Result};
+use crate::head::RequestHead;
 use crate::head::check_target;
 use crate::limits::Limits;
 use crate::message::{Request, Response};
@@ -180,26 +182,48 @@ impl Client {
     /// response as soon as its head has arrived. The body streams from the connection, which
     /// returns to the pool once the body has been read to its end; drop the body early and the
     /// connection is closed instead. A request without `Host` gets one naming `addr`.
-    pub async fn send(&self, addr: SocketAddr, mut req: Request) -> Result<Response> {
-        check_target(&req.head.method, &req.head.target).map_err(Error::InvalidRequest)?;
-        conn::ensure_host(&mut req.head, addr);
+    pub async fn send(&self, addr: SocketAddr, req: Request) -> Result<Response> {
+        self.send_head(addr, &req.head, req.body).await
+    }
+
+    /// [`Client::send`] for a request whose head the caller keeps, to send it again to
+    /// another server (a proxy's retry) without copying it first.
+    pub async fn send_head(
+        &self,
+        addr: SocketAddr,
+        head: &RequestHead,
+        body: Body,
+    ) -> Result<Response> {
+        check_target(&head.method, &head.target).map_err(Error::InvalidRequest)?;
         let span = tracing::debug_span!(
             "http_client",
             %addr,
-            method = %req.head.method,
-            target = %req.head.target,
+            method = %head.method,
+            target = %head.target,
         );
-        self.send_with_retry(addr, req).instrument(span).await
+        self.send_with_retry(addr, head, body)
+            .instrument(span)
+            .await
     }
 
     /// Sends one request on a connection of the caller's (a TLS stream, a Unix socket, a
     /// test duplex). No pooling: the connection is closed once the response has been read.
     /// `Host` is the caller's business here.
     pub async fn send_on(&self, io: impl Io, req: Request) -> Result<Response> {
-        check_target(&req.head.method, &req.head.target).map_err(Error::InvalidRequest)?;
+        self.send_head_on(io, &req.head, req.body).await
+    }
+
+    /// [`Client::send_on`] for a request whose head the caller keeps.
+    pub async fn send_head_on(
+        &self,
+        io: impl Io,
+        head: &RequestHead,
+        body: Body,
+    ) -> Result<Response> {
+        check_target(&head.method, &head.target).map_err(Error::InvalidRequest)?;
         let parked = Parked::new(Box::new(io), self.config.response_header_timeout);
         let conn = Conn::new(parked, None);
-        conn::send(conn, req, &self.config)
+        conn::send(conn, head, body, None, &self.config)
             .await
             .map_err(|failed| failed.error)
     }
@@ -209,7 +233,12 @@ impl Client {
         self.pool.stats()
     }
 
-    async fn send_with_retry(&self, addr: SocketAddr, req: Request) -> Result<Response> {
+    async fn send_with_retry(
+        &self,
+        addr: SocketAddr,
+        head: &RequestHead,
+        body: Body,
+    ) -> Result<Response> {
         let (conn, reused) = match self.pool.checkout(addr) {
             Some(parked) => {
                 tracing::debug!("reusing a pooled connection");
@@ -217,18 +246,20 @@ impl Client {
             }
             None => (self.connect(addr).await?, false),
         };
-        let Failed { error, replay } = match conn::send(conn, req, &self.config).await {
+        let host = Some(addr);
+        let Failed { error, replay } = match conn::send(conn, head, body, host, &self.config).await
+        {
             Ok(response) => return Ok(response),
             Err(failed) => failed,
         };
         let replay = match replay {
-            Some(replay) if reused && may_retry(&error, &replay) => replay,
+            Some(replay) if reused && may_retry(&error, head, &replay) => replay,
             _ => return Err(error),
         };
         tracing::debug!(%error, "reused connection failed before any response; retrying once");
         self.pool.retries.fetch_add(1, Ordering::Relaxed);
         let conn = self.connect(addr).await?;
-        conn::send(conn, replay.request, &self.config)
+        conn::send(conn, head, replay.body, host, &self.config)
             .await
             .map_err(|failed| failed.error)
     }
@@ -260,9 +291,9 @@ impl Client {
 /// gave the request back (no response byte read, body not consumed). Only a closed or reset
 /// connection is the race with the server's keep-alive timeout; a timeout is not retried here
 /// (that is the caller's policy: it already waited once).
-fn may_retry(error: &Error, replay: &Replay) -> bool {
+fn may_retry(error: &Error, head: &RequestHead, replay: &Replay) -> bool {
     matches!(error, Error::Closed | Error::Io(_))
-        && (replay.nothing_written || replay.request.head.is_idempotent())
+        && (replay.nothing_written || head.is_idempotent())
 }
 
 #[cfg(test)]
