@@ -15,10 +15,15 @@
 //! Invariant: a head is accepted only when its whole header section is in the buffer, and the
 //! returned `consumed` count is exactly its length, so the next byte is the first byte of the
 //! body (or of the next pipelined request).
+//!
+//! The connections parse with [`take_request`] and [`take_response`]: the field values of the
+//! head they return are slices of the read buffer, not copies (one allocation and one copy
+//! fewer per field, and a value cloned later costs a reference count). Such a value keeps its
+//! buffer's allocation alive; whoever stores one for long (a cache) copies it first.
 
 use std::mem::MaybeUninit;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
@@ -135,6 +140,66 @@ impl ResponseHead {
 /// Parses a request head from the start of `buf`. `Ok(None)` means the section is not complete
 /// yet and no limit has been passed: read more and call again.
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<ParsedRequest>, HeadError> {
+    parse_request_in(buf, None, limits)
+}
+
+/// [`parse_request`] on a read buffer: a complete head is taken out of `buf`, and its field
+/// values share `buf`'s memory. Whatever follows the head stays in `buf`.
+pub fn take_request(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<ParsedRequest>, HeadError> {
+    take_head(
+        buf,
+        |bytes| parse_request_in(bytes, Some(bytes), limits),
+        |p| p.consumed,
+    )
+}
+
+/// [`parse_response`] on a read buffer, as [`take_request`].
+pub fn take_response(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    method: &Method,
+) -> Result<Option<ParsedResponse>, HeadError> {
+    take_head(
+        buf,
+        |bytes| parse_response_in(bytes, Some(bytes), limits, method),
+        |p| p.consumed,
+    )
+}
+
+/// Runs `parse` on the bytes of `buf`, frozen so that values can be sliced from them, and puts
+/// back what the parse did not take: nothing when no head was returned (the buffer is whole
+/// again, without a copy: nothing else refers to it), the bytes after the head otherwise
+/// (copied behind the head, in the space `buf` had left; usually none or a small body).
+fn take_head<P>(
+    buf: &mut BytesMut,
+    parse: impl FnOnce(&Bytes) -> Result<Option<P>, HeadError>,
+    consumed: impl FnOnce(&P) -> usize,
+) -> Result<Option<P>, HeadError> {
+    let filled = buf.split().freeze();
+    let parsed = parse(&filled);
+    match &parsed {
+        Ok(Some(head)) => buf.extend_from_slice(&filled[consumed(head)..]),
+        _ => {
+            // `buf` is now the empty rest of the same allocation: once it is dropped, `filled`
+            // is the allocation's only owner and turns back into the buffer it was.
+            drop(std::mem::take(buf));
+            *buf = filled
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        }
+    }
+    parsed
+}
+
+/// [`parse_request`], with values sliced from `shared` (which holds `buf`) when given.
+fn parse_request_in(
+    buf: &[u8],
+    shared: Option<&Bytes>,
+    limits: &Limits,
+) -> Result<Option<ParsedRequest>, HeadError> {
     // The slots are left uninitialised: httparse writes the ones it fills and hands back only
     // those. Zeroing all 256 of them (8 KiB) cost more than the rest of the parse.
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CEILING];
@@ -158,7 +223,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<ParsedRequest
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| HeadError::Malformed("invalid method"))?;
     let target = req.path.unwrap_or("").to_owned();
-    let (headers, seen) = to_header_map(req.headers)?;
+    let (headers, seen) = to_header_map(req.headers, shared)?;
     let mut head = RequestHead {
         method,
         target,
@@ -185,6 +250,16 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<ParsedRequest
 /// any other; the caller reads the final response after them.
 pub fn parse_response(
     buf: &[u8],
+    limits: &Limits,
+    method: &Method,
+) -> Result<Option<ParsedResponse>, HeadError> {
+    parse_response_in(buf, None, limits, method)
+}
+
+/// [`parse_response`], with values sliced from `shared` (which holds `buf`) when given.
+fn parse_response_in(
+    buf: &[u8],
+    shared: Option<&Bytes>,
     limits: &Limits,
     method: &Method,
 ) -> Result<Option<ParsedResponse>, HeadError> {
@@ -222,7 +297,7 @@ pub fn parse_response(
     };
     let status = StatusCode::from_u16(res.code.unwrap_or(0))
         .map_err(|_| HeadError::Malformed("invalid status code"))?;
-    let (headers, seen) = to_header_map(res.headers)?;
+    let (headers, seen) = to_header_map(res.headers, shared)?;
     let head = ResponseHead {
         status,
         version,
@@ -363,7 +438,10 @@ impl Seen {
 /// a gateway's `RateLimit` fields) without the map rehashing on the way through.
 const ADDED_FIELDS: usize = 8;
 
-fn to_header_map(fields: &[httparse::Header<'_>]) -> Result<(HeaderMap, Seen), HeadError> {
+fn to_header_map(
+    fields: &[httparse::Header<'_>],
+    shared: Option<&Bytes>,
+) -> Result<(HeaderMap, Seen), HeadError> {
     let mut map = HeaderMap::with_capacity(fields.len() + ADDED_FIELDS);
     let mut seen = Seen::default();
     for field in fields {
@@ -379,8 +457,11 @@ fn to_header_map(fields: &[httparse::Header<'_>]) -> Result<(HeaderMap, Seen), H
         seen.connection |= name == header::CONNECTION;
         // HeaderValue refuses NUL, CR, LF and other controls, which httparse lets through in
         // some positions; a value that cannot be represented is refused, never altered.
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| HeadError::Malformed("invalid header value"))?;
+        let value = match shared {
+            Some(bytes) => HeaderValue::from_maybe_shared(bytes.slice_ref(field.value)),
+            None => HeaderValue::from_bytes(field.value),
+        }
+        .map_err(|_| HeadError::Malformed("invalid header value"))?;
         map.append(name, value);
     }
     Ok((map, seen))
@@ -884,6 +965,57 @@ mod tests {
         assert_eq!(p.body, BodyKind::Chunked);
         assert_eq!(p.head.method, Method::POST);
         assert_eq!(p.consumed, dst.len());
+    }
+
+    #[test]
+    fn a_taken_head_shares_the_buffer_and_leaves_what_follows_it() {
+        let mut buf = BytesMut::with_capacity(4096);
+        let start = buf.as_ptr() as usize;
+        buf.extend_from_slice(b"POST /x HTTP/1.1\r\nHost: h\r\nX-Long: a value\r\n");
+        buf.extend_from_slice(b"Content-Length: 5\r\n\r\nhello");
+        let parsed = take_request(&mut buf, &Limits::default()).unwrap().unwrap();
+        assert_eq!(&buf[..], b"hello", "the body stays in the buffer");
+        let value = &parsed.head.headers["x-long"];
+        assert_eq!(value, "a value");
+        let at = value.as_bytes().as_ptr() as usize;
+        assert!(
+            (start..start + 4096).contains(&at),
+            "the value is not a copy"
+        );
+
+        // Once the head is gone, the buffer can take its whole allocation back.
+        drop(parsed);
+        buf.clear();
+        buf.reserve(4096);
+        assert_eq!(buf.as_ptr() as usize, start);
+    }
+
+    #[test]
+    fn an_incomplete_head_leaves_the_buffer_as_it_was() {
+        let mut buf = BytesMut::with_capacity(4096);
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: h\r\n");
+        let (ptr, cap) = (buf.as_ptr(), buf.capacity());
+        assert!(
+            take_request(&mut buf, &Limits::default())
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\nHost: h\r\n");
+        assert_eq!((buf.as_ptr(), buf.capacity()), (ptr, cap));
+
+        buf.extend_from_slice(b"\r\n");
+        let response = b"HTTP/1.1 204 No Content\r\nVia: 1.1 a\r\n\r\n";
+        let mut upstream = BytesMut::from(&response[..]);
+        let parsed = take_response(&mut upstream, &Limits::default(), &Method::GET)
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.head.headers["via"], "1.1 a");
+        assert!(upstream.is_empty());
+        assert!(
+            take_request(&mut buf, &Limits::default())
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

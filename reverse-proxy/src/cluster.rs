@@ -234,9 +234,22 @@ impl Cluster {
         head: &RequestHead,
         body: Body,
     ) -> http1::Result<http1::Response> {
-        let Some(tls) = &self.tls else {
-            return client.send_head(endpoint, head, body).await;
-        };
+        match &self.tls {
+            None => client.send_head(endpoint, head, body).await,
+            // The handshake's state (a whole TLS connection) is on the heap: inline, it would
+            // size this future, and every one enclosing it, for every request.
+            Some(tls) => Box::pin(self.send_tls(tls, client, endpoint, head, body)).await,
+        }
+    }
+
+    async fn send_tls(
+        &self,
+        tls: &UpstreamTls,
+        client: &Client,
+        endpoint: SocketAddr,
+        head: &RequestHead,
+        body: Body,
+    ) -> http1::Result<http1::Response> {
         let connect = async {
             let tcp = tokio::net::TcpStream::connect(endpoint)
                 .await

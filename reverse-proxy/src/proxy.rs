@@ -44,7 +44,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::circuit_breaker::RequestSlot;
 use crate::cluster::{Cluster, InFlight};
-use crate::config::{Config, RetryConfig};
+use crate::config::{Config, MAX_RETRIES, RetryConfig};
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarding, Scheme};
 use crate::health;
@@ -297,16 +297,20 @@ impl Proxy {
         let idempotent = request.head.is_idempotent();
         let policy = &cluster.config.retry;
         let mut tries = Tries::new(request, upgrading, policy).await?;
-        let mut tried: Vec<usize> = Vec::new();
+        // The endpoints tried, in order: at most one try plus MAX_RETRIES, so no allocation.
+        let mut tried = [0; MAX_RETRIES as usize + 1];
+        let mut tries_made = 0;
         let mut _retry_permit = None;
         loop {
-            let index = cluster
-                .pick(key, &tried)
-                .ok_or_else(|| ProxyError::NoHealthyEndpoint {
+            let index = cluster.pick(key, &tried[..tries_made]).ok_or_else(|| {
+                ProxyError::NoHealthyEndpoint {
                     cluster: cluster.name.clone(),
-                })?;
-            tried.push(index);
-            let retries_left = tried.len() <= policy.max_retries as usize;
+                }
+            })?;
+            tried[tries_made] = index;
+            tries_made += 1;
+            // A retry follows only while this holds, so `tried` never overflows.
+            let retries_left = tries_made <= policy.max_retries as usize;
             let connection = cluster
                 .breaker
                 .connection(cluster.config.timeouts.connect())
@@ -369,7 +373,7 @@ impl Proxy {
             // The permit counts this retry in the budget until its own outcome is known.
             _retry_permit = Some(permit);
             drop((in_flight, connection));
-            let wait = retry::backoff(tried.len() as u32, policy, &cluster.rng);
+            let wait = retry::backoff(tries_made as u32, policy, &cluster.rng);
             tokio::time::sleep(wait).await;
         }
     }

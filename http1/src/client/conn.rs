@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
@@ -329,11 +329,8 @@ impl Reader<'_> {
     async fn next_head(&mut self, rd: &mut (impl AsyncRead + Unpin)) -> Result<ParsedResponse> {
         loop {
             if !self.buf.is_empty() {
-                match head::parse_response(&self.buf, self.limits, &self.method) {
-                    Ok(Some(parsed)) => {
-                        self.buf.advance(parsed.consumed);
-                        return Ok(parsed);
-                    }
+                match head::take_response(&mut self.buf, self.limits, &self.method) {
+                    Ok(Some(parsed)) => return Ok(parsed),
                     Ok(None) => {}
                     Err(e) => return Err(Error::MalformedResponse(e)),
                 }
@@ -507,6 +504,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
     use http::Version;
     use http::header::{self, HeaderValue};
 

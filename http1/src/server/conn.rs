@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use http::{Method, StatusCode, Version};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, debug_span, error};
@@ -23,7 +23,7 @@ use super::transport::{
 use super::{Handler, ServerConfig};
 use crate::body::{Body, BodyStream, Frame};
 use crate::decode::BodyDecoder;
-use crate::error::{HeadError, Result};
+use crate::error::Result;
 use crate::framing::BodyKind;
 use crate::head::{self, ParsedRequest, RequestHead};
 use crate::limits::Limits;
@@ -151,7 +151,7 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
                 let mut transport = lock(&self.transport);
                 let buf = &mut transport.wire.read_buf;
                 if old_len == 0 || head_worth_parsing(buf, old_len, limits) {
-                    parse_head(buf, limits)
+                    head::take_request(buf, limits)
                 } else {
                     Ok(None)
                 }
@@ -465,15 +465,6 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
         self.write_response(response, &exchange).await?;
         self.flush().await
     }
-}
-
-/// Parses the head at the front of `buf` and removes it from the buffer.
-fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<ParsedRequest>, HeadError> {
-    let parsed = head::parse_request(buf, limits)?;
-    if let Some(parsed) = &parsed {
-        buf.advance(parsed.consumed);
-    }
-    Ok(parsed)
 }
 
 /// Whether bytes that arrived after the first `old_len` can change the parser's answer: a new

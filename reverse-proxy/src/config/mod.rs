@@ -30,7 +30,7 @@ use service_kit::config::{ConfigError, ServerConfig, Validate};
 
 pub use cluster::{
     CircuitBreakerConfig, ClusterConfig, EndpointConfig, HealthCheckConfig, HealthCheckKind,
-    OutlierConfig, PoolConfig, RetryConfig, TimeoutConfig, UpstreamTlsConfig,
+    MAX_RETRIES, OutlierConfig, PoolConfig, RetryConfig, TimeoutConfig, UpstreamTlsConfig,
 };
 pub use quick_start::{QUICK_START_CLUSTER, QuickStartArgs};
 
