@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Proxy throughput and tail latency: wrk against one backend (bench's `http-hello`) directly,
 # through reverse-proxy, through nginx (proxy_pass with upstream keepalive) and through
-# HAProxy (mode http, http-reuse always), in the same run, at equal worker counts; the two
-# peers once more with the fields reverse-proxy adds by default (Via, X-Forwarded-For,
-# -Proto, -Host, Forwarded, X-Request-Id both ways), which they do not add unless told; then L4:
-# reverse-proxy's [[tcp]] listener against HAProxy's mode tcp. Each target is measured
-# ROUNDS times, alternating, and the medians are printed as a Markdown table.
+# HAProxy (mode http, http-reuse always), in the same run, at equal worker counts; then L4:
+# reverse-proxy's [[tcp]] listener against HAProxy's mode tcp.
+#
+# Same work per request in each comparison: reverse-proxy with `forwarded_headers` and
+# `request_id` off ("bare": it still adds Via) against the peers as plainly configured, and
+# reverse-proxy with its defaults against the peers told to add the same fields (Via,
+# X-Forwarded-For, -Proto, -Host, Forwarded, X-Request-Id both ways).
+#
+# Each target is measured ROUNDS times, alternating, each of ours next to its peers. The
+# table gives medians, and for each peer the median over rounds of ours/peer in that round:
+# on a shared machine, rates drift between rounds more than between neighbours.
 #
 #   bash bench/reverse-proxy.sh                      # workers 1 and 2, 3 rounds of 10 s
 #   WORKERS="1" ROUNDS=1 DURATION=5s bash bench/reverse-proxy.sh
@@ -44,13 +50,19 @@ wait_port "$backend"
 # Starts every proxy with `workers` workers; sets the *_port variables.
 start_proxies() {
   local workers=$1
-  ours=$(free_port); ours_l4=$(free_port); nginx_port=$(free_port); nginx_fields=$(free_port)
+  ours=$(free_port); ours_bare=$(free_port); ours_l4=$(free_port)
+  nginx_port=$(free_port); nginx_fields=$(free_port)
   haproxy_port=$(free_port); haproxy_fields=$(free_port); haproxy_l4=$(free_port)
   {
     proxy_toml "$ours" "$backend" "$workers"
     printf '[[tcp]]\nlisten = "127.0.0.1:%s"\ncluster = "app"\n' "$ours_l4"
   } > "$work/ours.toml"
   "$target/reverse-proxy" --config "$work/ours.toml" &
+  pids+=($!)
+  proxy_toml "$ours_bare" "$backend" "$workers" |
+    sed 's/^access_log = false$/&\nforwarded_headers = false\nrequest_id = false/' \
+    > "$work/ours-bare.toml"
+  "$target/reverse-proxy" --config "$work/ours-bare.toml" &
   pids+=($!)
 
   mkdir -p "$work/nginx/logs"
@@ -138,8 +150,8 @@ backend app_tcp
 CONF
   haproxy -f "$work/haproxy.cfg" -db &
   pids+=($!)
-  for port in "$ours" "$ours_l4" "$nginx_port" "$nginx_fields" "$haproxy_port" "$haproxy_fields" \
-    "$haproxy_l4"; do wait_port "$port"; done
+  for port in "$ours" "$ours_bare" "$ours_l4" "$nginx_port" "$nginx_fields" "$haproxy_port" \
+    "$haproxy_fields" "$haproxy_l4"; do wait_port "$port"; done
 }
 
 stop_proxies() {
@@ -156,13 +168,26 @@ run_wrk() {
          END {printf "%s %s\n", rps, p99}'
 }
 median_col() { awk -v c="$1" '{print $c}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# The median over rounds of OURS's rps / PEER's rps in the same round (result files by name).
+median_ratio() {
+  paste "$work/results/$1" "$work/results/$2" | awk '{printf "%.2f\n", $1 / $3}' | median_col 1
+}
+# Which of our targets each peer is compared with.
+ours_for() {
+  case $1 in
+    nginx | haproxy) echo reverse-proxy-bare ;;
+    nginx-same-fields | haproxy-same-fields) echo reverse-proxy ;;
+    haproxy-tcp) echo reverse-proxy-l4 ;;
+  esac
+}
 
-echo "| workers | target | rps (median) | p99 ms (median) |"
-echo "|---|---|---|---|"
+echo "| workers | target | rps (median) | p99 ms (median) | ours / this (median of rounds) |"
+echo "|---|---|---|---|---|"
 for workers in $WORKERS; do
   start_proxies "$workers"
-  targets=("direct:$backend" "reverse-proxy:$ours" "nginx:$nginx_port" "haproxy:$haproxy_port" \
-           "nginx-same-fields:$nginx_fields" "haproxy-same-fields:$haproxy_fields" \
+  targets=("direct:$backend"
+           "reverse-proxy-bare:$ours_bare" "nginx:$nginx_port" "haproxy:$haproxy_port"
+           "reverse-proxy:$ours" "nginx-same-fields:$nginx_fields" "haproxy-same-fields:$haproxy_fields"
            "reverse-proxy-l4:$ours_l4" "haproxy-tcp:$haproxy_l4")
   mkdir -p "$work/results"
   for t in "${targets[@]}"; do : > "$work/results/${t%%:*}"; done
@@ -175,7 +200,9 @@ for workers in $WORKERS; do
   for t in "${targets[@]}"; do
     name=${t%%:*}
     result="$work/results/$name"
-    echo "| $workers | $name | $(median_col 1 < "$result") | $(median_col 2 < "$result") |"
+    ours_name=$(ours_for "$name")
+    ratio=${ours_name:+$(median_ratio "$ours_name" "$name")}
+    echo "| $workers | $name | $(median_col 1 < "$result") | $(median_col 2 < "$result") | $ratio |"
   done
   stop_proxies
 done
