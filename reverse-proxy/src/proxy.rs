@@ -296,7 +296,13 @@ impl Proxy {
         let key = cluster.key_of(&request.head, client);
         let idempotent = request.head.is_idempotent();
         let policy = &cluster.config.retry;
-        let mut tries = Tries::new(request, upgrading, policy).await?;
+        let (mut tries, unread) = Tries::new(request, upgrading, policy);
+        if let Some(body) = unread {
+            // Boxed: the read's state would otherwise size this future, and the ones enclosing
+            // it, for every request, most of which have no body to read.
+            let limit = policy.max_buffered_body_bytes;
+            Box::pin(tries.buffer(body, limit)).await?;
+        }
         // The endpoints tried, in order: at most one try plus MAX_RETRIES, so no allocation.
         let mut tried = [0; MAX_RETRIES as usize + 1];
         let mut tries_made = 0;
@@ -544,32 +550,30 @@ struct Tries {
 }
 
 impl Tries {
-    async fn new(
-        request: Request,
-        upgrading: bool,
-        policy: &RetryConfig,
-    ) -> Result<Tries, ProxyError> {
+    /// The tries of `request`, and its body when it is to be kept for retries but is not
+    /// in memory yet: the caller reads it whole into `replay` (see [`Tries::buffer`]).
+    fn new(request: Request, upgrading: bool, policy: &RetryConfig) -> (Tries, Option<Body>) {
         let Request { head, body, .. } = request;
         let limit = policy.max_buffered_body_bytes;
         let replayable = !upgrading && policy.max_retries > 0;
-        let replay = match body.exact_len() {
-            Some(0) if replayable => Some(Bytes::new()),
-            Some(len) if replayable && len <= limit => {
-                let collected = body.collect(limit).await.map_err(ProxyError::RequestBody)?;
-                return Ok(Tries {
-                    head,
-                    replay: Some(collected.data),
-                    stream: None,
-                });
-            }
-            _ => None,
-        };
-        let stream = replay.is_none().then_some(body);
-        Ok(Tries {
+        let mut tries = Tries {
             head,
-            replay,
-            stream,
-        })
+            replay: None,
+            stream: None,
+        };
+        match body.exact_len() {
+            Some(0) if replayable => tries.replay = Some(Bytes::new()),
+            Some(len) if replayable && len <= limit => return (tries, Some(body)),
+            _ => tries.stream = Some(body),
+        }
+        (tries, None)
+    }
+
+    /// Reads `body` whole (at most `limit` bytes) to send it with every try.
+    async fn buffer(&mut self, body: Body, limit: u64) -> Result<(), ProxyError> {
+        let collected = body.collect(limit).await.map_err(ProxyError::RequestBody)?;
+        self.replay = Some(collected.data);
+        Ok(())
     }
 
     /// The body for the next try, and whether it could be sent again after this one.

@@ -51,15 +51,16 @@ async fn idempotent_requests_are_retried_elsewhere_but_a_post_is_not_sent_twice(
     );
     assert!(failed > 0);
 
-    // An Idempotency-Key makes a POST safe to repeat.
+    // An Idempotency-Key makes a POST safe to repeat, its body kept for the retry.
     for _ in 0..10 {
         let keyed = request(
             "POST",
-            "/",
+            "/echo",
             &[("idempotency-key", "k1")],
             Bytes::from_static(b"pay 10"),
         );
-        assert_eq!(client.send(keyed).await.0, StatusCode::OK);
+        let (status, _, body) = client.send(keyed).await;
+        assert_eq!((status, text(&body)), (StatusCode::OK, "pay 10"));
     }
     let metrics = proxy.metrics().await;
     assert!(metric(&metrics, "proxy_retries_total{cluster=\"app\"}").unwrap() >= 10.0);
