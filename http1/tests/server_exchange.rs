@@ -390,6 +390,28 @@ async fn handler_panic_is_a_500_and_the_server_survives() {
 }
 
 #[tokio::test]
+async fn a_handler_that_panics_before_making_its_future_is_a_500_too() {
+    bounded(async {
+        let handler = |req: Request| {
+            assert_ne!(
+                req.head.path(),
+                "/panic",
+                "refused before any future exists"
+            );
+            std::future::ready(Response::text(StatusCode::OK, "fine"))
+        };
+        let server = start(ServerConfig::default(), handler).await;
+        let raw = "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n";
+        let text = String::from_utf8(exchange_raw(server.addr, raw.as_bytes()).await).unwrap();
+        assert_eq!(status_of(text.as_bytes()), 500);
+        let raw = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let text = String::from_utf8(exchange_raw(server.addr, raw.as_bytes()).await).unwrap();
+        assert!(text.ends_with("fine"), "{text}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn every_response_has_a_date_and_no_server_field() {
     bounded(async {
         let server = start(ServerConfig::default(), router).await;

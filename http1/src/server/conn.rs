@@ -332,13 +332,19 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
         handler: &H,
         request: Request,
     ) -> Result<Option<Response>> {
-        let future = match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
-            Ok(future) => future,
-            Err(panic) => return Ok(log_panic(panic)),
-        };
-        let mut future = pin!(future);
+        // The handler's future is made inside the first poll, straight into its pinned slot:
+        // made outside and then pinned, it was copied whole three times (out of
+        // `catch_unwind`, out of its result, into the pin), and a proxy's is kilobytes.
+        let mut request = Some(request);
+        let mut future = pin!(None);
         let mut poll = |cx: &mut Context<'_>| match catch_unwind(AssertUnwindSafe(|| {
-            future.as_mut().poll(cx)
+            if let Some(request) = request.take() {
+                future.set(Some(handler.call(request)));
+            }
+            match future.as_mut().as_pin_mut() {
+                Some(future) => future.poll(cx),
+                None => unreachable!("the future is made at the first poll"),
+            }
         })) {
             Ok(Poll::Ready(response)) => Poll::Ready(Some(response)),
             Ok(Poll::Pending) => Poll::Pending,
