@@ -187,8 +187,13 @@ impl Cluster {
 
     /// Counts the outcome of a try against endpoint `index` for outlier detection.
     pub fn record(&self, index: usize, outcome: Outcome) {
-        let now_ms = self.clock.now_ms();
         let endpoint = &self.endpoints[index];
+        if outcome == Outcome::Success {
+            // The path of every good answer: counters reset, no clock read.
+            endpoint.outlier.record_success();
+            return;
+        }
+        let now_ms = self.clock.now_ms();
         let ejected_elsewhere = || {
             self.endpoints
                 .iter()
@@ -281,7 +286,12 @@ impl Cluster {
     /// Picks an endpoint for a request, avoiding those in `tried` (earlier tries of the same
     /// request) when another is eligible. `None` when no endpoint is healthy.
     pub fn pick(&self, key: Option<u64>, tried: &[usize]) -> Option<usize> {
-        let now_ms = self.clock.now_ms();
+        // Ejection deadlines need the clock only once there is one (an endpoint that was never
+        // ejected is not ejected at any time): most picks read no clock.
+        let now_ms = match self.endpoints.iter().any(|e| e.outlier.was_ever_ejected()) {
+            true => self.clock.now_ms(),
+            false => 0,
+        };
         let usable = self
             .endpoints
             .iter()

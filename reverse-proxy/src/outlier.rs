@@ -65,6 +65,19 @@ impl OutlierState {
         now_ms < self.ejected_until_ms.load(Ordering::Relaxed)
     }
 
+    /// Whether the endpoint was ejected at some time (if not, it is not ejected now, whatever
+    /// the time).
+    pub fn was_ever_ejected(&self) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) != 0
+    }
+
+    /// Counts an answer below 500: both counters start again.
+    pub fn record_success(&self) {
+        self.consecutive_5xx.store(0, Ordering::Relaxed);
+        self.consecutive_connect_failures
+            .store(0, Ordering::Relaxed);
+    }
+
     /// Counts `outcome`. Returns true when this outcome ejected the endpoint.
     /// `ejected_elsewhere` counts the cluster's other endpoints ejected now, for the cap.
     pub fn record(
@@ -77,9 +90,7 @@ impl OutlierState {
     ) -> bool {
         let tripped = match outcome {
             Outcome::Success => {
-                self.consecutive_5xx.store(0, Ordering::Relaxed);
-                self.consecutive_connect_failures
-                    .store(0, Ordering::Relaxed);
+                self.record_success();
                 return false;
             }
             Outcome::ServerError => bump(&self.consecutive_5xx, config.consecutive_5xx),
