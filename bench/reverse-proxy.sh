@@ -9,7 +9,9 @@
 # reverse-proxy with its defaults against the peers told to add the same fields (Via,
 # X-Forwarded-For, -Proto, -Host, Forwarded, X-Request-Id both ways).
 #
-# Each target is measured ROUNDS times, alternating, each of ours next to its peers. The
+# Each target is measured ROUNDS times, alternating, each of ours next to its peers; within
+# each group the order turns by one every round, and each round starts with an unrecorded
+# warm-up run (the run after one against the backend alone was seen to lose a tenth). The
 # table gives medians, and for each peer the median over rounds of ours/peer in that round:
 # on a shared machine, rates drift between rounds more than between neighbours.
 #
@@ -185,16 +187,25 @@ echo "| workers | target | rps (median) | p99 ms (median) | ours / this (median 
 echo "|---|---|---|---|---|"
 for workers in $WORKERS; do
   start_proxies "$workers"
-  targets=("direct:$backend"
-           "reverse-proxy-bare:$ours_bare" "nginx:$nginx_port" "haproxy:$haproxy_port"
-           "reverse-proxy:$ours" "nginx-same-fields:$nginx_fields" "haproxy-same-fields:$haproxy_fields"
-           "reverse-proxy-l4:$ours_l4" "haproxy-tcp:$haproxy_l4")
+  # Groups measured together: ours and the peers doing the same work.
+  groups=("reverse-proxy-bare:$ours_bare nginx:$nginx_port haproxy:$haproxy_port"
+          "reverse-proxy:$ours nginx-same-fields:$nginx_fields haproxy-same-fields:$haproxy_fields"
+          "reverse-proxy-l4:$ours_l4 haproxy-tcp:$haproxy_l4"
+          "direct:$backend")
+  targets=()
+  for group in "${groups[@]}"; do for t in $group; do targets+=("$t"); done; done
   mkdir -p "$work/results"
   for t in "${targets[@]}"; do : > "$work/results/${t%%:*}"; done
   for round in $(seq "$ROUNDS"); do
-    for t in "${targets[@]}"; do
-      run_wrk "${t##*:}" >> "$work/results/${t%%:*}"
-      echo "workers $workers round $round ${t%%:*}: $(tail -1 "$work/results/${t%%:*}")" >&2
+    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$ours_bare/" >/dev/null
+    for group in "${groups[@]}"; do
+      read -ra members <<< "$group"
+      n=${#members[@]}
+      for i in $(seq 0 $((n - 1))); do
+        t=${members[$(((i + round) % n))]}
+        run_wrk "${t##*:}" >> "$work/results/${t%%:*}"
+        echo "workers $workers round $round ${t%%:*}: $(tail -1 "$work/results/${t%%:*}")" >&2
+      done
     done
   done
   for t in "${targets[@]}"; do
