@@ -622,7 +622,8 @@ pub enum OutgoingFraming {
 /// Appends a request head, always as `HTTP/1.1`, the highest version we speak (RFC 9110
 /// section 2.5), whatever `head.version` says. The framing header is ours, never the caller's:
 /// a Content-Length or Transfer-Encoding in `head.headers` is replaced by the one that matches
-/// the bytes we send (or by none). A head without `Host` gets `host`, when given.
+/// the bytes we send (or by none). A head without `Host` gets `host`, when given (RFC 9112
+/// section 3.2: every HTTP/1.1 request carries exactly one).
 pub fn encode_request(
     head: &RequestHead,
     framing: OutgoingFraming,

@@ -30,7 +30,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::Version;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -166,26 +166,34 @@ pub fn via_value(version: Version, pseudonym: &str) -> HeaderValue {
 
 /// Appends `item` to a comma-separated list field, merging every field line of it into one
 /// (order kept), so the upstream sees a single, complete list.
-fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, item: String) {
-    let mut received = headers.get_all(name).iter().peekable();
-    let list = match received.peek() {
-        None => item,
-        Some(_) => {
+fn append_to_list(headers: &mut HeaderMap, name: &'static HeaderName, item: String) {
+    // One lookup for the read and the write.
+    match headers.entry(name) {
+        Entry::Vacant(entry) => {
+            if let Some(value) = list_value(item) {
+                entry.insert(value);
+            }
+        }
+        Entry::Occupied(mut entry) => {
             let mut list = String::new();
-            for value in received {
+            for value in entry.iter() {
                 if let Ok(value) = value.to_str() {
                     list.push_str(value);
                     list.push_str(", ");
                 }
             }
             list.push_str(&item);
-            list
+            if let Some(value) = list_value(list) {
+                // Replaces every field line received.
+                entry.insert(value);
+            }
         }
-    };
-    // The String's buffer becomes the value's: no second copy.
-    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(list)) {
-        headers.insert(name.clone(), value);
     }
+}
+
+/// The String's buffer becomes the value's: no second copy.
+fn list_value(list: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(list)).ok()
 }
 
 /// Writes an address as `Display` does (`std`'s formatter is several times slower for the

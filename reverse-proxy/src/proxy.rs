@@ -35,7 +35,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, Entry, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http1::{Body, BodyStream, Frame, Request, RequestHead, Response};
 use service_kit::metrics::IntGauge;
@@ -238,11 +238,12 @@ impl Proxy {
                 (error.to_response(&self.pseudonym), None, Some(error))
             }
         };
-        let response_headers = &mut response.head.headers;
-        if let Some(id) = record.id.clone().filter(|_| self.ids.is_some())
-            && !response_headers.contains_key(&X_REQUEST_ID)
+        // The id goes back to the client only when this proxy is the one that gives ids.
+        if self.ids.is_some()
+            && let Some(id) = &record.id
+            && let Entry::Vacant(entry) = response.head.headers.entry(&X_REQUEST_ID)
         {
-            response_headers.insert(X_REQUEST_ID.clone(), id);
+            entry.insert(id.clone());
         }
         (self.finish(response, record, upstream), failure)
     }
@@ -326,7 +327,7 @@ impl Proxy {
             let endpoint = in_flight.endpoint().address;
             let (body, replayable) = tries.next();
             let may_retry = retries_left && replayable;
-            // The upstream exchange's state (about 4 KB: client, connection, reader, writer)
+            // The upstream exchange's state (2.4 KB: client, connection, reader, writer)
             // lives on the heap: inline, it would make this future and every one enclosing it
             // that much larger, and each is copied whole when created.
             let client = cluster.client();

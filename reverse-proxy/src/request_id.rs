@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::balance::{finalize, hash_bytes};
 
@@ -48,17 +48,24 @@ impl RequestIds {
         }
     }
 
-    /// Makes sure `headers` has a usable `X-Request-Id` and returns it.
+    /// Makes sure `headers` has a usable `X-Request-Id` (exactly one) and returns it.
     pub fn ensure(&self, headers: &mut HeaderMap) -> HeaderValue {
-        if let Some(existing) = headers.get(&X_REQUEST_ID)
-            && is_usable(existing)
-            && headers.get_all(&X_REQUEST_ID).iter().count() == 1
-        {
-            return existing.clone();
+        // One lookup for the check and the write.
+        match headers.entry(&X_REQUEST_ID) {
+            Entry::Occupied(mut entry) => {
+                let mut received = entry.iter();
+                if let (Some(only), None) = (received.next(), received.next())
+                    && is_usable(only)
+                {
+                    return only.clone();
+                }
+                let id = self.next();
+                // Replaces every value received.
+                entry.insert(id.clone());
+                id
+            }
+            Entry::Vacant(entry) => entry.insert(self.next()).clone(),
         }
-        let id = self.next();
-        headers.insert(X_REQUEST_ID.clone(), id.clone());
-        id
     }
 
     fn next(&self) -> HeaderValue {
@@ -100,6 +107,15 @@ mod tests {
             assert_eq!(id.len(), 32, "{odd:?} replaced by {id:?}");
             assert_eq!(headers[&X_REQUEST_ID], id);
         }
+
+        // Two ids: which to believe? Neither: one fresh id replaces both.
+        let mut headers = HeaderMap::new();
+        headers.append(X_REQUEST_ID.clone(), HeaderValue::from_static("a"));
+        headers.append(X_REQUEST_ID.clone(), HeaderValue::from_static("b"));
+        let id = ids.ensure(&mut headers);
+        assert_eq!(id.len(), 32);
+        let kept: Vec<_> = headers.get_all(&X_REQUEST_ID).iter().collect();
+        assert_eq!(kept, [&id]);
     }
 
     #[test]

@@ -499,8 +499,6 @@ impl Writer {
     }
 }
 
-/// Adds `Host` from the endpoint when the caller did not set one (RFC 9112 section 3.2: every
-/// HTTP/1.1 request carries exactly one).
 #[cfg(test)]
 mod tests {
     use super::*;
