@@ -232,7 +232,7 @@ async fn exchange(
     config: &ClientConfig,
 ) -> Result<(ParsedResponse, bool)> {
     writer.start(head, host);
-    let expect = head.expects_continue() && !body.is_empty();
+    let expect = !body.is_empty() && head.expects_continue();
     if !expect {
         writer.take_ready_frames(body)?;
     }
