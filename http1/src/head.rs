@@ -92,13 +92,17 @@ impl RequestHead {
     }
 
     /// `Expect: 100-continue` (RFC 9110 section 10.1.1): the client waits for a 100 before it
-    /// sends the body.
+    /// sends the body. Only in an HTTP/1.1 request: a server ignores it in HTTP/1.0.
     pub fn expects_continue(&self) -> bool {
-        self.version == Version::HTTP_11
-            && self
-                .headers
-                .get(header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        self.version == Version::HTTP_11 && self.has_continue_field()
+    }
+
+    /// Whether the head carries `Expect: 100-continue`, whatever its version (what a request
+    /// sent as HTTP/1.1, as the client sends every request, asks of the server).
+    pub(crate) fn has_continue_field(&self) -> bool {
+        self.headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
     }
 
     /// Whether running the request twice does no more harm than running it once: an idempotent
@@ -169,29 +173,56 @@ pub fn take_response(
     )
 }
 
-/// Runs `parse` on the bytes of `buf`, frozen so that values can be sliced from them, and puts
-/// back what the parse did not take: nothing when no head was returned (the buffer is whole
-/// again, without a copy: nothing else refers to it), the bytes after the head otherwise
-/// (copied behind the head, in the space `buf` had left; usually none or a small body).
+/// Bytes after a head that are copied back into the read buffer (see [`take_head`]); past
+/// this, the head is parsed again from its own piece of the buffer instead.
+const MAX_COPIED_REST: usize = 1024;
+
+/// Runs `parse` on the bytes of `buf`, frozen so that values can be sliced from them, and
+/// leaves in `buf` what the parse did not take.
+///
+/// - No head returned: `buf` is made whole again. Without a copy when, as usual, nothing else
+///   refers to its allocation (values of an earlier head still alive would).
+/// - A head followed by at most [`MAX_COPIED_REST`] bytes (none, or the start of a small
+///   body): those are copied into the space `buf` has left.
+/// - A head followed by more (a pipelined batch, a large body read with its head): `buf` is
+///   made whole again, the head split off its front and parsed once more, so that the rest
+///   stays where it is. Copying it back instead would cost, for a batch of pipelined
+///   requests, a copy of the whole remaining batch per request.
 fn take_head<P>(
     buf: &mut BytesMut,
-    parse: impl FnOnce(&Bytes) -> Result<Option<P>, HeadError>,
+    parse: impl Fn(&Bytes) -> Result<Option<P>, HeadError>,
     consumed: impl FnOnce(&P) -> usize,
 ) -> Result<Option<P>, HeadError> {
     let filled = buf.split().freeze();
     let parsed = parse(&filled);
-    match &parsed {
-        Ok(Some(head)) => buf.extend_from_slice(&filled[consumed(head)..]),
-        _ => {
-            // `buf` is now the empty rest of the same allocation: once it is dropped, `filled`
-            // is the allocation's only owner and turns back into the buffer it was.
-            drop(std::mem::take(buf));
-            *buf = filled
-                .try_into_mut()
-                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    let taken = match &parsed {
+        Ok(Some(head)) => Some(consumed(head)),
+        _ => None,
+    };
+    if let Some(n) = taken
+        && filled.len() - n <= MAX_COPIED_REST
+    {
+        buf.extend_from_slice(&filled[n..]);
+        return parsed;
+    }
+    // Whole again: with the parse's values and `buf`'s empty rest gone, `filled` is usually
+    // the allocation's only owner and turns back into the buffer it was.
+    let parsed = taken.map_or(parsed, |_| Ok(None));
+    drop(std::mem::take(buf));
+    *buf = filled
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    match taken {
+        None => parsed,
+        Some(n) => {
+            let head = buf.split_to(n).freeze();
+            // The same bytes parse the same way, to the same complete head.
+            match parse(&head)? {
+                Some(parsed) => Ok(Some(parsed)),
+                None => Err(HeadError::Malformed("head not complete when parsed again")),
+            }
         }
     }
-    parsed
 }
 
 /// [`parse_request`], with values sliced from `shared` (which holds `buf`) when given.
@@ -989,6 +1020,40 @@ mod tests {
         buf.clear();
         buf.reserve(4096);
         assert_eq!(buf.as_ptr() as usize, start);
+    }
+
+    #[test]
+    fn pipelined_heads_and_a_large_body_stay_in_the_buffer_in_order() {
+        let limits = Limits::default();
+        let mut buf = BytesMut::new();
+        for i in 0..100 {
+            buf.extend_from_slice(format!("GET /{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        }
+        assert!(
+            buf.len() > 2 * MAX_COPIED_REST,
+            "both ways of leaving the rest are taken"
+        );
+        for i in 0..100 {
+            let parsed = take_request(&mut buf, &limits).unwrap().unwrap();
+            assert_eq!(parsed.head.target, format!("/{i}"));
+            assert_eq!(parsed.head.headers["host"], "h");
+        }
+        assert!(buf.is_empty());
+
+        let body = vec![b'x'; 4 * MAX_COPIED_REST];
+        buf.extend_from_slice(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 4096\r\n\r\n");
+        buf.extend_from_slice(&body);
+        let parsed = take_request(&mut buf, &limits).unwrap().unwrap();
+        assert_eq!(parsed.body, BodyKind::Length(4096));
+        assert_eq!(&buf[..], &body[..]);
+    }
+
+    #[test]
+    fn a_refused_head_leaves_the_buffer_as_it_was() {
+        let raw = b"GET / HTTP/1.1\r\nHost: h\r\nBad\0Name: v\r\n\r\nnext";
+        let mut buf = BytesMut::from(&raw[..]);
+        assert!(take_request(&mut buf, &Limits::default()).is_err());
+        assert_eq!(&buf[..], &raw[..]);
     }
 
     #[test]

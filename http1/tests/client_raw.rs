@@ -502,6 +502,13 @@ async fn expect_continue_sends_the_body_after_the_100() {
 
 #[tokio::test]
 async fn expect_continue_answered_with_a_final_status_sends_no_body() {
+    // A head that came in as HTTP/1.0 (through a proxy) goes out as HTTP/1.1 and waits too.
+    for version in [http::Version::HTTP_11, http::Version::HTTP_10] {
+        expect_continue_answered_with_a_final_status(version).await;
+    }
+}
+
+async fn expect_continue_answered_with_a_final_status(version: http::Version) {
     within_deadline(async {
         let (saw_tx, saw_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
         let saw_tx = Arc::new(std::sync::Mutex::new(Some(saw_tx)));
@@ -520,11 +527,14 @@ async fn expect_continue_answered_with_a_final_status_sends_no_body() {
         })
         .await;
         let client = client();
-        let response = client
-            .send(addr, expect_continue_post("never sent"))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let mut request = expect_continue_post("never sent");
+        request.head.version = version;
+        let response = client.send(addr, request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{version:?}"
+        );
         assert_eq!(saw_rx.await.unwrap(), b"");
         assert_eq!(client.stats().idle_connections, 0);
     })

@@ -4,20 +4,22 @@
 //!
 //! ```text
 //!  Request (from http1::server)
-//!    │  X-Request-Id kept or generated                        request_id.rs
+//!    │  X-Request-Id kept or generated (proxy.request_id)     request_id.rs
 //!    │  CONNECT refused (405): this is not a forward proxy
 //!    ▼
 //!  route: Host + path prefix ──no match──▶ 404              route.rs
 //!    ▼
 //!  rewrite the head: hop-by-hop fields out, Upgrade back     headers.rs
-//!    if upgrading; Via, X-Forwarded-*, Forwarded in; target in origin-form
+//!    if upgrading; Via in, and X-Forwarded-*, Forwarded (proxy.forwarded_headers);
+//!    target in origin-form
 //!    ▼
 //!  pick an endpoint (balancer over healthy endpoints) ──none──▶ 503   cluster.rs, balance/
 //!    ▼
-//!  http1::Client::send (pooled connection, connect and request timeouts)
+//!  http1::Client::send_head (pooled connection, connect and request timeouts; every try
+//!    sends the same head)
 //!    │  connect failure ──▶ 502 · timeout ──▶ 504 · reset ──▶ 502 · malformed ──▶ 502   error.rs
 //!    ▼
-//!  response head: hop-by-hop fields out, Via in, X-Request-Id echoed
+//!  response head: hop-by-hop fields out, Via in, X-Request-Id echoed (proxy.request_id)
 //!    │  101 to an upgrade: both sides become a raw tunnel     tunnel.rs
 //!    ▼
 //!  Response to http1::server; its body streams from the upstream connection as the client
@@ -50,7 +52,7 @@ use crate::headers::{self, Forwarding, Scheme};
 use crate::health;
 use crate::metrics::{ClusterSeries, NO_CLUSTER, ProxyMetrics};
 use crate::outlier::Outcome;
-use crate::request_id::{RequestIds, X_REQUEST_ID};
+use crate::request_id::{self, RequestIds, X_REQUEST_ID};
 use crate::retry::{self, RetryPermit};
 use crate::route::Router;
 use crate::tunnel::{self, TunnelLimit};
@@ -209,7 +211,13 @@ impl Proxy {
         let started = Instant::now();
         let id = match &self.ids {
             Some(ids) => Some(ids.ensure(&mut request.head.headers)),
-            None => request.head.headers.get(&X_REQUEST_ID).cloned(),
+            // The client's id is still logged, if it is one a log line can carry.
+            None => request
+                .head
+                .headers
+                .get(&X_REQUEST_ID)
+                .filter(|id| request_id::is_usable(id))
+                .cloned(),
         };
         let mut record = Record {
             id: id.clone(),
@@ -297,14 +305,14 @@ impl Proxy {
         let key = cluster.key_of(&request.head, client);
         let idempotent = request.head.is_idempotent();
         let policy = &cluster.config.retry;
-        let (mut tries, unread) = Tries::new(request, upgrading, policy);
-        if let Some(body) = unread {
+        let mut tries = Tries::new(request, upgrading, policy);
+        if tries.unread.is_some() {
             // Boxed: the read's state would otherwise size this future, and the ones enclosing
             // it, for every request, most of which have no body to read.
-            let limit = policy.max_buffered_body_bytes;
-            Box::pin(tries.buffer(body, limit)).await?;
+            Box::pin(tries.buffer(policy.max_buffered_body_bytes)).await?;
         }
         // The endpoints tried, in order: at most one try plus MAX_RETRIES, so no allocation.
+        let max_retries = policy.max_retries.min(MAX_RETRIES) as usize;
         let mut tried = [0; MAX_RETRIES as usize + 1];
         let mut tries_made = 0;
         let mut _retry_permit = None;
@@ -317,7 +325,7 @@ impl Proxy {
             tried[tries_made] = index;
             tries_made += 1;
             // A retry follows only while this holds, so `tried` never overflows.
-            let retries_left = tries_made <= policy.max_retries as usize;
+            let retries_left = tries_made <= max_retries;
             let connection = cluster
                 .breaker
                 .connection(cluster.config.timeouts.connect())
@@ -330,8 +338,8 @@ impl Proxy {
             // The upstream exchange's state (2.4 KB: client, connection, reader, writer)
             // lives on the heap: inline, it would make this future and every one enclosing it
             // that much larger, and each is copied whole when created.
-            let client = cluster.client();
-            let sent = Box::pin(cluster.send_with(client, endpoint, &tries.head, body)).await;
+            let http_client = cluster.client();
+            let sent = Box::pin(cluster.send_with(http_client, endpoint, &tries.head, body)).await;
             let permit = match sent {
                 Ok(response) => {
                     let status = response.status().as_u16();
@@ -544,6 +552,8 @@ impl Upstream {
 /// other body streams through once, and its request is not retried after the first try.
 struct Tries {
     head: RequestHead,
+    /// A body to keep for retries, still to be read whole ([`Tries::buffer`]).
+    unread: Option<Body>,
     /// The body for a retry, when there can be one.
     replay: Option<Bytes>,
     /// The body of a request that cannot be retried.
@@ -551,29 +561,32 @@ struct Tries {
 }
 
 impl Tries {
-    /// The tries of `request`, and its body when it is to be kept for retries but is not
-    /// in memory yet: the caller reads it whole into `replay` (see [`Tries::buffer`]).
-    fn new(request: Request, upgrading: bool, policy: &RetryConfig) -> (Tries, Option<Body>) {
+    /// The tries of `request`. A body to keep for retries that is not in memory yet is left
+    /// in `unread`, for the caller to read with [`Tries::buffer`] before the first try.
+    fn new(request: Request, upgrading: bool, policy: &RetryConfig) -> Tries {
         let Request { head, body, .. } = request;
         let limit = policy.max_buffered_body_bytes;
         let replayable = !upgrading && policy.max_retries > 0;
         let mut tries = Tries {
             head,
+            unread: None,
             replay: None,
             stream: None,
         };
         match body.exact_len() {
             Some(0) if replayable => tries.replay = Some(Bytes::new()),
-            Some(len) if replayable && len <= limit => return (tries, Some(body)),
+            Some(len) if replayable && len <= limit => tries.unread = Some(body),
             _ => tries.stream = Some(body),
         }
-        (tries, None)
+        tries
     }
 
-    /// Reads `body` whole (at most `limit` bytes) to send it with every try.
-    async fn buffer(&mut self, body: Body, limit: u64) -> Result<(), ProxyError> {
-        let collected = body.collect(limit).await.map_err(ProxyError::RequestBody)?;
-        self.replay = Some(collected.data);
+    /// Reads the `unread` body whole (at most `limit` bytes) to send it with every try.
+    async fn buffer(&mut self, limit: u64) -> Result<(), ProxyError> {
+        if let Some(body) = self.unread.take() {
+            let collected = body.collect(limit).await.map_err(ProxyError::RequestBody)?;
+            self.replay = Some(collected.data);
+        }
         Ok(())
     }
 

@@ -80,7 +80,8 @@ impl RequestIds {
     }
 }
 
-fn is_usable(value: &HeaderValue) -> bool {
+/// Whether a received id is kept: short visible ASCII, not empty.
+pub(crate) fn is_usable(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= MAX_REQUEST_ID_BYTES

@@ -19,8 +19,9 @@
 //! old one in one pointer swap. The listeners are not touched, so no connection is refused
 //! and none is closed; a request that started before the swap finishes on the old table (it
 //! holds an `Arc` to it), and the old pools and health checks go away with the last such
-//! request. Settings that belong to the listeners or the process (`[server]`, `proxy.workers`,
-//! `proxy.max_connections`) need a restart; a reload that changes them says so in the log.
+//! request. Settings that belong to the listeners or the process (`[server]`, `tls.listen`,
+//! `[[tcp]]` and every `proxy.*` field) need a restart; a reload that changes them says so in
+//! the log.
 //!
 //! # Workers
 //!
@@ -391,10 +392,20 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("proxy.max_tunnels");
     }
     let (a, b) = (&old.proxy, &new.proxy);
-    if (&a.via, a.access_log, a.forwarded_headers, a.request_id)
-        != (&b.via, b.access_log, b.forwarded_headers, b.request_id)
-    {
-        changed.push("proxy.via / access_log / forwarded_headers / request_id");
-    }
+    let fields = [
+        ("proxy.via", a.via != b.via),
+        ("proxy.access_log", a.access_log != b.access_log),
+        (
+            "proxy.forwarded_headers",
+            a.forwarded_headers != b.forwarded_headers,
+        ),
+        ("proxy.request_id", a.request_id != b.request_id),
+    ];
+    changed.extend(
+        fields
+            .into_iter()
+            .filter(|(_, differs)| *differs)
+            .map(|(name, _)| name),
+    );
     changed
 }

@@ -232,7 +232,8 @@ async fn exchange(
     config: &ClientConfig,
 ) -> Result<(ParsedResponse, bool)> {
     writer.start(head, host);
-    let expect = !body.is_empty() && head.expects_continue();
+    // The request goes out as HTTP/1.1 whatever version the head says: the field decides.
+    let expect = !body.is_empty() && head.has_continue_field();
     if !expect {
         writer.take_ready_frames(body)?;
     }
