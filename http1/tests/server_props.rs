@@ -139,3 +139,74 @@ proptest! {
         prop_assert_eq!(rest, b"GET /next".to_vec());
     }
 }
+
+/// A pipelined sequence of requests (some with a body) as one byte string, and what each
+/// head should parse to: (target, one field's value, body length).
+fn pipeline(requests: &[(u16, usize)]) -> (Vec<u8>, Vec<(String, String, usize)>) {
+    let mut wire = Vec::new();
+    let mut expected = Vec::new();
+    for &(n, body) in requests {
+        let target = format!("/r{n}");
+        let value = format!("v{}", n.wrapping_mul(7919));
+        let head = match body {
+            0 => format!("GET {target} HTTP/1.1\r\nHost: h\r\nX-V: {value}\r\n\r\n"),
+            _ => format!(
+                "POST {target} HTTP/1.1\r\nHost: h\r\nX-V: {value}\r\nContent-Length: {body}\r\n\r\n"
+            ),
+        };
+        wire.extend_from_slice(head.as_bytes());
+        wire.extend(std::iter::repeat_n(b'b', body));
+        expected.push((target, value, body));
+    }
+    (wire, expected)
+}
+
+proptest! {
+    /// However the bytes of pipelined requests are cut into reads, taking heads out of the
+    /// read buffer (values sharing it) gives the heads, in order, and leaves each body in the
+    /// buffer: the same as parsing copies.
+    #[test]
+    fn heads_taken_from_the_read_buffer_match_whatever_the_reads(
+        requests in proptest::collection::vec((any::<u16>(), prop_oneof![Just(0usize), 1usize..3000]), 1..40),
+        reads in proptest::collection::vec(1usize..2000, 1..6),
+    ) {
+        let (wire, expected) = pipeline(&requests);
+        let limits = Limits::default();
+        let mut buf = BytesMut::new();
+        let mut input = cut(&wire, &reads).into_iter();
+        let mut got = Vec::new();
+        let mut body_left = 0usize;
+        loop {
+            if body_left > 0 {
+                let n = body_left.min(buf.len());
+                prop_assert!(buf[..n].iter().all(|&b| b == b'b'), "body bytes in place");
+                let _ = buf.split_to(n);
+                body_left -= n;
+            }
+            if body_left == 0 {
+                let copied = http1::head::parse_request(&buf, &limits).unwrap();
+                match http1::head::take_request(&mut buf, &limits).unwrap() {
+                    Some(parsed) => {
+                        let copied = copied.expect("parse_request agrees a head is complete");
+                        prop_assert_eq!(&parsed.head.target, &copied.head.target);
+                        prop_assert_eq!(&parsed.head.headers, &copied.head.headers);
+                        let value = parsed.head.headers["x-v"].to_str().unwrap().to_owned();
+                        body_left = match parsed.body {
+                            BodyKind::Length(n) => n as usize,
+                            _ => 0,
+                        };
+                        got.push((parsed.head.target.clone(), value, body_left));
+                        continue;
+                    }
+                    None => prop_assert!(copied.is_none()),
+                }
+            }
+            match input.next() {
+                Some(piece) => buf.extend_from_slice(&piece),
+                None => break,
+            }
+        }
+        prop_assert_eq!(got, expected);
+        prop_assert!(buf.is_empty());
+    }
+}
