@@ -1,6 +1,8 @@
 //! Property tests: however a chunked body is cut into chunks, and however its bytes are cut
-//! into reads, the same body comes out. Proptest prints the smallest failing case and keeps it
-//! in `proptest-regressions/` for replay.
+//! into reads, the same body comes out; however pipelined requests are cut into reads, the
+//! heads taken out of the read buffer are those a copying parse gives, bodies left in place.
+//! Proptest prints the smallest failing case and keeps it in `proptest-regressions/` for
+//! replay.
 
 mod support;
 
