@@ -87,6 +87,9 @@ pub struct Cluster {
 struct UpstreamTls {
     connector: tokio_rustls::TlsConnector,
     name: rustls_pki_types::ServerName<'static>,
+    /// `Host` for a request that has none (an HTTP/1.0 client's): the name the upstream's
+    /// certificate is checked against. `None` if it cannot be a field value.
+    host: Option<http::HeaderValue>,
 }
 
 impl std::fmt::Debug for UpstreamTls {
@@ -131,6 +134,7 @@ impl Cluster {
                 Some(UpstreamTls {
                     connector: tokio_rustls::TlsConnector::from(client_config),
                     name: server_name,
+                    host: http::HeaderValue::from_str(&tls.server_name).ok(),
                 })
             }
             None => None,
@@ -271,6 +275,18 @@ impl Cluster {
         let stream = tokio::time::timeout(self.config.timeouts.connect(), connect)
             .await
             .map_err(|_| http1::Error::Timeout("connect"))??;
+        // Every HTTP/1.1 request carries Host (RFC 9112 section 3.2); on a connection of its
+        // own the client adds none, so a head without one (HTTP/1.0) gets a copy that has it.
+        let with_host;
+        let head = match (&tls.host, head.headers.contains_key(http::header::HOST)) {
+            (Some(host), false) => {
+                let mut copy = head.clone();
+                copy.headers.insert(http::header::HOST, host.clone());
+                with_host = copy;
+                &with_host
+            }
+            _ => head,
+        };
         client.send_head_on(stream, head, body).await
     }
 

@@ -233,6 +233,10 @@ async fn requests_reach_a_tls_upstream_verified_against_its_ca() {
     let (status, _, body) = get(proxy.addr, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(text(&body), "secure proxy.test");
+    // An HTTP/1.0 request without Host goes upstream as HTTP/1.1 with the upstream's name.
+    let answer = raw_exchange(proxy.addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("secure upstream.test"), "{answer}");
     proxy.stop().await;
 
     // A name the certificate does not carry: the handshake fails, the client gets 502.
