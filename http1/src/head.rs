@@ -195,34 +195,32 @@ fn take_head<P>(
 ) -> Result<Option<P>, HeadError> {
     let filled = buf.split().freeze();
     let parsed = parse(&filled);
-    let taken = match &parsed {
-        Ok(Some(head)) => Some(consumed(head)),
-        _ => None,
+    let Some(n) = parsed.as_ref().ok().and_then(|p| p.as_ref()).map(consumed) else {
+        restore(buf, filled);
+        return parsed;
     };
-    if let Some(n) = taken
-        && filled.len() - n <= MAX_COPIED_REST
-    {
+    if filled.len() - n <= MAX_COPIED_REST {
         buf.extend_from_slice(&filled[n..]);
         return parsed;
     }
-    // Whole again: with the parse's values and `buf`'s empty rest gone, `filled` is usually
-    // the allocation's only owner and turns back into the buffer it was.
-    let parsed = taken.map_or(parsed, |_| Ok(None));
+    drop(parsed); // its values share `filled`
+    restore(buf, filled);
+    let head = buf.split_to(n).freeze();
+    // The same bytes parse the same way, to the same complete head.
+    match parse(&head)? {
+        Some(parsed) => Ok(Some(parsed)),
+        None => Err(HeadError::Malformed("head not complete when parsed again")),
+    }
+}
+
+/// Makes `buf` (the empty rest of `filled`'s allocation, after `split`) the whole buffer
+/// again: once `buf` is dropped, `filled` is usually the allocation's only owner and turns
+/// back into the buffer it was, without a copy.
+fn restore(buf: &mut BytesMut, filled: Bytes) {
     drop(std::mem::take(buf));
     *buf = filled
         .try_into_mut()
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-    match taken {
-        None => parsed,
-        Some(n) => {
-            let head = buf.split_to(n).freeze();
-            // The same bytes parse the same way, to the same complete head.
-            match parse(&head)? {
-                Some(parsed) => Ok(Some(parsed)),
-                None => Err(HeadError::Malformed("head not complete when parsed again")),
-            }
-        }
-    }
 }
 
 /// [`parse_request`], with values sliced from `shared` (which holds `buf`) when given.

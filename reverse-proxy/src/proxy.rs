@@ -220,7 +220,7 @@ impl Proxy {
                 .cloned(),
         };
         let mut record = Record {
-            id: id.clone(),
+            id,
             method: request.head.method.clone(),
             // Only the access log reads it: no copy without one.
             path: match self.access_log {
@@ -242,7 +242,7 @@ impl Proxy {
         let (mut response, upstream, failure) = match result {
             Ok((response, upstream)) => (response, Some(upstream), None),
             Err(error) => {
-                tracing::debug!(request_id = ?id, %error, "answered by the proxy");
+                tracing::debug!(request_id = ?record.id, %error, "answered by the proxy");
                 (error.to_response(&self.pseudonym), None, Some(error))
             }
         };
