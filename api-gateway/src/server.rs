@@ -21,7 +21,7 @@
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
-use http1::server::{self, ServerConfig as HttpConfig};
+use http1::server::{self, AcceptGroup, ServerConfig as HttpConfig};
 use http1::{Request, Response};
 use reverse_proxy::headers::Scheme;
 use reverse_proxy::metrics::ProxyMetrics;
@@ -31,7 +31,7 @@ use service_kit::admin::{self, AdminState};
 use service_kit::metrics::{MetricsError, Registry};
 use service_kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -164,7 +164,8 @@ pub async fn run(
                 gateway: gateway.clone(),
                 scheme: Scheme::Https,
             }),
-            Arc::new(Semaphore::new(config.gateway.max_connections)),
+            // One accept loop: the gateway's workers are one multi-threaded runtime.
+            AcceptGroup::members(config.gateway.max_connections, 1).remove(0),
             shutdown.clone(),
         ));
     }

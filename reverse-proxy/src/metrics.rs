@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use http1::ClientStats;
+use http1::server::AcceptGroup;
 use service_kit::metrics::{
     Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     LATENCY_SECONDS_BUCKETS, MetricsError, Registry,
@@ -49,6 +50,9 @@ pub struct ProxyMetrics {
     pub connections_reused: IntCounterVec,
     /// `proxy_upstream_connections_idle{cluster}`: idle pooled connections now.
     pub connections_idle: IntGaugeVec,
+    /// `proxy_connections_active{listener, worker}`: client connections being served by each
+    /// worker, on the `http` and `https` listeners. Sampled, like the pools' counters.
+    pub connections_active: IntGaugeVec,
     /// `proxy_l4_connections_active`: TCP connections being relayed (or connecting).
     pub l4_active: IntGauge,
     /// `proxy_l4_connections_total{cluster, outcome}`: L4 connections by how they started
@@ -111,6 +115,11 @@ impl ProxyMetrics {
                 "Idle keep-alive connections in the pool now, by cluster.",
                 &["cluster"],
             )?,
+            connections_active: registry.gauge_vec(
+                "proxy_connections_active",
+                "Client connections being served, by listener (http, https) and worker.",
+                &["listener", "worker"],
+            )?,
             l4_active: registry.gauge(
                 "proxy_l4_connections_active",
                 "TCP connections being relayed or connecting in L4 mode.",
@@ -159,21 +168,32 @@ impl ProxyMetrics {
     }
 }
 
-/// How often the connection pools' counters are copied into the metrics.
-pub const POOL_SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+/// How often the counters `http1` keeps are copied into the metrics.
+pub const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 
-/// Copies the pools' counters into the metrics every [`POOL_SAMPLE_PERIOD`]. The `http1`
-/// client keeps its own counters (it knows nothing of Prometheus), so they are sampled; a
-/// cluster replaced by a reload starts from zero, and only what it added since its last
-/// sample is counted. Ends when the proxy is dropped.
-pub async fn sample_pools(proxy: Weak<crate::proxy::Proxy>) {
+/// Copies the counters `http1` keeps (it knows nothing of Prometheus) into the metrics every
+/// [`SAMPLE_PERIOD`]: the pools' counters, and the connections of each listener's workers
+/// (`listeners`: name and accept group). A cluster replaced by a reload starts from zero, and
+/// only what it added since its last sample is counted. Ends when the proxy is dropped.
+pub async fn sample(
+    proxy: Weak<crate::proxy::Proxy>,
+    listeners: Vec<(&'static str, Arc<AcceptGroup>)>,
+) {
     let mut last: Vec<(Weak<crate::cluster::Cluster>, ClientStats)> = Vec::new();
-    let mut tick = tokio::time::interval(POOL_SAMPLE_PERIOD);
+    let mut tick = tokio::time::interval(SAMPLE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(proxy) = proxy.upgrade() else { return };
         let metrics = proxy.metrics();
+        for (listener, group) in &listeners {
+            for (worker, open) in group.open().into_iter().enumerate() {
+                metrics
+                    .connections_active
+                    .with_label_values(&[*listener, worker.to_string().as_str()])
+                    .set(open as i64);
+            }
+        }
         let table = proxy.table();
         let mut next = Vec::with_capacity(table.clusters.len());
         for cluster in &table.clusters {

@@ -29,9 +29,12 @@
 //! worker processes: the caller's (which also serves the admin listener, reloads, health
 //! checks and the L4 loop's signals) and N - 1 threads started here. Each runtime accepts on
 //! the same listening sockets (each registers them with its own event loop; the kernel gives a
-//! new connection to the worker whose `accept` gets there first) and serves the connections it
-//! accepted to their end, upstream exchanges included: a connection never changes thread, and
-//! idle upstream connections are pooled per runtime (see `http1`'s pool). Everything else is
+//! new connection to the worker whose `accept` gets there first). The worker that accepted it
+//! keeps it unless another serves fewer connections, which then gets it instead (an
+//! `http1::server::AcceptGroup` per listener: left to the race, one of two workers took most
+//! of the clients). Each worker serves its connections to their end, upstream exchanges
+//! included: a connection never changes thread once served, and idle upstream connections are
+//! pooled per runtime (see `http1`'s pool). Everything else is
 //! shared: routes and clusters, balancers, limits, metrics. `proxy.max_connections` bounds the
 //! connections of all workers together. One multi-threaded runtime would move tasks between
 //! threads and wake threads for one another; measured on the bench, that cost more than the
@@ -42,13 +45,13 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http1::server::{self, ServerConfig as HttpConfig};
+use http1::server::{self, AcceptGroup, Member, ServerConfig as HttpConfig};
 use http1::{Request, Response};
 use service_kit::admin::{self, AdminState};
 use service_kit::metrics::{MetricsError, Registry};
 use service_kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::headers::Scheme;
@@ -113,9 +116,14 @@ pub async fn run(
         drain_timeout: drain,
         ..HttpConfig::default()
     };
-    // The limit of each listener, shared by every worker.
-    let http_slots = Arc::new(Semaphore::new(config.proxy.max_connections));
-    let https_slots = Arc::new(Semaphore::new(config.proxy.max_connections));
+    // Each listener's accept loops, one per worker: their shared limit, their counts kept level.
+    let mut http_members = AcceptGroup::members(config.proxy.max_connections, config.proxy.workers);
+    let mut https_members =
+        AcceptGroup::members(config.proxy.max_connections, config.proxy.workers);
+    let mut sampled_listeners = vec![("http", http_members[0].group())];
+    if config.tls.is_some() {
+        sampled_listeners.push(("https", https_members[0].group()));
+    }
     let tls = match (&config.tls, listeners.https) {
         (Some(tls), Some(listener)) => {
             let server_config =
@@ -139,8 +147,8 @@ pub async fn run(
             },
             config: http.clone(),
             proxy: proxy.clone(),
-            http_slots: http_slots.clone(),
-            https_slots: https_slots.clone(),
+            http_member: http_members.pop().expect("one member per worker"),
+            https_member: https_members.pop().expect("one member per worker"),
             shutdown: shutdown.clone(),
         });
     }
@@ -151,7 +159,7 @@ pub async fn run(
             handshake_timeout,
             Arc::new(http.clone()),
             Arc::new(handler(proxy.clone(), Scheme::Https)),
-            https_slots.clone(),
+            https_members.pop().expect("one member per worker"),
             shutdown.clone(),
         ));
         current
@@ -190,7 +198,10 @@ pub async fn run(
         reloads,
         current_tls,
     ));
-    let sampler = tokio::spawn(crate::metrics::sample_pools(Arc::downgrade(&proxy)));
+    let sampler = tokio::spawn(crate::metrics::sample(
+        Arc::downgrade(&proxy),
+        sampled_listeners,
+    ));
     let mut served = Vec::with_capacity(workers.len());
     for (index, worker) in (1..).zip(workers) {
         match worker.spawn(index) {
@@ -210,7 +221,7 @@ pub async fn run(
         listeners.http,
         http,
         plain,
-        http_slots,
+        http_members.pop().expect("one member per worker"),
         shutdown.triggered(),
     )
     .await
@@ -244,8 +255,8 @@ struct Worker {
     https: Option<(std::net::TcpListener, CurrentTls, Duration)>,
     config: HttpConfig,
     proxy: Arc<Proxy>,
-    http_slots: Arc<Semaphore>,
-    https_slots: Arc<Semaphore>,
+    http_member: Member,
+    https_member: Member,
     shutdown: Shutdown,
 }
 
@@ -290,7 +301,7 @@ impl Worker {
                 handshake_timeout,
                 Arc::new(self.config.clone()),
                 Arc::new(handler(self.proxy.clone(), Scheme::Https)),
-                self.https_slots,
+                self.https_member,
                 self.shutdown.clone(),
             ));
         }
@@ -299,7 +310,7 @@ impl Worker {
             TcpListener::from_std(self.http)?,
             self.config,
             plain,
-            self.http_slots,
+            self.http_member,
             self.shutdown.triggered(),
         )
         .await

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http1::server::{Handler, ServerConfig as HttpConfig, serve_connection};
+use http1::server::{Accepted, Handler, Member, ServerConfig as HttpConfig, serve_connection};
 use rustls::server::{ClientHello, ResolvesServerCert, ResolvesServerCertUsingSni};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -33,7 +33,6 @@ use serde::{Deserialize, Serialize};
 use service_kit::config::ConfigError;
 use service_kit::shutdown::Shutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 /// Most certificates on one listener.
@@ -215,29 +214,39 @@ impl ResolvesServerCert for SniResolver {
 pub type CurrentTls = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 
 /// Accepts TLS connections on `listener` until `shutdown` is triggered, each served by
-/// `handler` through `http1`. `slots` is this listener's connection limit.
+/// `handler` through `http1`. `member` is this loop's place among the listener's accept loops
+/// (their connection limit, their counts kept level).
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     tls: CurrentTls,
     handshake_timeout: Duration,
     http: Arc<HttpConfig>,
     handler: Arc<H>,
-    slots: Arc<Semaphore>,
+    mut member: Member,
     shutdown: Shutdown,
 ) {
     loop {
         let accepted = tokio::select! {
             biased;
             () = shutdown.triggered() => return,
-            accepted = accept(&listener, &slots) => accepted,
+            accepted = member.next(&listener) => accepted,
         };
-        let Some((stream, peer, slot)) = accepted else {
-            continue;
+        let Accepted {
+            stream,
+            peer,
+            lease,
+        } = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "TLS listener: accept failed");
+                pause_after_accept_error().await;
+                continue;
+            }
         };
         let acceptor = TlsAcceptor::from(tls.read().unwrap_or_else(|e| e.into_inner()).clone());
         let (http, handler, stop) = (http.clone(), handler.clone(), shutdown.clone());
         shutdown.spawn("tls connection", async move {
-            let _slot = slot;
+            let _lease = lease;
             let stream =
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => stream,
@@ -252,30 +261,6 @@ pub async fn serve<H: Handler>(
                 };
             serve_connection(stream, Some(peer), &http, &*handler, stop.triggered()).await;
         });
-    }
-}
-
-/// A connection slot, then a client; `None` after an accept error (logged, with a pause
-/// when the process is out of resources).
-async fn accept(
-    listener: &TcpListener,
-    slots: &Arc<Semaphore>,
-) -> Option<(
-    tokio::net::TcpStream,
-    SocketAddr,
-    tokio::sync::OwnedSemaphorePermit,
-)> {
-    let slot = slots.clone().acquire_owned().await.ok()?;
-    match listener.accept().await {
-        Ok((stream, peer)) => {
-            let _ = stream.set_nodelay(true);
-            Some((stream, peer, slot))
-        }
-        Err(error) => {
-            tracing::warn!(%error, "TLS listener: accept failed");
-            pause_after_accept_error().await;
-            None
-        }
     }
 }
 

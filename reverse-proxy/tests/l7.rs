@@ -75,6 +75,48 @@ async fn two_workers_serve_concurrent_connections_and_drain() {
     proxy.stop().await;
 }
 
+/// Keep-alive clients are shared evenly between two workers, whichever worker's `accept`
+/// takes them, and `/metrics` shows each worker's count.
+#[tokio::test]
+async fn two_workers_get_the_same_number_of_connections_and_report_them() {
+    let backend = Backend::start("a").await;
+    let mut config = config_with(cluster(&[backend.addr]));
+    config.proxy.workers = 2;
+    let proxy = RunningProxy::start(config).await;
+    let series = |worker: usize| {
+        format!("proxy_connections_active{{listener=\"http\",worker=\"{worker}\"}}")
+    };
+    let counts_become = |expected: [f64; 2]| {
+        let proxy = &proxy;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let metrics = proxy.metrics().await;
+                let counts = [0, 1].map(|w| metric(&metrics, &series(w)));
+                if counts == expected.map(Some) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{counts:?}, expected {expected:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let mut client = HyperClient::connect(proxy.addr).await;
+        assert_eq!(client.get("/").await.0, StatusCode::OK);
+        clients.push(client);
+    }
+    counts_become([3.0, 3.0]).await;
+    drop(clients);
+    counts_become([0.0, 0.0]).await;
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn every_algorithm_serves_through_the_proxy_and_reaches_every_backend() {
     let backends = [

@@ -803,7 +803,7 @@ mod tests {
             Duration::from_secs(5),
             Arc::new(http1::server::ServerConfig::default()),
             Arc::new(handler),
-            Arc::new(Semaphore::new(16)),
+            http1::server::AcceptGroup::members(16, 1).remove(0),
             service_kit::shutdown::Shutdown::new(),
         ));
         addr.port()

@@ -50,6 +50,7 @@
 //!
 //! [`Body::exact_len`]: crate::body::Body::exact_len
 
+mod balance;
 mod conn;
 mod date;
 mod respond;
@@ -71,6 +72,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::message::{Request, Response};
 
+pub use balance::{AcceptGroup, Accepted, Lease, Member};
 pub use conn::serve_connection;
 
 /// How long the accept loop pauses after a failed `accept` (typically EMFILE, out of file
@@ -142,19 +144,20 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     config.validate().map_err(Error::Other)?;
-    let permits = Arc::new(Semaphore::new(config.max_connections));
-    serve_shared(listener, config, Arc::new(handler), permits, shutdown).await
+    let member = AcceptGroup::members(config.max_connections, 1).remove(0);
+    serve_shared(listener, config, Arc::new(handler), member, shutdown).await
 }
 
 /// [`serve`] for one of several accept loops that share a handler and a connection limit: a
 /// server running one runtime per worker calls it once per worker, each with its own
-/// `listener` (the same socket, registered with that worker's event loop) and the same
-/// `permits` (`config.max_connections` is not read). Fails only on an invalid `config`.
+/// `listener` (the same socket, registered with that worker's event loop) and its `member` of
+/// one [`AcceptGroup`], which holds the limit (`config.max_connections` is not read) and keeps
+/// the loops' connection counts level. Fails only on an invalid `config`.
 pub async fn serve_shared<H: Handler>(
     listener: TcpListener,
     config: ServerConfig,
     handler: Arc<H>,
-    permits: Arc<Semaphore>,
+    mut member: Member,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     config.validate().map_err(Error::Other)?;
@@ -170,9 +173,13 @@ pub async fn serve_shared<H: Handler>(
         let accepted = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            accepted = accept_within_limit(&listener, &permits) => accepted,
+            accepted = member.next(&listener) => accepted,
         };
-        let (stream, peer, permit) = match accepted {
+        let Accepted {
+            stream,
+            peer,
+            lease,
+        } = match accepted {
             Ok(accepted) => accepted,
             Err(e) if is_per_connection(&e) => {
                 debug!(error = %e, "accept failed for one connection");
@@ -188,12 +195,13 @@ pub async fn serve_shared<H: Handler>(
         let handler = handler.clone();
         let stopped = stop.subscribe();
         connections.spawn(async move {
-            let _permit = permit;
+            let _lease = lease;
             serve_connection(stream, Some(peer), &config, &*handler, stopped).await;
         });
     }
 
     drop(listener);
+    drop(member);
     stop.stop();
     info!(
         connections = connections.len(),
@@ -289,29 +297,6 @@ impl<F: Future<Output = ()>> Future for Stopped<F> {
         }
         polled
     }
-}
-
-/// Waits for a free connection slot, then for a client. The slot is taken first so that a
-/// server at its limit leaves new clients in the backlog.
-async fn accept_within_limit(
-    listener: &TcpListener,
-    permits: &Arc<Semaphore>,
-) -> std::io::Result<(
-    tokio::net::TcpStream,
-    std::net::SocketAddr,
-    tokio::sync::OwnedSemaphorePermit,
-)> {
-    let permit = permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| std::io::Error::other("connection semaphore closed"))?;
-    let (stream, peer) = listener.accept().await?;
-    // Responses are batched in our own buffer; Nagle's algorithm would only delay them.
-    if let Err(e) = stream.set_nodelay(true) {
-        debug!(error = %e, "TCP_NODELAY not set");
-    }
-    Ok((stream, peer, permit))
 }
 
 /// Accept errors that concern one connection (it was reset before we took it), as opposed to
