@@ -71,7 +71,10 @@ fn connect_and_ask(addr: SocketAddr) -> (TcpStream, String) {
     let mut length = 0;
     loop {
         let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "closed before the head's end"
+        );
         if line == "\r\n" {
             break;
         }
@@ -134,18 +137,38 @@ fn new_connections_go_to_the_loop_serving_the_fewest() {
     stop(stopper, threads);
 }
 
+/// A loop that never looks at its inbox still gets its share; when it stops, what waited
+/// there is closed and uncounted, and no connection goes to it any more.
 #[test]
-fn a_loop_that_stopped_is_given_no_connections() {
+fn connections_waiting_for_a_loop_that_stops_are_closed_and_it_gets_no_more() {
     let mut members = AcceptGroup::members(64, 2);
     let group = members[0].group();
-    drop(members.pop());
+    let idle = members.pop().unwrap();
     let (addr, stopper, threads) = start(members);
 
-    let open: Vec<(TcpStream, String)> = (0..3).map(|_| connect_and_ask(addr)).collect();
-    for (_, by) in &open {
+    let (_first, by) = connect_and_ask(addr);
+    assert_eq!(by, "loop-0");
+    // The second is the idle loop's turn: it waits in its inbox, unanswered.
+    let mut waiting = TcpStream::connect(addr).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    wait_for_counts(&group, &[1, 1]);
+
+    drop(idle);
+    wait_for_counts(&group, &[1, 0]);
+    let mut rest = Vec::new();
+    match waiting.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "answered: {rest:?}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    let later: Vec<(TcpStream, String)> = (0..2).map(|_| connect_and_ask(addr)).collect();
+    for (_, by) in &later {
         assert_eq!(by, "loop-0");
     }
     assert_eq!(group.open(), [3, 0]);
-    drop(open);
     stop(stopper, threads);
 }

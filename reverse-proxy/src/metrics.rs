@@ -51,7 +51,8 @@ pub struct ProxyMetrics {
     /// `proxy_upstream_connections_idle{cluster}`: idle pooled connections now.
     pub connections_idle: IntGaugeVec,
     /// `proxy_connections_active{listener, worker}`: client connections being served by each
-    /// worker, on the `http` and `https` listeners. Sampled, like the pools' counters.
+    /// worker, on the `http` and `https` listeners; one that became a tunnel (WebSocket,
+    /// CONNECT) counts under `proxy.max_tunnels` instead. Sampled, like the pools' counters.
     pub connections_active: IntGaugeVec,
     /// `proxy_l4_connections_active`: TCP connections being relayed (or connecting).
     pub l4_active: IntGauge,
@@ -117,7 +118,7 @@ impl ProxyMetrics {
             )?,
             connections_active: registry.gauge_vec(
                 "proxy_connections_active",
-                "Client connections being served, by listener (http, https) and worker.",
+                "Client HTTP connections being served (tunnels not included), by listener and worker.",
                 &["listener", "worker"],
             )?,
             l4_active: registry.gauge(

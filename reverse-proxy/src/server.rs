@@ -31,11 +31,10 @@
 //! the same listening sockets (each registers them with its own event loop; the kernel gives a
 //! new connection to the worker whose `accept` gets there first). The worker that accepted it
 //! keeps it unless another serves fewer connections, which then gets it instead (an
-//! `http1::server::AcceptGroup` per listener: left to the race, one of two workers took most
-//! of the clients). Each worker serves its connections to their end, upstream exchanges
+//! `http1::server::AcceptGroup` per listener: left to the race, one of two workers did up to
+//! 69% of the work). Each worker serves its connections to their end, upstream exchanges
 //! included: a connection never changes thread once served, and idle upstream connections are
-//! pooled per runtime (see `http1`'s pool). Everything else is
-//! shared: routes and clusters, balancers, limits, metrics. `proxy.max_connections` bounds the
+//! pooled per runtime (see `http1`'s pool). Everything else is shared: routes and clusters, balancers, limits, metrics. `proxy.max_connections` bounds the
 //! connections of all workers together. One multi-threaded runtime would move tasks between
 //! threads and wake threads for one another; measured on the bench, that cost more than the
 //! second thread gave (BENCHMARKS.md).
@@ -116,14 +115,14 @@ pub async fn run(
         drain_timeout: drain,
         ..HttpConfig::default()
     };
-    // Each listener's accept loops, one per worker: their shared limit, their counts kept level.
-    let mut http_members = AcceptGroup::members(config.proxy.max_connections, config.proxy.workers);
-    let mut https_members =
-        AcceptGroup::members(config.proxy.max_connections, config.proxy.workers);
-    let mut sampled_listeners = vec![("http", http_members[0].group())];
-    if config.tls.is_some() {
-        sampled_listeners.push(("https", https_members[0].group()));
-    }
+    // Each listener's accept loops, one per worker in order (the first is this runtime's):
+    // their shared limit, their counts kept level.
+    let (max_connections, worker_count) = (config.proxy.max_connections, config.proxy.workers);
+    let mut http_members = AcceptGroup::members(max_connections, worker_count).into_iter();
+    let mut https_members = AcceptGroup::members(max_connections, worker_count).into_iter();
+    let http_member = http_members.next().expect("a member per worker");
+    let https_member = https_members.next().expect("a member per worker");
+    let mut sampled_listeners = vec![("http", http_member.group())];
     let tls = match (&config.tls, listeners.https) {
         (Some(tls), Some(listener)) => {
             let server_config =
@@ -133,6 +132,9 @@ pub async fn run(
         }
         _ => None,
     };
+    if tls.is_some() {
+        sampled_listeners.push(("https", https_member.group()));
+    }
     // The other workers' copies of the listeners; their threads start last, once nothing
     // here can fail any more.
     let mut workers = Vec::with_capacity(config.proxy.workers);
@@ -147,8 +149,8 @@ pub async fn run(
             },
             config: http.clone(),
             proxy: proxy.clone(),
-            http_member: http_members.pop().expect("one member per worker"),
-            https_member: https_members.pop().expect("one member per worker"),
+            http_member: http_members.next().expect("a member per worker"),
+            https_member: https_members.next().expect("a member per worker"),
             shutdown: shutdown.clone(),
         });
     }
@@ -159,7 +161,7 @@ pub async fn run(
             handshake_timeout,
             Arc::new(http.clone()),
             Arc::new(handler(proxy.clone(), Scheme::Https)),
-            https_members.pop().expect("one member per worker"),
+            https_member,
             shutdown.clone(),
         ));
         current
@@ -221,7 +223,7 @@ pub async fn run(
         listeners.http,
         http,
         plain,
-        http_members.pop().expect("one member per worker"),
+        http_member,
         shutdown.triggered(),
     )
     .await

@@ -239,8 +239,10 @@ pub async fn serve<H: Handler>(
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "TLS listener: accept failed");
-                pause_after_accept_error().await;
-                continue;
+                tokio::select! {
+                    () = shutdown.triggered() => return,
+                    () = pause_after_accept_error() => continue,
+                }
             }
         };
         let acceptor = TlsAcceptor::from(tls.read().unwrap_or_else(|e| e.into_inner()).clone());

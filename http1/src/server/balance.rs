@@ -15,15 +15,18 @@
 //!                        open: [12, 11] ──────────────────────────▶ [12, 12]
 //! ```
 //!
-//! HAProxy hands each accepted connection to its least loaded thread in the same way, and
-//! Envoy's `exact_balance` does it with a lock. Moving a connection costs a removal from one
-//! event loop, a registration with another and a wake-up of the receiving thread, once per
-//! connection: nothing per request. A loop that stops (shutdown) closes its inbox and takes no
-//! more; what was still in it is closed unread, as the connections left in the kernel's backlog
-//! are when the listener closes.
+//! HAProxy hands each accepted connection to the less loaded of two threads it picks, and
+//! Envoy's `exact_balance` to the least loaded of all. Moving a connection costs a removal
+//! from one event loop, a registration with another and a wake-up of the receiving thread,
+//! once per connection: nothing per request. A loop busy with other work still gets its
+//! share, which waits in its inbox until it looks. A loop that stops (shutdown) takes no
+//! more, and what was still in its inbox is closed unread: those clients see the connection
+//! close before any answer, as those left in the kernel's backlog see it reset.
 //!
-//! The counts are read and bumped without a lock, so two loops placing at the same moment can
-//! both pick the same one; the next placements even that out.
+//! A connection counts from its placement until its [`Lease`] is dropped: for an HTTP
+//! server, until the connection ends or becomes a tunnel (an upgrade or CONNECT). The counts
+//! are read and bumped without a lock, so two loops placing at the same moment can both pick
+//! the same one; the next placements even that out.
 
 use std::io;
 use std::net::SocketAddr;
@@ -42,15 +45,17 @@ pub struct AcceptGroup {
     permits: Arc<Semaphore>,
     /// Connections served by each loop, the ones on their way to it included.
     open: Box<[AtomicUsize]>,
-    /// Each loop's inbox. Unbounded, but every connection in it holds a permit, so together
-    /// they hold at most `max_connections`.
-    inboxes: Box<[UnboundedSender<Handed>]>,
 }
 
 /// One accept loop's place in an [`AcceptGroup`]: what it accepts with.
 pub struct Member {
     group: Arc<AcceptGroup>,
     index: usize,
+    /// Every loop's inbox, this one's included. Unbounded, but each connection in one holds a
+    /// permit, so together they hold at most `max_connections`. Only the members hold the
+    /// senders (a queued connection's lease holds the group), so the inboxes, and whatever is
+    /// queued in them, go away with the last member.
+    inboxes: Arc<[UnboundedSender<Handed>]>,
     inbox: UnboundedReceiver<Handed>,
 }
 
@@ -78,15 +83,15 @@ struct Handed {
 
 impl AcceptGroup {
     /// A group of `loops` accept loops (at least one) serving at most `max_connections`
-    /// connections together; one [`Member`] per loop.
+    /// connections together; one [`Member`] per loop, in order.
     pub fn members(max_connections: usize, loops: usize) -> Vec<Member> {
         let loops = loops.max(1);
         let (inboxes, receivers): (Vec<_>, Vec<_>) =
             (0..loops).map(|_| unbounded_channel()).unzip();
+        let inboxes: Arc<[UnboundedSender<Handed>]> = inboxes.into();
         let group = Arc::new(AcceptGroup {
             permits: Arc::new(Semaphore::new(max_connections)),
             open: (0..loops).map(|_| AtomicUsize::new(0)).collect(),
-            inboxes: inboxes.into(),
         });
         receivers
             .into_iter()
@@ -94,24 +99,10 @@ impl AcceptGroup {
             .map(|(index, inbox)| Member {
                 group: group.clone(),
                 index,
+                inboxes: inboxes.clone(),
                 inbox,
             })
             .collect()
-    }
-
-    /// The loop that gets a connection `from` accepted: `from` itself unless another loop
-    /// that still takes connections serves fewer. Counts it there.
-    fn place(&self, from: usize) -> usize {
-        let mut best = from;
-        let mut fewest = self.open[from].load(Ordering::Relaxed);
-        for (index, open) in self.open.iter().enumerate() {
-            let open = open.load(Ordering::Relaxed);
-            if open < fewest && !self.inboxes[index].is_closed() {
-                (best, fewest) = (index, open);
-            }
-        }
-        self.open[best].fetch_add(1, Ordering::Relaxed);
-        best
     }
 
     /// Connections served by each loop, in the order of [`AcceptGroup::members`]'s members.
@@ -140,7 +131,7 @@ impl Member {
                 Some(handed) = self.inbox.recv() => handed,
                 accepted = accept_within_limit(listener, &self.group.permits) => {
                     let (stream, peer, permit) = accepted?;
-                    let member = self.group.place(self.index);
+                    let member = self.place();
                     let lease = Lease { _permit: permit, group: self.group.clone(), member };
                     if member == self.index {
                         return Ok(Accepted { stream, peer, lease });
@@ -152,7 +143,7 @@ impl Member {
                             continue;
                         }
                     };
-                    match self.group.inboxes[member].send(Handed { stream, peer, lease }) {
+                    match self.inboxes[member].send(Handed { stream, peer, lease }) {
                         Ok(()) => continue,
                         // That loop stopped after it was chosen: served here.
                         Err(returned) => returned.0,
@@ -164,6 +155,22 @@ impl Member {
                 Err(error) => warn!(%error, "cannot register a connection from another worker"),
             }
         }
+    }
+
+    /// The loop that gets a connection this one accepted: this one unless another loop that
+    /// still takes connections serves fewer. Counts it there.
+    fn place(&self) -> usize {
+        let open = &self.group.open;
+        let mut best = self.index;
+        let mut fewest = open[best].load(Ordering::Relaxed);
+        for (index, count) in open.iter().enumerate() {
+            let count = count.load(Ordering::Relaxed);
+            if count < fewest && !self.inboxes[index].is_closed() {
+                (best, fewest) = (index, count);
+            }
+        }
+        open[best].fetch_add(1, Ordering::Relaxed);
+        best
     }
 
     /// Registers `handed` with this loop's event loop and counts it here.
@@ -184,16 +191,6 @@ impl Member {
             peer,
             lease,
         })
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        // Closed first, so that no loop places a connection here from now on.
-        self.inbox.close();
-        while let Ok(handed) = self.inbox.try_recv() {
-            debug!(peer = %handed.peer, "closing a connection handed over as the worker stops");
-        }
     }
 }
 

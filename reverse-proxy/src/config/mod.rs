@@ -65,8 +65,9 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySettings {
-    /// Worker threads, 1 to [`MAX_WORKERS`], each a single-threaded runtime serving the
-    /// connections it accepts, like nginx's `worker_processes` (see `server.rs`). Default 1.
+    /// Worker threads, 1 to [`MAX_WORKERS`], each a single-threaded runtime serving its share
+    /// of the connections (a new one goes to the worker serving the fewest), like nginx's
+    /// `worker_processes` (see `server.rs`). Default 1.
     pub workers: usize,
     /// Most downstream connections served at once; past it the proxy stops accepting and new
     /// clients wait in the kernel's backlog. Default 10,000.
