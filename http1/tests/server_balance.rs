@@ -57,9 +57,8 @@ fn start(members: Vec<Member>) -> (SocketAddr, watch::Sender<bool>, Vec<JoinHand
     (addr, stop, threads)
 }
 
-/// Opens a keep-alive connection and makes one request; returns it with the loop that
-/// answered.
-fn connect_and_ask(addr: SocketAddr) -> (TcpStream, String) {
+/// Opens a keep-alive connection and sends one request.
+fn connect_and_send(addr: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -67,6 +66,13 @@ fn connect_and_ask(addr: SocketAddr) -> (TcpStream, String) {
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
         .unwrap();
+    stream
+}
+
+/// Opens a keep-alive connection and makes one request; returns it with the loop that
+/// answered.
+fn connect_and_ask(addr: SocketAddr) -> (TcpStream, String) {
+    let stream = connect_and_send(addr);
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut length = 0;
     loop {
@@ -149,13 +155,7 @@ fn connections_waiting_for_a_loop_that_stops_are_closed_and_it_gets_no_more() {
     let (_first, by) = connect_and_ask(addr);
     assert_eq!(by, "loop-0");
     // The second is the idle loop's turn: it waits in its inbox, unanswered.
-    let mut waiting = TcpStream::connect(addr).unwrap();
-    waiting
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    waiting
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
+    let mut waiting = connect_and_send(addr);
     wait_for_counts(&group, &[1, 1]);
 
     drop(idle);

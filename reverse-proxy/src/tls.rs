@@ -18,7 +18,6 @@
 //! connection is handed over: without it a client that opens a connection and never speaks
 //! TLS would hold a connection slot forever (a slow-loris on the handshake).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -226,24 +225,14 @@ pub async fn serve<H: Handler>(
     shutdown: Shutdown,
 ) {
     loop {
-        let accepted = tokio::select! {
-            biased;
-            () = shutdown.triggered() => return,
-            accepted = member.next(&listener) => accepted,
-        };
         let Accepted {
             stream,
             peer,
             lease,
-        } = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "TLS listener: accept failed");
-                tokio::select! {
-                    () = shutdown.triggered() => return,
-                    () = pause_after_accept_error() => continue,
-                }
-            }
+        } = tokio::select! {
+            biased;
+            () = shutdown.triggered() => return,
+            accepted = member.next(&listener) => accepted,
         };
         let acceptor = TlsAcceptor::from(tls.read().unwrap_or_else(|e| e.into_inner()).clone());
         let (http, handler, stop) = (http.clone(), handler.clone(), shutdown.clone());
@@ -264,10 +253,4 @@ pub async fn serve<H: Handler>(
             serve_connection(stream, Some(peer), &http, &*handler, stop.triggered()).await;
         });
     }
-}
-
-/// Out of file descriptors, accept fails at once until one is freed: pause instead of
-/// spinning.
-fn pause_after_accept_error() -> impl Future<Output = ()> {
-    tokio::time::sleep(Duration::from_millis(100))
 }

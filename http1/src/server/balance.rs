@@ -32,6 +32,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -123,18 +124,31 @@ impl Member {
     /// The next connection this loop serves: one another loop handed over, or one it accepts
     /// itself and keeps. A connection it accepts for a loop that serves fewer is handed over,
     /// and the wait goes on. A connection slot is taken before `accept`, so that a group at
-    /// its limit leaves new clients in the backlog.
-    pub async fn next(&mut self, listener: &TcpListener) -> io::Result<Accepted> {
+    /// its limit leaves new clients in the backlog. A failed `accept` is logged; one that
+    /// concerns the server rather than one client (typically out of file descriptors) pauses
+    /// the loop for [`ACCEPT_ERROR_BACKOFF`], so that it does not spin while that lasts.
+    pub async fn next(&mut self, listener: &TcpListener) -> Accepted {
         loop {
             let handed = tokio::select! {
                 biased;
                 Some(handed) = self.inbox.recv() => handed,
                 accepted = accept_within_limit(listener, &self.group.permits) => {
-                    let (stream, peer, permit) = accepted?;
+                    let (stream, peer, permit) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) if is_per_connection(&error) => {
+                            debug!(%error, "accept failed for one connection");
+                            continue;
+                        }
+                        Err(error) => {
+                            warn!(%error, "accept failed");
+                            tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                            continue;
+                        }
+                    };
                     let member = self.place();
                     let lease = Lease { _permit: permit, group: self.group.clone(), member };
                     if member == self.index {
-                        return Ok(Accepted { stream, peer, lease });
+                        return Accepted { stream, peer, lease };
                     }
                     let stream = match stream.into_std() {
                         Ok(stream) => stream,
@@ -151,7 +165,7 @@ impl Member {
                 }
             };
             match self.take(handed) {
-                Ok(accepted) => return Ok(accepted),
+                Ok(accepted) => return accepted,
                 Err(error) => warn!(%error, "cannot register a connection from another worker"),
             }
         }
@@ -198,6 +212,16 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.group.open[self.member].fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// How long an accept loop pauses after a failed `accept` that concerns the server.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Accept errors that concern one connection (it was reset before we took it), as opposed to
+/// the server (out of file descriptors or memory), which deserve a pause.
+fn is_per_connection(e: &io::Error) -> bool {
+    use io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
 }
 
 /// Waits for a free connection slot, then for a client.

@@ -66,7 +66,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
@@ -74,10 +74,6 @@ use crate::message::{Request, Response};
 
 pub use balance::{AcceptGroup, Accepted, Lease, Member};
 pub use conn::serve_connection;
-
-/// How long the accept loop pauses after a failed `accept` (typically EMFILE, out of file
-/// descriptors), so that it does not spin while the condition lasts.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Answers requests. Implemented for every `Fn(Request) -> impl Future<Output = Response>`,
 /// so a closure returning an `async` block is a handler.
@@ -170,26 +166,14 @@ pub async fn serve_shared<H: Handler>(
         while let Some(finished) = connections.try_join_next() {
             log_task_end(finished);
         }
-        let accepted = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = member.next(&listener) => accepted,
-        };
         let Accepted {
             stream,
             peer,
             lease,
-        } = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) if is_per_connection(&e) => {
-                debug!(error = %e, "accept failed for one connection");
-                continue;
-            }
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                continue;
-            }
+        } = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = member.next(&listener) => accepted,
         };
         let config = config.clone();
         let handler = handler.clone();
@@ -297,13 +281,6 @@ impl<F: Future<Output = ()>> Future for Stopped<F> {
         }
         polled
     }
-}
-
-/// Accept errors that concern one connection (it was reset before we took it), as opposed to
-/// the server (out of file descriptors or memory), which deserve a pause.
-fn is_per_connection(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
-    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
 }
 
 fn log_task_end(finished: std::result::Result<(), tokio::task::JoinError>) {
