@@ -34,10 +34,11 @@
 //! `http1::server::AcceptGroup` per listener: left to the race, one of two workers did up to
 //! 69% of the work). Each worker serves its connections to their end, upstream exchanges
 //! included: a connection never changes thread once served, and idle upstream connections are
-//! pooled per runtime (see `http1`'s pool). Everything else is shared: routes and clusters, balancers, limits, metrics. `proxy.max_connections` bounds the
-//! connections of all workers together. One multi-threaded runtime would move tasks between
-//! threads and wake threads for one another; measured on the bench, that cost more than the
-//! second thread gave (BENCHMARKS.md).
+//! pooled per runtime (see `http1`'s pool). Everything else is shared: routes and clusters,
+//! balancers, limits, metrics. `proxy.max_connections` bounds the connections of all workers
+//! together. One multi-threaded runtime would move tasks between threads and wake threads for
+//! one another; measured on the bench, that cost more than the second thread gave
+//! (BENCHMARKS.md).
 
 use std::future::Future;
 use std::os::fd::AsFd;
