@@ -33,16 +33,8 @@ fi
 cargo build --release --locked -q -p bench --bin http-hello -p reverse-proxy --bin reverse-proxy \
   -p api-gateway --bin api-gateway
 target="${CARGO_TARGET_DIR:-target}/release"
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-backend=$(free_port)
-"$target/http-hello" --listen "127.0.0.1:$backend" --admin-listen "127.0.0.1:$(free_port)" \
-  --workers 1 --log-level warn &
-pids+=($!)
-wait_port "$backend"
+scratch
+start_hello_backend
 
 # An HS256 key set and a token valid for a day, minted with the standard library.
 token=$(python3 - "$work/jwks.json" <<'PY'

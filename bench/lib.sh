@@ -16,6 +16,40 @@ wait_port() {
   exit 1
 }
 
+# Makes $work, a scratch directory, and $pids, for the background processes the script
+# starts; when the script exits, those are stopped and the directory removed.
+scratch() {
+  work=$(mktemp -d)
+  pids=()
+  trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
+# Starts bench's `http-hello` from "$target" with one worker on a free port, as the backend
+# of the proxy benchmarks: sets $backend (its port) and $backend_pid, and adds it to $pids
+# (after `scratch`).
+start_hello_backend() {
+  backend=$(free_port)
+  "$target/http-hello" --listen "127.0.0.1:$backend" --admin-listen "127.0.0.1:$(free_port)" \
+    --workers 1 --log-level warn &
+  backend_pid=$!
+  pids+=("$backend_pid")
+  wait_port "$backend"
+}
+
+# HAProxy's global and defaults sections for the benchmarks, with WORKERS threads; callers
+# append their frontends and backends.
+haproxy_globals() {
+  cat <<CONF
+global
+  nbthread $1
+  maxconn 4096
+defaults
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+CONF
+}
+
 # reverse-proxy's config for the benchmarks: LISTEN_PORT BACKEND_PORT WORKERS. One cluster,
 # "app", routed from every path, with the same idle-connection cache per worker as nginx's
 # 'keepalive 64' in the scripts (with fewer idle slots than wrk's connections, the excess

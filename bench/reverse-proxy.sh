@@ -38,16 +38,8 @@ fi
 
 cargo build --release --locked -q -p bench --bin http-hello -p reverse-proxy --bin reverse-proxy
 target="${CARGO_TARGET_DIR:-target}/release"
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-backend=$(free_port)
-"$target/http-hello" --listen "127.0.0.1:$backend" --admin-listen "127.0.0.1:$(free_port)" \
-  --workers 1 --log-level warn &
-pids+=($!)
-wait_port "$backend"
+scratch
+start_hello_backend
 
 # Starts every proxy with `workers` workers; sets the *_port variables.
 start_proxies() {
@@ -113,14 +105,8 @@ CONF
   nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
   pids+=($!)
 
-  cat > "$work/haproxy.cfg" <<CONF
-global
-  nbthread $workers
-  maxconn 4096
-defaults
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
+  haproxy_globals "$workers" > "$work/haproxy.cfg"
+  cat >> "$work/haproxy.cfg" <<CONF
 frontend http_in
   mode http
   bind 127.0.0.1:$haproxy_port

@@ -37,16 +37,8 @@ fi
 
 cargo build --release --locked -q -p bench --bin http-hello -p reverse-proxy --bin reverse-proxy
 target="${CARGO_TARGET_DIR:-target}/release"
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-backend=$(free_port)
-"$target/http-hello" --listen "127.0.0.1:$backend" --admin-listen "127.0.0.1:$(free_port)" \
-  --workers 1 --log-level warn &
-backend_pid=$!
-pids+=("$backend_pid")
+scratch
+start_hello_backend
 
 ours=$(free_port)
 proxy_toml "$ours" "$backend" "$WORKERS" |
@@ -56,14 +48,8 @@ ours_pid=$!
 pids+=("$ours_pid")
 
 haproxy_port=$(free_port)
-cat > "$work/haproxy.cfg" <<CONF
-global
-  nbthread $WORKERS
-  maxconn 4096
-defaults
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
+haproxy_globals "$WORKERS" > "$work/haproxy.cfg"
+cat >> "$work/haproxy.cfg" <<CONF
 frontend http_in
   mode http
   bind 127.0.0.1:$haproxy_port
@@ -76,7 +62,7 @@ CONF
 haproxy -f "$work/haproxy.cfg" -db &
 haproxy_pid=$!
 pids+=("$haproxy_pid")
-for port in "$backend" "$ours" "$haproxy_port"; do wait_port "$port"; done
+for port in "$ours" "$haproxy_port"; do wait_port "$port"; done
 
 # Sums "run_ns wait_ns" over the threads of PID.
 schedstat() { cat /proc/"$1"/task/*/schedstat | awk '{r += $1; w += $2} END {print r, w}'; }
