@@ -72,3 +72,9 @@ endpoints = [{ address = "127.0.0.1:$2" }]
 max_idle_per_endpoint = 64
 CONF
 }
+
+# Filters a `proxy_toml` config into the "bare" one: `forwarded_headers` and `request_id` off,
+# so that the proxy adds only Via, as nginx and HAProxy add nothing unless told.
+bare() {
+  sed 's/^access_log = false$/&\nforwarded_headers = false\nrequest_id = false/'
+}

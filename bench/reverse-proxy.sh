@@ -53,9 +53,7 @@ start_proxies() {
   } > "$work/ours.toml"
   "$target/reverse-proxy" --config "$work/ours.toml" &
   pids+=($!)
-  proxy_toml "$ours_bare" "$backend" "$workers" |
-    sed 's/^access_log = false$/&\nforwarded_headers = false\nrequest_id = false/' \
-    > "$work/ours-bare.toml"
+  proxy_toml "$ours_bare" "$backend" "$workers" | bare > "$work/ours-bare.toml"
   "$target/reverse-proxy" --config "$work/ours-bare.toml" &
   pids+=($!)
 

@@ -41,8 +41,7 @@ scratch
 start_hello_backend
 
 ours=$(free_port)
-proxy_toml "$ours" "$backend" "$WORKERS" |
-  sed 's/^access_log = false$/&\nforwarded_headers = false\nrequest_id = false/' > "$work/ours.toml"
+proxy_toml "$ours" "$backend" "$WORKERS" | bare > "$work/ours.toml"
 "$target/reverse-proxy" --config "$work/ours.toml" &
 ours_pid=$!
 pids+=("$ours_pid")
@@ -90,20 +89,16 @@ for line in sys.stdin:
         events[tid].append("wait" if "epoll" in event else "op")
 ops_per_pass, left = [], []
 for seq in events.values():
-    ops = 0
-    for i, e in enumerate(seq):
+    ops, preempted_at = 0, []
+    for e in seq:
         if e == "wait":
             ops_per_pass.append(ops)
-            ops = 0
+            left.extend(ops - at for at in preempted_at)
+            ops, preempted_at = 0, []
         elif e == "op":
             ops += 1
         else:
-            n = 0
-            for later in seq[i + 1:]:
-                if later == "wait":
-                    break
-                n += later == "op"
-            left.append(n)
+            preempted_at.append(ops)
 ops_per_pass.sort()
 median = ops_per_pass[len(ops_per_pass) // 2] if ops_per_pass else 0
 share = lambda f: 100 * sum(1 for n in left if f(n)) / max(len(left), 1)
@@ -143,7 +138,7 @@ profile() {
 
 printf "%-14s %8s %7s %7s %7s %7s %8s %4s %8s %6s %6s\n" target rps p99 "cpu" "wait" "backend" \
   "passes/s" ops "preempt/s" "left<5" "left>=40"
-for round in $(seq "$ROUNDS"); do
+for _ in $(seq "$ROUNDS"); do
   profile reverse-proxy "$ours" "$ours_pid"
   profile haproxy "$haproxy_port" "$haproxy_pid"
 done
