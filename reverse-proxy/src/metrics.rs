@@ -54,6 +54,9 @@ pub struct ProxyMetrics {
     /// worker, on the `http` and `https` listeners; one that became a tunnel (WebSocket,
     /// CONNECT) counts under `proxy.max_tunnels` instead. Sampled, like the pools' counters.
     pub connections_active: IntGaugeVec,
+    /// `proxy_tunnels_active`: upgraded connections (WebSocket, CONNECT) being relayed, out
+    /// of `proxy.max_tunnels`. Sampled with the connection counts.
+    pub tunnels_active: IntGauge,
     /// `proxy_l4_connections_active`: TCP connections being relayed (or connecting).
     pub l4_active: IntGauge,
     /// `proxy_l4_connections_total{cluster, outcome}`: L4 connections by how they started
@@ -120,6 +123,10 @@ impl ProxyMetrics {
                 "proxy_connections_active",
                 "Client HTTP connections being served (tunnels not included), by listener and worker.",
                 &["listener", "worker"],
+            )?,
+            tunnels_active: registry.gauge(
+                "proxy_tunnels_active",
+                "Upgraded connections (WebSocket, CONNECT) being relayed.",
             )?,
             l4_active: registry.gauge(
                 "proxy_l4_connections_active",
@@ -195,6 +202,7 @@ pub async fn sample(
                     .set(open as i64);
             }
         }
+        metrics.tunnels_active.set(proxy.tunnels_open() as i64);
         let table = proxy.table();
         let mut next = Vec::with_capacity(table.clusters.len());
         for cluster in &table.clusters {

@@ -101,6 +101,8 @@ pub struct Proxy {
     unrouted: Arc<ClusterSeries>,
     access_log: bool,
     tunnels: TunnelLimit,
+    /// `proxy.max_tunnels`, the permits `tunnels` started with.
+    max_tunnels: usize,
     shutdown: Shutdown,
 }
 
@@ -132,8 +134,14 @@ impl Proxy {
             metrics,
             access_log: config.proxy.access_log,
             tunnels: Arc::new(Semaphore::new(config.proxy.max_tunnels)),
+            max_tunnels: config.proxy.max_tunnels,
             shutdown,
         })
+    }
+
+    /// Upgraded connections being relayed now.
+    pub fn tunnels_open(&self) -> usize {
+        self.max_tunnels - self.tunnels.available_permits()
     }
 
     /// The table requests start on now.

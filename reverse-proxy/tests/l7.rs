@@ -629,6 +629,23 @@ async fn a_websocket_upgrade_becomes_a_tunnel_both_ways() {
             .unwrap();
         assert_eq!(echoed, frame);
     }
+    // The tunnel is counted apart from the HTTP connections, and leaves the count when closed.
+    tunnels_become(&proxy, 1.0).await;
     drop(stream);
+    tunnels_become(&proxy, 0.0).await;
     proxy.stop().await;
+}
+
+/// Waits (at most 5 s) for `proxy_tunnels_active`, sampled each second, to read `expected`.
+async fn tunnels_become(proxy: &RunningProxy, expected: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = proxy.metrics().await;
+        let open = metric(&metrics, "proxy_tunnels_active");
+        if open == Some(expected) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{open:?}, expected {expected}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
