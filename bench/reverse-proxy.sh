@@ -12,11 +12,17 @@
 # Each target is measured ROUNDS times, alternating, each of ours next to its peers; within
 # each group the order turns by one every round, and each round starts with an unrecorded
 # warm-up run (the run after one against the backend alone was seen to lose a tenth). The
-# table gives medians, and for each peer the median over rounds of ours/peer in that round:
-# on a shared machine, rates drift between rounds more than between neighbours.
+# table gives medians, and for each peer the medians over rounds of ours/peer in that round,
+# of rps and of p99: on a shared machine, figures drift between rounds more than between
+# neighbours.
 #
 #   bash bench/reverse-proxy.sh                      # workers 1 and 2, 3 rounds of 10 s
 #   WORKERS="1" ROUNDS=1 DURATION=5s bash bench/reverse-proxy.sh
+#   PIN=1 WORKERS=1 bash bench/reverse-proxy.sh      # the proxies alone on the last core
+#
+# PIN=1 (one worker only) gives every proxy the machine's last core to itself and the other
+# cores to wrk and the backend (taskset), as a load test on separate machines would: the
+# proxy is then never preempted by the load it serves, and its tail is its own.
 #
 # Needs wrk, nginx and haproxy (installed from Debian's packages if missing, as root).
 # The backend always runs one worker; wrk runs WRK_THREADS threads and CONNECTIONS
@@ -30,6 +36,20 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
 WRK_THREADS=${WRK_THREADS:-2}
 WORKERS=${WORKERS:-"1 2"}
+PIN=${PIN:-}
+
+# With PIN, the command prefixes that place a process on the proxy's core or on the others.
+proxy_core=()
+load_cores=()
+if [ -n "$PIN" ]; then
+  cpus=$(nproc)
+  if [ "$WORKERS" != 1 ] || ((cpus < 2)); then
+    echo "PIN=1 needs WORKERS=1 and at least two cores" >&2
+    exit 2
+  fi
+  proxy_core=(taskset -c "$((cpus - 1))")
+  load_cores=(taskset -c "0-$((cpus - 2))")
+fi
 
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk nginx-light haproxy >/dev/null
@@ -40,6 +60,7 @@ cargo build --release --locked -q -p bench --bin http-hello -p reverse-proxy --b
 target="${CARGO_TARGET_DIR:-target}/release"
 scratch
 start_hello_backend
+if [ -n "$PIN" ]; then taskset -a -p -c "0-$((cpus - 2))" "$backend_pid" >/dev/null; fi
 
 # Starts every proxy with `workers` workers; sets the *_port variables.
 start_proxies() {
@@ -51,10 +72,10 @@ start_proxies() {
     proxy_toml "$ours" "$backend" "$workers"
     printf '[[tcp]]\nlisten = "127.0.0.1:%s"\ncluster = "app"\n' "$ours_l4"
   } > "$work/ours.toml"
-  "$target/reverse-proxy" --config "$work/ours.toml" &
+  "${proxy_core[@]}" "$target/reverse-proxy" --config "$work/ours.toml" &
   pids+=($!)
   proxy_toml "$ours_bare" "$backend" "$workers" | bare > "$work/ours-bare.toml"
-  "$target/reverse-proxy" --config "$work/ours-bare.toml" &
+  "${proxy_core[@]}" "$target/reverse-proxy" --config "$work/ours-bare.toml" &
   pids+=($!)
 
   mkdir -p "$work/nginx/logs"
@@ -100,7 +121,7 @@ http {
   }
 }
 CONF
-  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+  "${proxy_core[@]}" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
   pids+=($!)
 
   haproxy_globals "$workers" > "$work/haproxy.cfg"
@@ -134,7 +155,7 @@ backend app_tcp
   mode tcp
   server s1 127.0.0.1:$backend
 CONF
-  haproxy -f "$work/haproxy.cfg" -db &
+  "${proxy_core[@]}" haproxy -f "$work/haproxy.cfg" -db &
   pids+=($!)
   for port in "$ours" "$ours_bare" "$ours_l4" "$nginx_port" "$nginx_fields" "$haproxy_port" \
     "$haproxy_fields" "$haproxy_l4"; do wait_port "$port"; done
@@ -148,15 +169,17 @@ stop_proxies() {
 
 # One wrk run; prints "rps p99_ms".
 run_wrk() {
-  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$1/" |
+  "${load_cores[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$1/" |
     awk '/Requests\/sec/ {rps=$2}
          /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v}
          END {printf "%s %s\n", rps, p99}'
 }
 median_col() { awk -v c="$1" '{print $c}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# The median over rounds of OURS's rps / PEER's rps in the same round (result files by name).
+# The median over rounds of OURS's / PEER's figure in column COLUMN (1 rps, 2 p99) of the
+# same round (result files by name).
 median_ratio() {
-  paste "$work/results/$1" "$work/results/$2" | awk '{printf "%.2f\n", $1 / $3}' | median_col 1
+  paste "$work/results/$1" "$work/results/$2" |
+    awk -v c="$3" '{printf "%.2f\n", $c / $(c + 2)}' | median_col 1
 }
 # Which of our targets each peer is compared with.
 ours_for() {
@@ -167,8 +190,8 @@ ours_for() {
   esac
 }
 
-echo "| workers | target | rps (median) | p99 ms (median) | ours / this (median of rounds) |"
-echo "|---|---|---|---|---|"
+echo "| workers | target | rps (median) | p99 ms (median) | rps ours / this | p99 ours / this |"
+echo "|---|---|---|---|---|---|"
 for workers in $WORKERS; do
   start_proxies "$workers"
   # Groups measured together: ours and the peers doing the same work.
@@ -181,7 +204,7 @@ for workers in $WORKERS; do
   mkdir -p "$work/results"
   for t in "${targets[@]}"; do : > "$work/results/${t%%:*}"; done
   for round in $(seq "$ROUNDS"); do
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$ours_bare/" >/dev/null
+    "${load_cores[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$ours_bare/" >/dev/null
     for group in "${groups[@]}"; do
       read -ra members <<< "$group"
       n=${#members[@]}
@@ -196,8 +219,10 @@ for workers in $WORKERS; do
     name=${t%%:*}
     result="$work/results/$name"
     ours_name=$(ours_for "$name")
-    ratio=${ours_name:+$(median_ratio "$ours_name" "$name")}
-    echo "| $workers | $name | $(median_col 1 < "$result") | $(median_col 2 < "$result") | $ratio |"
+    rps_ratio=${ours_name:+$(median_ratio "$ours_name" "$name" 1)}
+    p99_ratio=${ours_name:+$(median_ratio "$ours_name" "$name" 2)}
+    echo "| $workers | $name | $(median_col 1 < "$result") | $(median_col 2 < "$result") |" \
+      "$rps_ratio | $p99_ratio |"
   done
   stop_proxies
 done
