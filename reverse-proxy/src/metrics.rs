@@ -54,8 +54,9 @@ pub struct ProxyMetrics {
     /// worker, on the `http` and `https` listeners; one that became a tunnel (WebSocket,
     /// CONNECT) counts under `proxy.max_tunnels` instead. Sampled, like the pools' counters.
     pub connections_active: IntGaugeVec,
-    /// `proxy_tunnels_active`: upgraded connections (WebSocket, CONNECT) being relayed, out
-    /// of `proxy.max_tunnels`. Sampled with the connection counts.
+    /// `proxy_tunnels_active`: tunnels (WebSocket, CONNECT) being relayed, and upgrade
+    /// requests waiting for the upstream's answer: the permits of `proxy.max_tunnels` in
+    /// use. Sampled with the connection counts.
     pub tunnels_active: IntGauge,
     /// `proxy_l4_connections_active`: TCP connections being relayed (or connecting).
     pub l4_active: IntGauge,
@@ -126,7 +127,7 @@ impl ProxyMetrics {
             )?,
             tunnels_active: registry.gauge(
                 "proxy_tunnels_active",
-                "Upgraded connections (WebSocket, CONNECT) being relayed.",
+                "Tunnels (WebSocket, CONNECT) being relayed or waiting for the upstream's 101.",
             )?,
             l4_active: registry.gauge(
                 "proxy_l4_connections_active",

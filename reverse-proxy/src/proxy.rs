@@ -139,7 +139,7 @@ impl Proxy {
         })
     }
 
-    /// Upgraded connections being relayed now.
+    /// Tunnels being relayed now, with the upgrade requests still waiting for their answer.
     pub fn tunnels_open(&self) -> usize {
         self.max_tunnels - self.tunnels.available_permits()
     }
