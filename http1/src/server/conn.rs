@@ -351,11 +351,15 @@ impl<T: Io, S: Future<Output = ()>> Connection<'_, T, S> {
             Err(panic) => Poll::Ready(log_panic(panic)),
         };
         // A handler that answers at once lets responses to pipelined requests batch up; one
-        // that waits must not hold back the responses already written.
-        if let Poll::Ready(response) = poll_fn(|cx| Poll::Ready(poll(cx))).await {
-            return Ok(response);
+        // that waits must not hold back the responses already written. With nothing written
+        // yet, a handler that waits is left to its wake-up: polled again at once, it would
+        // run through its whole future for nothing (and a `yield_now` in it would not yield).
+        if !self.write_buf.is_empty() {
+            if let Poll::Ready(response) = poll_fn(|cx| Poll::Ready(poll(cx))).await {
+                return Ok(response);
+            }
+            self.flush().await?;
         }
-        self.flush().await?;
         Ok(poll_fn(poll).await)
     }
 
