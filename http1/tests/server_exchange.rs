@@ -1,9 +1,11 @@
-//! Exchanges over raw TCP: pipelining, 100-continue, responses without bodies, trailers,
-//! upgrades, HTTP/1.0, panics, and graceful shutdown.
+//! Exchanges over raw TCP: pipelining, when a waiting handler is polled, 100-continue,
+//! responses without bodies, trailers, upgrades, HTTP/1.0, panics, and graceful shutdown.
 
 mod support;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -114,6 +116,36 @@ async fn pipelined_requests_are_answered_in_order() {
             assert_eq!(status_of(response.as_bytes()), 200);
             assert!(response.ends_with(&format!("\r\n\r\n{i}")), "{response}");
         }
+    })
+    .await;
+}
+
+/// A handler that waits is polled again when it is woken, not at once: a poll for nothing
+/// runs through its whole future (a proxy's is kilobytes), and a `yield_now` in it would
+/// not yield.
+#[tokio::test]
+async fn a_waiting_handler_is_polled_again_only_when_woken() {
+    bounded(async {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = polls.clone();
+        let handler = move |_request: Request| {
+            let polls = counted.clone();
+            async move {
+                let mut sleep = std::pin::pin!(tokio::time::sleep(Duration::from_millis(20)));
+                std::future::poll_fn(|cx| {
+                    polls.fetch_add(1, Ordering::Relaxed);
+                    sleep.as_mut().poll(cx)
+                })
+                .await;
+                Response::text(StatusCode::OK, "slept")
+            }
+        };
+        let server = start(ServerConfig::default(), handler).await;
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let response = String::from_utf8(exchange_raw(server.addr, raw).await).unwrap();
+        assert!(response.ends_with("\r\n\r\nslept"), "{response}");
+        // One poll that starts the timer, one when it fires.
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
     })
     .await;
 }
