@@ -83,27 +83,10 @@ async fn two_workers_get_the_same_number_of_connections_and_report_them() {
     let mut config = config_with(cluster(&[backend.addr]));
     config.proxy.workers = 2;
     let proxy = RunningProxy::start(config).await;
-    let series = |worker: usize| {
-        format!("proxy_connections_active{{listener=\"http\",worker=\"{worker}\"}}")
-    };
-    let counts_become = |expected: [f64; 2]| {
-        let proxy = &proxy;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let metrics = proxy.metrics().await;
-                let counts = [0, 1].map(|w| metric(&metrics, &series(w)));
-                if counts == expected.map(Some) {
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{counts:?}, expected {expected:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let workers = [
+        "proxy_connections_active{listener=\"http\",worker=\"0\"}",
+        "proxy_connections_active{listener=\"http\",worker=\"1\"}",
+    ];
 
     let mut clients = Vec::new();
     for _ in 0..6 {
@@ -111,9 +94,9 @@ async fn two_workers_get_the_same_number_of_connections_and_report_them() {
         assert_eq!(client.get("/").await.0, StatusCode::OK);
         clients.push(client);
     }
-    counts_become([3.0, 3.0]).await;
+    proxy.metrics_become(workers, [3.0, 3.0]).await;
     drop(clients);
-    counts_become([0.0, 0.0]).await;
+    proxy.metrics_become(workers, [0.0, 0.0]).await;
     proxy.stop().await;
 }
 
@@ -630,22 +613,8 @@ async fn a_websocket_upgrade_becomes_a_tunnel_both_ways() {
         assert_eq!(echoed, frame);
     }
     // The tunnel is counted apart from the HTTP connections, and leaves the count when closed.
-    tunnels_become(&proxy, 1.0).await;
+    proxy.metrics_become(["proxy_tunnels_active"], [1.0]).await;
     drop(stream);
-    tunnels_become(&proxy, 0.0).await;
+    proxy.metrics_become(["proxy_tunnels_active"], [0.0]).await;
     proxy.stop().await;
-}
-
-/// Waits (at most 5 s) for `proxy_tunnels_active`, sampled each second, to read `expected`.
-async fn tunnels_become(proxy: &RunningProxy, expected: f64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let metrics = proxy.metrics().await;
-        let open = metric(&metrics, "proxy_tunnels_active");
-        if open == Some(expected) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{open:?}, expected {expected}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

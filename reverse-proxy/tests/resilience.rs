@@ -149,7 +149,7 @@ async fn circuit_breaker_limits_answer_503_naming_the_limit() {
     let busy: Vec<_> = (0..2)
         .map(|_| tokio::spawn(get(proxy.addr, "/sleep/800")))
         .collect();
-    wait_for_active(&proxy, 2).await;
+    proxy.metrics_become(["proxy_requests_active"], [2.0]).await;
     let (status, headers, _) = get(proxy.addr, "/").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -171,7 +171,7 @@ async fn circuit_breaker_limits_answer_503_naming_the_limit() {
     one_connection.circuit_breaker.max_pending = 0;
     let proxy = RunningProxy::start(config_with(one_connection)).await;
     let busy = tokio::spawn(get(proxy.addr, "/sleep/800"));
-    wait_for_active(&proxy, 1).await;
+    proxy.metrics_become(["proxy_requests_active"], [1.0]).await;
     let (status, headers, _) = get(proxy.addr, "/").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let proxy_status = headers["proxy-status"].to_str().unwrap();
@@ -186,22 +186,6 @@ async fn circuit_breaker_limits_answer_503_naming_the_limit() {
         Some(1.0)
     );
     proxy.stop().await;
-}
-
-/// Polls `/metrics` until `n` requests are being served.
-async fn wait_for_active(proxy: &RunningProxy, n: u64) {
-    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
-    loop {
-        let metrics = proxy.metrics().await;
-        if metric(&metrics, "proxy_requests_active") == Some(n as f64) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never {n} active:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -219,7 +203,7 @@ async fn a_reload_keeps_a_down_endpoint_out_of_rotation() {
     let config = config_with(checked.clone());
     let proxy = RunningProxy::start(config.clone()).await;
     let series = format!("proxy_endpoint_healthy{{cluster=\"app\",endpoint=\"{down}\"}}");
-    wait_for_metric(&proxy, &series, 0.0).await;
+    proxy.metrics_become([&series], [0.0]).await;
 
     // Reload with the same cluster and one more route, whose answer tells when it applied.
     let mut reloaded = config;
@@ -252,22 +236,6 @@ async fn a_reload_keeps_a_down_endpoint_out_of_rotation() {
     proxy.stop().await;
 }
 
-/// Polls `/metrics` until `series` has `value`.
-async fn wait_for_metric(proxy: &RunningProxy, series: &str, value: f64) {
-    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
-    loop {
-        let metrics = proxy.metrics().await;
-        if metric(&metrics, series) == Some(value) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} never {value}:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_health_address_is_probed_instead_of_the_endpoint_and_its_failure_takes_it_out() {
     // Two endpoints that serve fine; the first one's health address (its "admin listener")
@@ -287,7 +255,7 @@ async fn a_health_address_is_probed_instead_of_the_endpoint_and_its_failure_take
     checked.panic_threshold_percent = 0;
     let proxy = RunningProxy::start(config_with(checked)).await;
     let series = |addr| format!("proxy_endpoint_healthy{{cluster=\"app\",endpoint=\"{addr}\"}}");
-    wait_for_metric(&proxy, &series(draining.addr), 0.0).await;
+    proxy.metrics_become([&series(draining.addr)], [0.0]).await;
     assert!(readyz.hits() > 0, "the health address was probed");
     assert_eq!(
         draining.hits(),

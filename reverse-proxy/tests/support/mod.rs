@@ -298,6 +298,24 @@ impl RunningProxy {
         String::from_utf8(body.to_vec()).unwrap()
     }
 
+    /// Polls `/metrics` (at most [`TEST_TIMEOUT`]) until every one of `series` reads its
+    /// `expected` value at once.
+    pub async fn metrics_become<const N: usize>(&self, series: [&str; N], expected: [f64; N]) {
+        let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+        loop {
+            let metrics = self.metrics().await;
+            let values = series.map(|series| metric(&metrics, series));
+            if values == expected.map(Some) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series:?}: {values:?}, expected {expected:?}\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Shuts down as the binary does: trigger, wait for `run`, then drain the tasks it left
     /// (tunnels; with several workers, the worker threads wait for this to end).
     pub async fn stop(self) {
