@@ -47,8 +47,9 @@ if [ -n "$PIN" ]; then
     echo "PIN=1 needs WORKERS=1 and at least two cores" >&2
     exit 2
   fi
+  load_list="0-$((cpus - 2))"
   proxy_core=(taskset -c "$((cpus - 1))")
-  load_cores=(taskset -c "0-$((cpus - 2))")
+  load_cores=(taskset -c "$load_list")
 fi
 
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
@@ -60,7 +61,7 @@ cargo build --release --locked -q -p bench --bin http-hello -p reverse-proxy --b
 target="${CARGO_TARGET_DIR:-target}/release"
 scratch
 start_hello_backend
-if [ -n "$PIN" ]; then taskset -a -p -c "0-$((cpus - 2))" "$backend_pid" >/dev/null; fi
+if [ -n "$PIN" ]; then taskset -a -p -c "$load_list" "$backend_pid" >/dev/null; fi
 
 # Starts every proxy with `workers` workers; sets the *_port variables.
 start_proxies() {
